@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmark scripts: timing, memory bandwidth, the HF peer."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, List
+
+import torch
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def read_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Sustained read bandwidth (GB/s) of a reduction over a buffer far larger than cache,
+    with torch's threads: the ceiling for a weight-streaming decode step."""
+    x = torch.ones(nbytes // 4, dtype=torch.float32)
+    best = min(median_seconds(lambda: x.sum(), repeats=1, warmup=0) for _ in range(repeats))
+    return nbytes / best / 1e9
+
+
+def weight_bytes_per_token(model: torch.nn.Module) -> int:
+    """Bytes of weights one decode step reads: every parameter once (a tied embedding is
+    read in full by the output head; the embedding lookup itself reads one row)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    for b in model.buffers():
+        if b.dtype in (torch.int8, torch.uint8, torch.int32):  # quantized weights
+            total += b.numel() * b.element_size()
+    return total
+
+
+def load_hf_peer(path, dtype=torch.float32):
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+    model.generation_config.eos_token_id = None  # always generate the full length
+    return model

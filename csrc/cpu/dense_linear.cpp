@@ -1,0 +1,59 @@
+// fastdecode::linear on the CPU: our streaming GEMV for decode-sized inputs (few rows),
+// ATen's BLAS-backed linear for everything else (prefill and large batches are compute
+// bound, where MKL/oneDNN GEMM is already good).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <optional>
+
+#include "kernels/dense_gemv.h"
+
+namespace fastdecode::cpu {
+namespace {
+
+// Rows of x up to which the GEMV path is used: each weight row is then read once for all
+// rows while it is in L1, which beats a BLAS GEMM that is tuned for large M.
+constexpr int64_t kMaxGemvRows = 8;
+// Output rows per task: 64 rows x K=576 fp32 = 144 KiB of weights, enough to amortise the
+// task dispatch and to keep the hardware prefetcher streaming.
+constexpr int64_t kRowsPerTask = 64;
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "fastdecode::linear";
+  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D [N, K], got ", weight.sizes());
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), op, ": x must have shape [..., K] "
+              "with K = weight.size(1) = ", weight.size(1), ", got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == weight.scalar_type(), op, ": x dtype (", x.scalar_type(),
+              ") must equal weight dtype (", weight.scalar_type(), ")");
+  TORCH_CHECK(x.device() == weight.device(), op, ": x and weight must be on the same device");
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
+                ": bias must have shape [N] = [", weight.size(0), "], got ", bias->sizes());
+  }
+  const int64_t K = weight.size(1);
+  const int64_t N = weight.size(0);
+  const int64_t M = K == 0 ? 0 : x.numel() / K;
+  if (x.scalar_type() != at::kFloat || M > kMaxGemvRows || M == 0 || !weight.is_contiguous()) {
+    return at::linear(x, weight, bias);
+  }
+  const at::Tensor x2 = x.reshape({M, K}).contiguous();
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = x2.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    kernels::gemv_f32(xp, K, M, K, wp, K, begin, end, yp, N);
+  });
+  if (bias.has_value()) y.add_(*bias);
+  return y.view(out_shape);
+}
+
+TORCH_LIBRARY_IMPL(fastdecode, CPU, m) { m.impl("linear", &linear); }
+
+}  // namespace fastdecode::cpu

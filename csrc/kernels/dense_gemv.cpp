@@ -1,0 +1,80 @@
+#include "kernels/dense_gemv.h"
+
+#include "kernels/simd.h"
+
+namespace fastdecode::kernels {
+
+namespace {
+
+// Dot products of one activation row with kRows weight rows at once: the activation chunk
+// is loaded once per kRows rows, and kRows * kLanes independent accumulators hide FMA latency.
+constexpr int kRows = 4;
+
+inline float reduce_lanes(const float* acc) {
+  float s = 0.0f;
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+}  // namespace
+
+FASTDECODE_MULTIVERSION
+void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
+              int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  const int64_t k_full = K - K % kLanes;
+  int64_t n = n_begin;
+  for (; n + kRows <= n_end; n += kRows) {
+    const float* w0 = w + (n + 0) * ldw;
+    const float* w1 = w + (n + 1) * ldw;
+    const float* w2 = w + (n + 2) * ldw;
+    const float* w3 = w + (n + 3) * ldw;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = x + m * ldx;
+      float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
+      // While this block is summed, ask for the next block's rows (same columns) so their
+      // cache lines are in flight before the next iteration needs them.
+      const bool prefetch = m == 0 && n + 2 * kRows <= n_end;
+      for (int64_t k = 0; k < k_full; k += kLanes) {
+        if (prefetch) {
+          __builtin_prefetch(w0 + kRows * ldw + k);
+          __builtin_prefetch(w1 + kRows * ldw + k);
+          __builtin_prefetch(w2 + kRows * ldw + k);
+          __builtin_prefetch(w3 + kRows * ldw + k);
+        }
+        for (int l = 0; l < kLanes; ++l) {
+          const float xv = xm[k + l];
+          a0[l] += xv * w0[k + l];
+          a1[l] += xv * w1[k + l];
+          a2[l] += xv * w2[k + l];
+          a3[l] += xv * w3[k + l];
+        }
+      }
+      for (int64_t k = k_full; k < K; ++k) {
+        const float xv = xm[k];
+        a0[0] += xv * w0[k];
+        a1[0] += xv * w1[k];
+        a2[0] += xv * w2[k];
+        a3[0] += xv * w3[k];
+      }
+      float* ym = y + m * ldy + n;
+      ym[0] = reduce_lanes(a0);
+      ym[1] = reduce_lanes(a1);
+      ym[2] = reduce_lanes(a2);
+      ym[3] = reduce_lanes(a3);
+    }
+  }
+  for (; n < n_end; ++n) {
+    const float* wn = w + n * ldw;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = x + m * ldx;
+      float a[kLanes] = {};
+      for (int64_t k = 0; k < k_full; k += kLanes) {
+        for (int l = 0; l < kLanes; ++l) a[l] += xm[k + l] * wn[k + l];
+      }
+      for (int64_t k = k_full; k < K; ++k) a[0] += xm[k] * wn[k];
+      y[m * ldy + n] = reduce_lanes(a);
+    }
+  }
+}
+
+}  // namespace fastdecode::kernels

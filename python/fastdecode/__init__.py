@@ -1,0 +1,28 @@
+"""fastdecode: fast LLM text generation for PyTorch.
+
+Import order matters: torch first (it loads libtorch), then the native library (its static
+initialisers register torch.ops.fastdecode.*), then the Python API built on those ops.
+"""
+import torch  # noqa: F401  (must precede _C)
+
+from . import _C  # noqa: F401
+
+from .checkpoint import default_checkpoint_path, load
+from .generate import compile_decode_step, decode_n_tokens, decode_one_token, generate, prefill
+from .model import KVCache, ModelArgs, Transformer
+from .sampling import logits_to_probs, multinomial_sample_one_no_sync, sample
+from .tokenizer import Tokenizer
+
+__version__ = _C.__version__
+
+
+def build_info() -> dict:
+    """Version, compiled and active SIMD paths, and whether CUDA kernels were built."""
+    return {"version": __version__, "compiled_isas": _C.compiled_isas(),
+            "active_isa": _C.active_isa(), "cuda": bool(_C.with_cuda),
+            "torch": torch.__version__}
+
+
+__all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one_token",
+           "decode_n_tokens", "compile_decode_step", "ModelArgs", "KVCache", "Transformer", "Tokenizer",
+           "logits_to_probs", "multinomial_sample_one_no_sync", "sample", "build_info"]

