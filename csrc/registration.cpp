@@ -4,12 +4,19 @@
 
 TORCH_LIBRARY(fastdecode, m) {
   // logits [V] or [B, V] (fp32/bf16/fp16) -> probabilities, same shape and dtype.
-  // softmax(logits / temperature) restricted to the top_k largest logits (ties at the k-th
-  // value kept); temperature 0 = one-hot at the argmax (greedy).
-  m.def("logits_to_probs(Tensor logits, float temperature=1.0, int? top_k=None) -> Tensor");
-  // probs [V] or [B, V] -> int32 index [1] or [B, 1]: argmax(probs / Exp(1) noise), a draw
-  // from probs (need not be normalised) with no host synchronisation.
-  m.def("multinomial_sample_one_no_sync(Tensor probs, Generator? generator=None) -> Tensor",
+  // Repetition penalty over previous_tokens ([T] or [B, T]), temperature (0 = one-hot at the
+  // argmax), top-k, softmax, then top-p and min-p; row_params [B, 5] (temperature, top_k,
+  // top_p, min_p, repetition_penalty) overrides the scalars per row.
+  m.def(
+      "logits_to_probs(Tensor logits, Tensor? previous_tokens=None, float temperature=1.0, "
+      "int? top_k=None, float top_p=1.0, float min_p=0.0, float repetition_penalty=1.0, "
+      "Tensor? row_params=None) -> Tensor");
+  // probs [V] or [B, V] (non-negative, need not be normalised) -> int32 index [1] or [B, 1]:
+  // argmax(probs / E), E ~ Exp(1), a draw from probs with no host synchronisation. E is
+  // `noise` when given (same shape as probs), else drawn in the kernel from `generator`.
+  m.def(
+      "multinomial_sample_one_no_sync(Tensor probs, Generator? generator=None, "
+      "Tensor? noise=None) -> Tensor",
         {at::Tag::nondeterministic_seeded});
   // x [..., K] @ weight[N, K]^T (+ bias [N]) -> [..., N]: F.linear with a weight-streaming
   // GEMV for decode-sized inputs (<= 8 rows, fp32) and ATen's GEMM otherwise.

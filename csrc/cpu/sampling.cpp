@@ -1,12 +1,15 @@
 // CPU implementations of the sampling ops: input checks, dtype handling and the row loop.
 // The per-row math lives in csrc/kernels/sampling.{h,cpp}.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "kernels/sampling.h"
@@ -34,71 +37,152 @@ constexpr int64_t kRowGrain = 1;
 
 }  // namespace
 
-at::Tensor logits_to_probs(const at::Tensor& logits, double temperature,
-                           std::optional<int64_t> top_k) {
+namespace {
+
+// Column order of the optional per-row parameter table row_params [B, 5] (float32).
+enum ParamColumn { kTemperature = 0, kTopK, kTopP, kMinP, kRepetitionPenalty, kNumParams };
+
+// Range checks shared by the scalar and the per-row forms; `row` < 0 means "scalar".
+void check_row_params(const char* op, int64_t row, const kernels::RowSamplingParams& p,
+                      double top_k_raw) {
+  const std::string where = row < 0 ? std::string() : " (row " + std::to_string(row) + ")";
+  TORCH_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f, op, ": temperature",
+              where, " must be a finite number >= 0 (0 = greedy), got ", p.temperature);
+  TORCH_CHECK(top_k_raw >= 0 && top_k_raw == std::floor(top_k_raw), op, ": top_k", where,
+              " must be None or an integer >= 0 (0/None = off), got ", top_k_raw);
+  TORCH_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, op, ": top_p", where,
+              " must be in (0, 1] (1 = off), got ", p.top_p);
+  TORCH_CHECK(p.min_p >= 0.0f && p.min_p < 1.0f, op, ": min_p", where,
+              " must be in [0, 1) (0 = off), got ", p.min_p);
+  TORCH_CHECK(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f, op,
+              ": repetition_penalty", where, " must be a finite number > 0 (1 = off), got ",
+              p.repetition_penalty);
+}
+
+}  // namespace
+
+at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Tensor>& previous_tokens,
+                           double temperature, std::optional<int64_t> top_k, double top_p,
+                           double min_p, double repetition_penalty,
+                           const std::optional<at::Tensor>& row_params) {
   constexpr const char* op = "fastdecode::logits_to_probs";
   check_sampling_input(op, "logits", logits);
-  TORCH_CHECK(std::isfinite(temperature) && temperature >= 0.0, op,
-              ": temperature must be a finite number >= 0 (0 = greedy), got ", temperature);
-  TORCH_CHECK(!top_k.has_value() || *top_k >= 0, op,
-              ": top_k must be None or >= 0 (0 or None = no top-k filter), got ", *top_k);
+  const int64_t rows = logits.dim() == 2 ? logits.size(0) : 1;
+  const int64_t vocab = logits.size(-1);
+
+  // Parameters: one set for every row, or a [B, 5] table. All checked before any work.
+  std::vector<kernels::RowSamplingParams> params(rows);
+  if (row_params.has_value()) {
+    const at::Tensor& t = *row_params;
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == kNumParams, op,
+                ": row_params must have shape [B, 5] = [", rows, ", 5], got ", t.sizes());
+    TORCH_CHECK(t.device().is_cpu(), op, ": row_params must be a CPU tensor");
+    const at::Tensor tf = t.to(at::kDouble).contiguous();
+    const double* v = tf.data_ptr<double>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const double* c = v + r * kNumParams;
+      kernels::RowSamplingParams& p = params[r];
+      p.temperature = static_cast<float>(c[kTemperature]);
+      p.top_k = static_cast<int64_t>(c[kTopK]);
+      p.top_p = static_cast<float>(c[kTopP]);
+      p.min_p = static_cast<float>(c[kMinP]);
+      p.repetition_penalty = static_cast<float>(c[kRepetitionPenalty]);
+      check_row_params(op, r, p, c[kTopK]);
+    }
+  } else {
+    kernels::RowSamplingParams p;
+    p.temperature = static_cast<float>(temperature);
+    p.top_k = top_k.value_or(0);
+    p.top_p = static_cast<float>(top_p);
+    p.min_p = static_cast<float>(min_p);
+    p.repetition_penalty = static_cast<float>(repetition_penalty);
+    TORCH_CHECK(std::isfinite(temperature), op,
+                ": temperature must be a finite number >= 0 (0 = greedy), got ", temperature);
+    check_row_params(op, -1, p, static_cast<double>(p.top_k));
+    std::fill(params.begin(), params.end(), p);
+  }
+
+  // previous_tokens: [T] (shared by every row) or [B, T]; ids in [0, V).
+  at::Tensor prev;
+  int64_t n_prev = 0;
+  bool prev_per_row = false;
+  if (previous_tokens.has_value() && previous_tokens->numel() > 0) {
+    const at::Tensor& t = *previous_tokens;
+    TORCH_CHECK(t.device().is_cpu(), op, ": previous_tokens must be a CPU tensor");
+    TORCH_CHECK(!at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kBool, op,
+                ": previous_tokens must hold integer token ids, got ", t.scalar_type());
+    TORCH_CHECK(t.dim() == 1 || (t.dim() == 2 && logits.dim() == 2 && t.size(0) == rows), op,
+                ": previous_tokens must have shape [T] or [B, T] with B = ", rows,
+                " rows of logits, got ", t.sizes());
+    prev = t.to(at::kLong).contiguous();
+    const int64_t lo = prev.min().item<int64_t>();
+    const int64_t hi = prev.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < vocab, op, ": previous_tokens ids must be in [0, ", vocab,
+                ") (the vocabulary of logits), got ids in [", lo, ", ", hi, "]");
+    prev_per_row = t.dim() == 2;
+    n_prev = prev.size(-1);
+  }
 
   const at::Tensor x = as_rows_f32(logits);
-  const int64_t rows = x.size(0);
-  const int64_t vocab = x.size(1);
   at::Tensor probs = at::empty({rows, vocab}, x.options());
-  // top-k with k >= V keeps every entry, exactly as topk(min(k, V)) does.
-  const int64_t k = top_k.has_value() && *top_k > 0 && *top_k < vocab ? *top_k : 0;
-  const bool greedy = temperature == 0.0;
-  const float inv_temperature = greedy ? 0.0f : static_cast<float>(1.0 / temperature);
-
   const float* xp = x.data_ptr<float>();
   float* pp = probs.data_ptr<float>();
-  std::vector<uint8_t> bad_row(rows, 0);  // 1 = NaN, 2 = no finite maximum
+  const int64_t* prevp = n_prev > 0 ? prev.data_ptr<int64_t>() : nullptr;
+  std::vector<kernels::RowStatus> status(rows, kernels::RowStatus::kOk);
   at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(k > 0 ? vocab : 0);
+    kernels::SamplingScratch scratch;
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = xp + r * vocab;
-      float* out = pp + r * vocab;
-      const kernels::RowMax m = kernels::row_max(row, vocab);
-      if (m.has_nan) { bad_row[r] = 1; continue; }
-      if (!std::isfinite(m.value)) { bad_row[r] = 2; continue; }
-      if (greedy) {
-        kernels::one_hot_row(out, vocab, m.index);
-        continue;
-      }
-      const float threshold = k > 0 ? kernels::kth_largest(row, vocab, k, scratch.data())
-                                    : -std::numeric_limits<float>::infinity();
-      kernels::softmax_row(row, out, vocab, m.value, inv_temperature, threshold);
+      const int64_t* row_prev = prevp == nullptr ? nullptr : prevp + (prev_per_row ? r * n_prev : 0);
+      status[r] = kernels::logits_to_probs_row(xp + r * vocab, pp + r * vocab, vocab, row_prev,
+                                               n_prev, params[r], scratch);
     }
   });
   for (int64_t r = 0; r < rows; ++r) {
-    TORCH_CHECK(bad_row[r] != 1, op, ": logits row ", r, " contains NaN");
-    TORCH_CHECK(bad_row[r] != 2, op, ": logits row ", r,
+    TORCH_CHECK(status[r] != kernels::RowStatus::kNaN, op, ": logits row ", r, " contains NaN");
+    TORCH_CHECK(status[r] != kernels::RowStatus::kNoFiniteMax, op, ": logits row ", r,
                 " has no finite maximum (all -inf, or +inf present)");
   }
   return probs.view(logits.sizes()).to(logits.scalar_type());
 }
 
 at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
-                                          std::optional<at::Generator> generator) {
+                                          std::optional<at::Generator> generator,
+                                          const std::optional<at::Tensor>& noise) {
   constexpr const char* op = "fastdecode::multinomial_sample_one_no_sync";
   check_sampling_input(op, "probs", probs);
   const at::Tensor p = as_rows_f32(probs);
   const int64_t rows = p.size(0);
   const int64_t vocab = p.size(1);
-  // The noise comes from ATen's own Exp(1) sampler with the caller's generator, so a
-  // reference computing argmax(probs / empty_like(probs).exponential_(1, generator=g))
-  // from the same generator state picks the same index.
-  at::Tensor noise = at::empty({rows, vocab}, p.options()).exponential_(1.0, generator);
+  at::Tensor noise_rows;
+  if (noise.has_value()) {
+    TORCH_CHECK(noise->sizes() == probs.sizes(), op, ": noise must have the shape of probs ",
+                probs.sizes(), ", got ", noise->sizes());
+    TORCH_CHECK(noise->device().is_cpu(), op, ": noise must be a CPU tensor");
+    noise_rows = as_rows_f32(*noise);
+  }
+  uint64_t key = 0;
+  if (!noise.has_value()) {
+    // One 64-bit draw advances the caller's generator; the kernel expands it into per-token
+    // Exp(1) noise with a counter-based hash (ATen's exponential_ costs ~20 ns a token).
+    auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+        generator, at::detail::getDefaultCPUGenerator());
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    key = gen->random64();
+  }
   at::Tensor out = at::empty({rows, 1}, p.options().dtype(at::kInt));
   const float* pp = p.data_ptr<float>();
-  const float* np = noise.data_ptr<float>();
-  int32_t* op_ = out.data_ptr<int32_t>();
+  const float* np = noise.has_value() ? noise_rows.data_ptr<float>() : nullptr;
+  int32_t* outp = out.data_ptr<int32_t>();
   at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> ratios(vocab);
     for (int64_t r = begin; r < end; ++r) {
-      op_[r] = static_cast<int32_t>(
-          kernels::exponential_race_argmax(pp + r * vocab, np + r * vocab, vocab));
+      const int64_t idx =
+          np != nullptr
+              ? kernels::exponential_race_argmax(pp + r * vocab, np + r * vocab, vocab,
+                                                 ratios.data())
+              : kernels::exponential_race_sample(pp + r * vocab, vocab, key,
+                                                 static_cast<uint32_t>(r), ratios.data());
+      outp[r] = static_cast<int32_t>(idx);
     }
   });
   // [V] -> [1], [B, V] -> [B, 1]: argmax(..., dim=-1, keepdim=True) as in the reference.

@@ -12,7 +12,7 @@
 
 namespace fastdecode::kernels {
 
-inline float fast_expf(float x) {
+__attribute__((always_inline)) inline float fast_expf(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f;
   constexpr float kLn2Lo = -2.12194440e-4f;

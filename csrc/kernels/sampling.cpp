@@ -5,68 +5,57 @@
 #include <limits>
 
 #include "kernels/fast_exp.h"
+#include "kernels/random.h"
 #include "kernels/simd.h"
+#include "kernels/vec.h"
 
 namespace fastdecode::kernels {
 
 namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Merge per-lane (value, index) winners: larger value wins, smaller index breaks ties.
-inline void merge_lanes(const float* best, const int64_t* best_i, float& value, int64_t& index) {
-  value = best[0];
-  index = best_i[0];
-  for (int l = 1; l < kLanes; ++l) {
-    if (best[l] > value || (best[l] == value && best_i[l] < index)) {
-      value = best[l];
-      index = best_i[l];
-    }
-  }
-}
 }  // namespace
 
+// One pass: per lane the best value and the 16-wide chunk where it was first seen (strict
+// '>' keeps the first occurrence), then the lanes are merged by (value, index).
 FASTDECODE_MULTIVERSION
 RowMax row_max(const float* x, int64_t n) {
-  float best[kLanes];
-  int64_t best_i[kLanes];
-  int nan_seen[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    best[l] = kNegInf;
-    best_i[l] = l < n ? l : 0;
-    nan_seen[l] = 0;
-  }
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  vf16 best = splat16(neg_inf);
+  vi16 best_chunk = splat16i(0);
+  vi16 nan_seen = splat16i(0);
+  vi16 chunk = splat16i(0);  // kept in a register: a splat inside the loop is lane by lane
+  const vi16 one = splat16i(1);
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float v = x[i + l];
-      nan_seen[l] |= (v != v);
-      const bool better = v > best[l];  // strict: keeps the first index within a lane
-      best[l] = better ? v : best[l];
-      best_i[l] = better ? i + l : best_i[l];
+    const vf16 v = load16(x + i);
+    nan_seen |= v != v;
+    const vi16 better = v > best;
+    best = better ? v : best;
+    best_chunk = better ? chunk : best_chunk;
+    chunk += one;
+  }
+  RowMax out{neg_inf, 0, any16(nan_seen)};
+  bool found = false;
+  for (int l = 0; l < kLanes; ++l) {
+    const int64_t idx = static_cast<int64_t>(best_chunk[l]) * kLanes + l;
+    if (best[l] > out.value || (best[l] == out.value && found && idx < out.index) ||
+        (!found && best[l] == out.value && best[l] > neg_inf)) {
+      out.value = best[l];
+      out.index = idx;
+      found = true;
     }
   }
   for (int64_t i = full; i < n; ++i) {
-    const int l = static_cast<int>(i - full);
-    const float v = x[i];
-    nan_seen[l] |= (v != v);
-    if (v > best[l]) {
-      best[l] = v;
-      best_i[l] = i;
+    out.has_nan = out.has_nan || x[i] != x[i];
+    if (x[i] > out.value) {  // tail indices are larger: only a strictly larger value wins
+      out.value = x[i];
+      out.index = i;
+      found = true;
     }
   }
-  RowMax out{};
-  merge_lanes(best, best_i, out.value, out.index);
-  out.has_nan = false;
-  for (int l = 0; l < kLanes; ++l) out.has_nan = out.has_nan || nan_seen[l];
+  if (!found) out.index = 0;  // every entry -inf (or NaN): index 0, as torch.argmax
   return out;
-}
-
-float kth_largest(const float* x, int64_t n, int64_t k, float* scratch) {
-  std::copy(x, x + n, scratch);
-  // After nth_element with greater<>, scratch[k-1] is the value a descending sort would put
-  // there; NaN-free input is a precondition (row_max reports NaN first).
-  std::nth_element(scratch, scratch + (k - 1), scratch + n, std::greater<float>());
-  return scratch[k - 1];
 }
 
 FASTDECODE_MULTIVERSION
@@ -95,40 +84,108 @@ void softmax_row(const float* x, float* probs, int64_t n, float max, float inv_t
   for (int64_t i = 0; i < n; ++i) probs[i] *= inv_sum;
 }
 
+FASTDECODE_MULTIVERSION
+void mask_below_and_renormalise(float* probs, int64_t n, float threshold) {
+  float acc[kLanes] = {};
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float p = probs[i + l] >= threshold ? probs[i + l] : 0.0f;
+      probs[i + l] = p;
+      acc[l] += p;
+    }
+  }
+  for (int64_t i = full; i < n; ++i) {
+    const float p = probs[i] >= threshold ? probs[i] : 0.0f;
+    probs[i] = p;
+    acc[0] += p;
+  }
+  float sum = 0.0f;
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
+  const float inv_sum = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) probs[i] *= inv_sum;
+}
+
+RowStatus logits_to_probs_row(const float* logits, float* probs, int64_t n, const int64_t* prev,
+                              int64_t n_prev, const RowSamplingParams& params,
+                              SamplingScratch& s) {
+  const float* x = logits;
+  if (n_prev > 0 && params.repetition_penalty != 1.0f) {
+    // New values are computed from the untouched row first, then written: a token listed
+    // several times is penalised once.
+    s.penalties.resize(n_prev);
+    for (int64_t j = 0; j < n_prev; ++j) {
+      const float v = logits[prev[j]];
+      s.penalties[j] = v > 0.0f ? v / params.repetition_penalty : v * params.repetition_penalty;
+    }
+    s.penalised.assign(logits, logits + n);
+    for (int64_t j = 0; j < n_prev; ++j) s.penalised[prev[j]] = s.penalties[j];
+    x = s.penalised.data();
+  }
+  const RowMax m = row_max(x, n);
+  if (m.has_nan) return RowStatus::kNaN;
+  if (!std::isfinite(m.value)) return RowStatus::kNoFiniteMax;
+  if (params.temperature == 0.0f) {
+    one_hot_row(probs, n, m.index);
+    return RowStatus::kOk;
+  }
+  // Temperature is positive, so top-k on tempered logits = top-k on the logits.
+  float logit_threshold = -std::numeric_limits<float>::infinity();
+  if (params.top_k > 0 && params.top_k < n) logit_threshold = kth_largest(x, n, params.top_k, m.value, s);
+  softmax_row(x, probs, n, m.value, 1.0f / params.temperature, logit_threshold);
+  float threshold = 0.0f;
+  if (params.top_p < 1.0f) {
+    threshold = top_p_threshold(probs, n, params.top_p, probs[m.index], s);
+  }
+  if (params.min_p > 0.0f) threshold = std::max(threshold, params.min_p * probs[m.index]);
+  if (threshold > 0.0f) mask_below_and_renormalise(probs, n, threshold);
+  return RowStatus::kOk;
+}
+
 void one_hot_row(float* probs, int64_t n, int64_t index) {
   std::fill(probs, probs + n, 0.0f);
   probs[index] = 1.0f;
 }
 
+// Both races: ratios[i] = probs[i] / E_i in one elementwise pass, then the first index of
+// the largest ratio (row_max). NaN ratios never win.
+namespace {
+int64_t argmax_of_ratios(const float* ratios, int64_t n) {
+  const RowMax m = row_max(ratios, n);
+  return m.value > 0.0f ? m.index : 0;  // no positive weight: 0
+}
+}  // namespace
+
 FASTDECODE_MULTIVERSION
-int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n) {
-  float best[kLanes];
-  int64_t best_i[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    best[l] = kNegInf;
-    best_i[l] = std::numeric_limits<int64_t>::max();
-  }
+int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n,
+                                float* ratios) {
+  for (int64_t i = 0; i < n; ++i) ratios[i] = probs[i] / noise[i];
+  return argmax_of_ratios(ratios, n);
+}
+
+FASTDECODE_MULTIVERSION
+int64_t exponential_race_sample(const float* probs, int64_t n, uint64_t key, uint32_t row,
+                                float* ratios) {
+  // Chunks whose probabilities are all zero (most of the row after top-k / top-p) cannot
+  // win: they skip the noise. Each token's noise depends only on (key, row, i), so skipping
+  // does not change the draws of the others.
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
+    const vf16 p = load16(probs + i);
+    if (!any16(p != splat16(0.0f))) {
+      store16(ratios + i, splat16(0.0f));
+      continue;
+    }
     for (int l = 0; l < kLanes; ++l) {
-      const float r = probs[i + l] / noise[i + l];
-      const bool better = r > best[l];
-      best[l] = better ? r : best[l];
-      best_i[l] = better ? i + l : best_i[l];
+      const uint32_t idx = static_cast<uint32_t>(i + l);
+      ratios[i + l] = probs[i + l] / exponential_from_bits(counter_random(key, row, idx));
     }
   }
   for (int64_t i = full; i < n; ++i) {
-    const int l = static_cast<int>(i - full);
-    const float r = probs[i] / noise[i];
-    if (r > best[l]) {
-      best[l] = r;
-      best_i[l] = i;
-    }
+    const float e = exponential_from_bits(counter_random(key, row, static_cast<uint32_t>(i)));
+    ratios[i] = probs[i] / e;
   }
-  float value;
-  int64_t index;
-  merge_lanes(best, best_i, value, index);
-  return index == std::numeric_limits<int64_t>::max() ? 0 : index;
+  return argmax_of_ratios(ratios, n);
 }
 
 }  // namespace fastdecode::kernels

@@ -1,9 +1,11 @@
 // Torch-free sampling kernels on one row of a [B, V] fp32 array. Each function works on a
-// single row so the caller can run rows in parallel; none allocates except kth_largest's
-// caller-provided scratch.
+// single row so the caller can run rows in parallel. No sort of the vocabulary anywhere:
+// top-k and top-p thresholds come from radix selection (one histogram pass, then a small
+// selection inside the one bucket that holds the threshold).
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace fastdecode::kernels {
 
@@ -13,12 +15,30 @@ struct RowMax {
   bool has_nan;     // any NaN in the row: callers reject the input
 };
 
-// One pass over x[0:n).
+// Max, first argmax and NaN flag of x[0:n) in one vectorised pass.
 RowMax row_max(const float* x, int64_t n);
 
-// The k-th largest value of x[0:n) (k in [1, n]) by selection (std::nth_element, O(n)
-// average), not a sort. `scratch` holds n floats and is overwritten.
-float kth_largest(const float* x, int64_t n, int64_t k, float* scratch);
+// Reusable buffers for one thread (sized on first use, kept across rows).
+struct SamplingScratch {
+  std::vector<float> penalised;   // the row after the repetition penalty
+  std::vector<float> candidates;  // entries above a threshold's lower bound
+  std::vector<float> bucket;      // members of the radix bucket holding a threshold
+  std::vector<float> penalties;   // new logits of previous tokens
+  std::vector<uint32_t> counts;   // radix histogram (top-k)
+  std::vector<float> mass;        // radix histogram (top-p)
+};
+
+// The k-th largest value of x[0:n) (k in [1, n]), NaN-free input, `max` = its maximum.
+// Band counts bound it from below, then radix select (radix_select.cpp) finds it exactly.
+float kth_largest(const float* x, int64_t n, int64_t k, float max, SamplingScratch& scratch);
+
+// Smallest probability tau such that the tokens with p >= tau hold at least `top_p` of the
+// mass (the nucleus: highest-probability tokens first, the token that crosses top_p
+// included, ties with it included). probs are normalised and non-negative; top_p in (0, 1).
+// max_prob = max(probs). Returns 0 when rounding keeps the running sum below top_p (keep
+// everything).
+float top_p_threshold(const float* probs, int64_t n, float top_p, float max_prob,
+                      SamplingScratch& scratch);
 
 // probs[i] = exp((x[i] - max) * inv_temperature) / Z for x[i] >= threshold, else 0, where Z
 // normalises the kept entries. `max` is row_max(x).value and must be >= threshold (so at
@@ -26,12 +46,44 @@ float kth_largest(const float* x, int64_t n, int64_t k, float* scratch);
 void softmax_row(const float* x, float* probs, int64_t n, float max, float inv_temperature,
                  float threshold);
 
+// probs[i] = 0 where probs[i] < threshold, then renormalise (threshold <= max(probs)).
+void mask_below_and_renormalise(float* probs, int64_t n, float threshold);
+
 // probs = one-hot at `index` (greedy decoding expressed as a distribution).
 void one_hot_row(float* probs, int64_t n, int64_t index);
 
+struct RowSamplingParams {
+  float temperature = 1.0f;         // >= 0; 0 = greedy (one-hot at the argmax)
+  int64_t top_k = 0;                // 0 = off; >= n keeps everything
+  float top_p = 1.0f;               // (0, 1]; 1 = off
+  float min_p = 0.0f;               // [0, 1); keep p >= min_p * max p; 0 = off
+  float repetition_penalty = 1.0f;  // > 0; 1 = off
+};
+
+enum class RowStatus : uint8_t { kOk = 0, kNaN = 1, kNoFiniteMax = 2 };
+
+// The whole logits -> probabilities pipeline for one row, in this order:
+//   1. repetition penalty on the distinct ids in prev[0:n_prev) (each id once, whatever its
+//      multiplicity): logit / penalty if the logit is > 0, logit * penalty otherwise;
+//   2. temperature (0 -> one-hot at the first argmax, the remaining steps skipped);
+//   3. top-k on the tempered logits (ties with the k-th value kept);
+//   4. softmax over the kept tokens;
+//   5. top-p (nucleus) and min-p on those probabilities; one renormalisation.
+// `logits` is not modified. prev ids must be in [0, n).
+RowStatus logits_to_probs_row(const float* logits, float* probs, int64_t n, const int64_t* prev,
+                              int64_t n_prev, const RowSamplingParams& params,
+                              SamplingScratch& scratch);
+
 // argmax_i probs[i] / noise[i], first index on ties; with noise ~ Exp(1) this draws i with
 // probability probs[i] / sum(probs) (the "exponential race"), without a cumulative sum or a
-// host sync. Entries whose ratio is NaN never win; returns 0 when no ratio is > -inf.
-int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n);
+// host sync. NaN ratios never win; returns 0 when no ratio is > 0. `ratios` holds n floats.
+int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n,
+                                float* ratios);
+
+// The same race with the Exp(1) noise drawn in the kernel: E_i from counter-based random
+// bits for (key, row, i) (random.h), so rows and tokens are independent of each other and of
+// the order they are computed in.
+int64_t exponential_race_sample(const float* probs, int64_t n, uint64_t key, uint32_t row,
+                                float* ratios);
 
 }  // namespace fastdecode::kernels

@@ -56,6 +56,9 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=_positive_int, default=100)
     g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=200, help="0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1 = off")
+    g.add_argument("--min-p", type=float, default=0.0, help="in [0, 1); 0 = off")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0; 1 = off")
     g.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
     g.add_argument("--chat", action="store_true",
                    help="wrap the prompt as a user turn of the model's chat template")
@@ -93,7 +96,8 @@ def _cmd_generate(args) -> int:
     t0 = time.perf_counter()
     generate(model, prompt, args.max_new_tokens, callback=streamer,
                  eos_id=tokenizer.stop_ids, temperature=args.temperature,
-                 top_k=args.top_k or None, generator=generator)
+                 top_k=args.top_k or None, top_p=args.top_p, min_p=args.min_p,
+                 repetition_penalty=args.repetition_penalty, generator=generator)
     dt = time.perf_counter() - t0
     sys.stdout.write("\n")
     print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]")

@@ -24,17 +24,21 @@ INTERACTIVE_MAX_SEQ_LENGTH = 350
 
 
 def prefill(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
-            **sampling_kwargs) -> torch.Tensor:
+            previous_tokens: Optional[torch.Tensor] = None, **sampling_kwargs) -> torch.Tensor:
     """x ``[B, T]`` prompt ids, input_pos ``[T]`` -> first new token ``[B, 1]`` (int32)."""
     logits = model(x, input_pos, last_only=True)
-    return sample(logits, **sampling_kwargs)[0]
+    return sample(logits, previous_tokens, **sampling_kwargs)[0]
 
 
 def decode_one_token(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
+                     previous_tokens: Optional[torch.Tensor] = None,
                      **sampling_kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
-    """x ``[B, 1]``, input_pos ``[1]`` or ``[B, 1]`` -> (next token ``[B, 1]``, probs ``[B, V]``)."""
+    """x ``[B, 1]``, input_pos ``[1]`` or ``[B, 1]`` -> (next token ``[B, 1]``, probs ``[B, V]``).
+
+    previous_tokens ``[B, T']``: ids that receive the repetition penalty.
+    """
     logits = model(x, input_pos)
-    return sample(logits, **sampling_kwargs)
+    return sample(logits, previous_tokens, **sampling_kwargs)
 
 
 # The step that decode_n_tokens calls; compile_decode_step() swaps in a compiled version.
@@ -62,6 +66,7 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
                     num_new_tokens: int, callback: Callable = lambda _: _, *,
                     out: Optional[torch.Tensor] = None, stop_ids: Optional[torch.Tensor] = None,
                     pad_id: int = 0, done: Optional[torch.Tensor] = None,
+                    previous_tokens: Optional[torch.Tensor] = None,
                     **sampling_kwargs) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
     """Decode ``num_new_tokens`` tokens after ``cur_token [B, 1]`` at ``input_pos [1]``.
 
@@ -69,14 +74,16 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     With ``out`` ``[B, >= num_new_tokens]`` the tokens are written there instead and the
     lists stay empty. With ``stop_ids``, rows whose last token was a stop id (or that are
     already ``done`` ``[B]``) get ``pad_id``; decoding ends early once every row is done.
-    ``input_pos`` is advanced in place.
+    ``input_pos`` is advanced in place. ``previous_tokens`` (a fixed-shape buffer, typically
+    the ``seq`` that ``out`` is a view of) is passed to every step for the repetition penalty.
     """
     new_tokens: List[torch.Tensor] = []
     new_probs: List[torch.Tensor] = []
     if stop_ids is not None and done is None:
         done = torch.isin(cur_token.view(-1), stop_ids)
     for i in range(num_new_tokens):
-        next_token, next_prob = _decode_step(model, cur_token, input_pos, **sampling_kwargs)
+        next_token, next_prob = _decode_step(model, cur_token, input_pos, previous_tokens,
+                                             **sampling_kwargs)
         input_pos += 1
         if stop_ids is not None:
             next_token = torch.where(done.unsqueeze(1), pad_id, next_token)
@@ -143,15 +150,17 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     callback: called once per new token with the ``[B, 1]`` token tensor.
     eos_id: optional stop id(s); a row stops after producing one and the rest of the row is
     filled with ``pad_id`` (default: the first stop id). Rows are padded, never cut.
-    sampling_kwargs: ``temperature`` (0 = greedy), ``top_k``, ``generator``.
+    sampling_kwargs: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
+    ``repetition_penalty`` (scalars or per-row ``[B]`` tensors) and ``generator``. The
+    repetition penalty covers the prompt and every token generated so far, as in Hugging Face.
 
     Returns ``(seq [B, T + max_new_tokens] int64, {"accept_counts": [...]})``.
     """
     _check_positive_int("max_new_tokens", max_new_tokens, 1)
     _check_positive_int("speculate_k", speculate_k, 0)
-    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs)
     rows = _prepare_prompt(model, prompt, batch_size)
     bsz, T = rows.shape
+    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=bsz)
     capacity = INTERACTIVE_MAX_SEQ_LENGTH if interactive else model.config.block_size
     if T > capacity:
         raise ValueError(f"prompt has {T} tokens, more than the "
@@ -173,13 +182,20 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     with torch.device(device):
         model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
 
-    seq = torch.empty(bsz, T_new, dtype=torch.int64, device=device)
+    # Positions not generated yet hold each row's first prompt token: that id is already
+    # among the previous tokens, and the penalty counts each distinct id once, so the
+    # fixed-shape seq can serve as previous_tokens at every step (static shapes for compile).
+    seq = rows[:, :1].expand(bsz, T_new).clone()
     seq[:, :T] = rows
+    rp = sampling_kwargs["repetition_penalty"]
+    penalised = isinstance(rp, torch.Tensor) or rp != 1.0
+    previous_tokens = seq if penalised else None
     input_pos = torch.arange(0, T, device=device)
-    next_token = prefill(model, rows, input_pos, **sampling_kwargs)
+    next_token = prefill(model, rows, input_pos, previous_tokens, **sampling_kwargs)
     seq[:, T:T + 1] = next_token
     callback(next_token)
     input_pos = torch.tensor([T], device=device, dtype=torch.int64)
     decode_n_tokens(model, next_token, input_pos, max_new_tokens - 1, callback,
-                    out=seq[:, T + 1:], stop_ids=stop_ids, pad_id=pad_id, **sampling_kwargs)
+                    out=seq[:, T + 1:], stop_ids=stop_ids, pad_id=pad_id,
+                    previous_tokens=previous_tokens, **sampling_kwargs)
     return seq, {"accept_counts": [0] * (speculate_k + 1)}

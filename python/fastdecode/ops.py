@@ -5,7 +5,7 @@ The fake kernels give output shapes and dtypes without computing anything, which
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -16,37 +16,74 @@ __all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear"]
 _ops = torch.ops.fastdecode
 
 
-def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0,
-                    top_k: Optional[int] = None) -> torch.Tensor:
-    """Probabilities from logits, gpt-fast semantics, one fused C++ pass per row.
+Knob = Union[float, int, None, torch.Tensor]
+
+
+def _row_param_table(logits: torch.Tensor, knobs) -> torch.Tensor:
+    """[B, 5] float64 table (temperature, top_k, top_p, min_p, repetition_penalty) from
+    knobs that are Python scalars, 0-d tensors or per-row [B] tensors."""
+    rows = logits.shape[0] if logits.dim() == 2 else 1
+    names = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+    cols = []
+    for name, v in zip(names, knobs):
+        if v is None:  # only top_k may be None: off
+            v = 0
+        t = torch.as_tensor(v, dtype=torch.float64, device=logits.device)
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != rows):
+            raise ValueError(f"{name} must be a scalar or a per-row tensor of shape [{rows}], "
+                             f"got shape {tuple(t.shape)}")
+        cols.append(t.expand(rows))
+    return torch.stack(cols, dim=1)
+
+
+def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
+                    temperature: Knob = 1.0, top_k: Knob = None, top_p: Knob = 1.0,
+                    min_p: Knob = 0.0, repetition_penalty: Knob = 1.0) -> torch.Tensor:
+    """Probabilities from logits in one fused C++ pass per row, no sort of the vocabulary.
 
     logits: ``[V]`` or ``[B, V]``, float32 / bfloat16 / float16, CPU.
+    previous_tokens: ids ``[T]`` (every row) or ``[B, T]`` whose logits get the repetition
+    penalty, once per distinct id: ``logit / penalty`` if positive, ``logit * penalty`` if not.
     temperature: ``>= 0``; ``0`` gives a one-hot distribution at the argmax (greedy).
-    top_k: ``None`` or ``0`` keeps every token; ``k >= 1`` keeps the tokens whose logit is at
-    least the k-th largest (ties at the k-th value are kept); ``k >= V`` keeps every token.
+    top_k: ``None``/``0`` = off; keeps tokens whose logit is >= the k-th largest (ties kept).
+    top_p: in ``(0, 1]``; keeps the smallest set of most likely tokens holding >= top_p of the
+    mass (the crossing token and its ties included). min_p: in ``[0, 1)``; keeps tokens with
+    ``p >= min_p * max(p)``. Both act on the tempered, top-k-filtered distribution.
+    repetition_penalty: ``> 0`` (1 = off).
+    Every knob is a Python scalar or a per-row tensor ``[B]``.
     Returns probabilities with the shape and dtype of ``logits``.
     """
-    return _ops.logits_to_probs(logits, float(temperature), top_k)
+    knobs = (temperature, top_k, top_p, min_p, repetition_penalty)
+    if any(isinstance(v, torch.Tensor) for v in knobs):
+        return _ops.logits_to_probs(logits, previous_tokens,
+                                    row_params=_row_param_table(logits, knobs))
+    return _ops.logits_to_probs(logits, previous_tokens, float(temperature), top_k, float(top_p),
+                                float(min_p), float(repetition_penalty))
 
 
 @torch.library.register_fake("fastdecode::logits_to_probs")
-def _logits_to_probs_fake(logits, temperature=1.0, top_k=None):
+def _logits_to_probs_fake(logits, previous_tokens=None, temperature=1.0, top_k=None, top_p=1.0,
+                          min_p=0.0, repetition_penalty=1.0, row_params=None):
     return torch.empty_like(logits)
 
 
 def multinomial_sample_one_no_sync(probs: torch.Tensor,
-                                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                                   generator: Optional[torch.Generator] = None,
+                                   noise: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One draw per row from ``probs`` without a host synchronisation.
 
     probs: ``[V]`` or ``[B, V]`` non-negative weights (need not sum to 1).
     Returns int32 indices of shape ``[1]`` or ``[B, 1]``: ``argmax(probs / E)`` with
-    ``E ~ Exp(1)`` drawn from ``generator`` (the default CPU generator when ``None``).
+    ``E ~ Exp(1)``. ``E`` is ``noise`` when given (shape of ``probs``; this is how the op is
+    checked against gpt-fast's torch code), otherwise drawn inside the kernel from a
+    counter-based hash keyed by one 64-bit draw from ``generator`` (the default CPU
+    generator when ``None``).
     """
-    return _ops.multinomial_sample_one_no_sync(probs, generator)
+    return _ops.multinomial_sample_one_no_sync(probs, generator, noise)
 
 
 @torch.library.register_fake("fastdecode::multinomial_sample_one_no_sync")
-def _multinomial_fake(probs, generator=None):
+def _multinomial_fake(probs, generator=None, noise=None):
     return probs.new_empty((*probs.shape[:-1], 1), dtype=torch.int32)
 
 

@@ -1,64 +1,146 @@
-"""Sampling API (gpt-fast / fish-speech names) on top of the C++ ops in ``ops.py``.
+"""Sampling API (gpt-fast and fish-speech names) on top of the C++ ops in ``ops.py``.
 
 ``sample`` works on the logits of the last position and returns ``(idx [B, 1], probs [B, V])``.
-Every knob is checked here, in Python, before any model or kernel work is done, so that a
-bad request fails fast with the argument's name and its allowed range.
+Knobs: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``
+(each a Python scalar or a per-row ``[B]`` tensor) and ``generator``. Order of application:
+repetition penalty, temperature, top-k, softmax, top-p, min-p (see ``ops.logits_to_probs``).
+
+The ``_agent`` variants are fish-speech's batch-first spellings: logits ``[B, V]`` (or
+``[B, S, V]`` for ``sample_agent``) with ``previous_tokens`` ``[B, T]``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from . import ops
 
-__all__ = ["SAMPLING_KWARGS", "validate_sampling_kwargs", "logits_to_probs",
-           "multinomial_sample_one_no_sync", "sample"]
+__all__ = ["SAMPLING_KWARGS", "validate_sampling_kwargs", "is_greedy", "logits_to_probs",
+           "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
+           "multinomial_sample_one_no_sync_agent", "sample_agent"]
 
 # Knob -> default. Anything else passed as **sampling_kwargs is rejected by name.
-SAMPLING_KWARGS: Dict[str, Any] = {"temperature": 1.0, "top_k": None, "generator": None}
+SAMPLING_KWARGS: Dict[str, Any] = {"temperature": 1.0, "top_k": None, "top_p": 1.0,
+                                   "min_p": 0.0, "repetition_penalty": 1.0, "generator": None}
+
+# name -> (predicate on a float64 tensor of values, allowed range for the message)
+_RANGES = {
+    "temperature": (lambda t: torch.isfinite(t) & (t >= 0), "a finite number >= 0 (0 = greedy)"),
+    "top_k": (lambda t: (t >= 0) & (t == t.floor()), "None or an integer >= 0 (0/None = off)"),
+    "top_p": (lambda t: (t > 0) & (t <= 1), "in (0, 1] (1 = off)"),
+    "min_p": (lambda t: (t >= 0) & (t < 1), "in [0, 1) (0 = off)"),
+    "repetition_penalty": (lambda t: torch.isfinite(t) & (t > 0), "a finite number > 0 (1 = off)"),
+}
 
 
-def validate_sampling_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """Check names and ranges of sampling knobs; return them with defaults filled in.
+def validate_sampling_kwargs(kwargs: Dict[str, Any], batch_size: Optional[int] = None
+                             ) -> Dict[str, Any]:
+    """Check names, types, shapes and ranges of sampling knobs; return them with defaults.
 
-    Raises ``TypeError`` for an unknown knob and ``ValueError`` for a value out of range.
+    Raises ``TypeError`` for an unknown knob and ``ValueError`` naming the knob and its
+    allowed range otherwise. Per-row tensors must have ``batch_size`` entries when given.
     """
     unknown = sorted(set(kwargs) - set(SAMPLING_KWARGS))
     if unknown:
         raise TypeError(f"unknown sampling argument(s) {unknown}; "
                         f"supported: {sorted(SAMPLING_KWARGS)}")
     out = {**SAMPLING_KWARGS, **kwargs}
-    t = out["temperature"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
-    k = out["top_k"]
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
-        raise ValueError(f"top_k must be None or an integer >= 0 (0/None = off), got {k!r}")
+    for name, (ok, allowed) in _RANGES.items():
+        v = out[name]
+        if v is None and name == "top_k":
+            continue
+        if isinstance(v, torch.Tensor):
+            if v.dim() > 1 or (v.dim() == 1 and batch_size is not None and v.numel() != batch_size):
+                raise ValueError(f"{name} must be a scalar or a per-row tensor of shape "
+                                 f"[{batch_size}], got shape {tuple(v.shape)}")
+            if v.is_complex() or v.dtype == torch.bool:
+                raise ValueError(f"{name} must be real-valued, got dtype {v.dtype}")
+            t = v.detach().to(torch.float64)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                (name == "top_k" and not isinstance(v, int)):
+            raise ValueError(f"{name} must be {allowed}, got {v!r}")
+        else:
+            t = torch.tensor(float(v), dtype=torch.float64)
+        if not bool(ok(t).all()):
+            raise ValueError(f"{name} must be {allowed}, got {v!r}")
     g = out["generator"]
     if g is not None and not isinstance(g, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(g).__name__}")
     return out
 
 
-logits_to_probs = ops.logits_to_probs
-multinomial_sample_one_no_sync = ops.multinomial_sample_one_no_sync
+def is_greedy(temperature) -> bool:
+    """True when every row samples at temperature 0 (no noise needs drawing)."""
+    if isinstance(temperature, torch.Tensor):
+        return bool((temperature == 0).all())
+    return temperature == 0
 
 
-def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-           generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
+                    temperature=1.0, top_k=None, top_p=1.0, min_p=0.0,
+                    repetition_penalty=1.0) -> torch.Tensor:
+    """See ``fastdecode.ops.logits_to_probs``: ``[V]``/``[B, V]`` logits -> probabilities."""
+    return ops.logits_to_probs(logits, previous_tokens, temperature, top_k, top_p, min_p,
+                               repetition_penalty)
+
+
+def multinomial_sample_one_no_sync(probs_sort: torch.Tensor,
+                                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One draw per row of ``probs_sort`` (``[V]`` or ``[B, V]``, need not be sorted or
+    normalised): int32 ``[1]`` / ``[B, 1]``, no host synchronisation."""
+    return ops.multinomial_sample_one_no_sync(probs_sort, generator)
+
+
+def sample(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
+           **sampling_kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
     """Draw the next token from the logits of the last position.
 
-    logits: ``[B, S, V]`` (the model's output; position ``S - 1`` is used), ``[B, V]`` or ``[V]``.
+    logits: ``[B, S, V]`` (position ``S - 1`` is used), ``[B, V]`` or ``[V]``.
     Returns ``(idx, probs)``: int32 ``[B, 1]`` (``[1]`` for ``[V]`` input) and the sampling
-    distribution ``[B, V]``. At temperature 0 the token is the argmax and no noise is drawn.
+    distribution. At temperature 0 the token is the argmax (after the repetition penalty) and
+    no noise is drawn.
     """
+    generator = sampling_kwargs.pop("generator", None)
     if logits.dim() == 3:
         logits = logits[:, -1]
-    probs = ops.logits_to_probs(logits, temperature, top_k)
-    if temperature == 0:
-        idx = torch.argmax(logits, dim=-1, keepdim=True).to(torch.int32)
+    probs = logits_to_probs(logits, previous_tokens, **sampling_kwargs)
+    if is_greedy(sampling_kwargs.get("temperature", 1.0)):
+        idx = torch.argmax(probs, dim=-1, keepdim=True).to(torch.int32)
     else:
         idx = ops.multinomial_sample_one_no_sync(probs, generator)
     return idx, probs
+
+
+def _require_batch(name: str, t: Optional[torch.Tensor], dims) -> None:
+    if t is not None and t.dim() not in dims:
+        raise ValueError(f"{name} must be batch-first with {' or '.join(map(str, dims))} "
+                         f"dimensions for the _agent variants, got shape {tuple(t.shape)}")
+
+
+def logits_to_probs_agent(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
+                          temperature=1.0, top_p=1.0, repetition_penalty=1.0,
+                          **more_knobs) -> torch.Tensor:
+    """Batch-first ``logits_to_probs``: logits ``[B, V]``, previous_tokens ``[B, T]``;
+    ``top_k`` and ``min_p`` may be passed by keyword."""
+    _require_batch("logits", logits, (2,))
+    _require_batch("previous_tokens", previous_tokens, (2,))
+    return logits_to_probs(logits, previous_tokens, temperature=temperature, top_p=top_p,
+                           repetition_penalty=repetition_penalty, **more_knobs)
+
+
+def multinomial_sample_one_no_sync_agent(probs_sort: torch.Tensor,
+                                         generator: Optional[torch.Generator] = None
+                                         ) -> torch.Tensor:
+    """Batch-first ``multinomial_sample_one_no_sync``: ``[B, V]`` -> int32 ``[B, 1]``."""
+    _require_batch("probs_sort", probs_sort, (2,))
+    return ops.multinomial_sample_one_no_sync(probs_sort, generator)
+
+
+def sample_agent(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
+                 **sampling_kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Batch-first ``sample``: logits ``[B, S, V]`` or ``[B, V]``, previous_tokens
+    ``[B, T]`` -> ``(idx [B, 1], probs [B, V])``."""
+    _require_batch("logits", logits, (2, 3))
+    _require_batch("previous_tokens", previous_tokens, (2,))
+    return sample(logits, previous_tokens, **sampling_kwargs)

@@ -42,3 +42,17 @@ def test_default_model_continuation_is_english(default_model):
     ids = torch.tensor(tokenizer.encode("The capital of France is"))
     seq, _ = fastdecode.generate(model, ids, 8, temperature=0)
     assert "Paris" in tokenizer.decode(seq[0, ids.numel():].tolist())
+
+
+def test_greedy_with_repetition_penalty_matches_transformers(default_model, hf_model):
+    """Hugging Face penalises every id of the prompt and of the output so far, once each,
+    dividing positive logits and multiplying negative ones: the same contract as ours."""
+    model, tokenizer = default_model
+    ids = torch.tensor([tokenizer.encode("List the days of the week: Monday, Tuesday,")])
+    with torch.no_grad():
+        want = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=48,
+                                 do_sample=False, repetition_penalty=1.3)
+    got, _ = fastdecode.generate(model, ids[0], 48, temperature=0, repetition_penalty=1.3)
+    assert got.tolist() == want.tolist()
+    plain, _ = fastdecode.generate(model, ids[0], 48, temperature=0)
+    assert plain.tolist() != got.tolist()  # the penalty changed the output

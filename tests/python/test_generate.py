@@ -132,3 +132,34 @@ def test_compiled_decode_step_matches_eager(model):
     finally:
         fastdecode.compile_decode_step(enable=False)
     assert torch.equal(eager, compiled)
+
+
+def test_every_sampling_knob_reaches_generate(model):
+    prompt = torch.randint(0, 101, (3, 4))
+    knobs = dict(temperature=torch.tensor([0.0, 0.7, 1.2]), top_k=torch.tensor([0, 5, 20]),
+                 top_p=0.9, min_p=torch.tensor([0.0, 0.05, 0.1]), repetition_penalty=1.4)
+    a, _ = generate(model, prompt, 12, generator=torch.Generator().manual_seed(2), **knobs)
+    b, _ = generate(model, prompt, 12, generator=torch.Generator().manual_seed(2), **knobs)
+    assert torch.equal(a, b)
+    greedy_row, _ = generate(model, prompt[0], 12, temperature=0, repetition_penalty=1.4)
+    assert torch.equal(a[0], greedy_row[0])  # row 0 is greedy
+
+
+def test_repetition_penalty_uses_prompt_and_generated_tokens(model):
+    """Greedy decoding with a huge penalty never repeats a token already present."""
+    prompt = torch.tensor([3, 4, 5])
+    seq, _ = generate(model, prompt, 30, temperature=0, repetition_penalty=1e4)
+    ids = seq[0].tolist()
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"top_p": 0.0}, "top_p"), ({"min_p": 1.0}, "min_p"), ({"repetition_penalty": 0.0},
+                                                           "repetition_penalty"),
+    ({"temperature": torch.tensor([0.5, 0.5, 0.5])}, r"shape \[2\]"),
+])
+def test_sampling_knobs_checked_before_any_work(model, kwargs, match):
+    calls = []
+    with pytest.raises(ValueError, match=match):
+        generate(model, torch.tensor([[1, 2], [3, 4]]), 4, callback=calls.append, **kwargs)
+    assert calls == []
