@@ -105,22 +105,19 @@ class RMSNorm(nn.Module):
 
 
 def precompute_freqs_cis(seq_len: int, n_elem: int, base: float) -> torch.Tensor:
-    """Rotation table ``[seq_len, n_elem // 2, 2]`` of (cos, sin), float32."""
+    """Rotations ``[seq_len, n_elem // 2]`` complex64: ``exp(i * pos * base^(-2j/n_elem))``."""
     inv_freq = 1.0 / (base ** (torch.arange(0, n_elem, 2, dtype=torch.int64).float() / n_elem))
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
-    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
+    return torch.polar(torch.ones_like(angles), angles)
 
 
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """x ``[B, S, H, D]``; freqs_cis ``[S, D/2, 2]`` or ``[B, S, D/2, 2]``."""
-    xs = x.float().reshape(*x.shape[:-1], -1, 2)
-    if freqs_cis.dim() == 3:
-        freqs_cis = freqs_cis.unsqueeze(0)
-    fc = freqs_cis.unsqueeze(2)  # [B|1, S, 1, D/2, 2]
-    cos, sin = fc[..., 0], fc[..., 1]
-    re, im = xs[..., 0], xs[..., 1]
-    out = torch.stack([re * cos - im * sin, im * cos + re * sin], dim=-1)
-    return out.flatten(3).type_as(x)
+    """x ``[B, S, H, D]`` with (re, im) pairs interleaved along D; freqs_cis ``[S, D/2]`` or
+    ``[B, S, D/2]`` complex. One complex multiply (6 cheap ops instead of ~16 real ones: the
+    decode step calls this 30 times per token)."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    fc = freqs_cis.view(-1 if freqs_cis.dim() == 3 else 1, x.shape[1], 1, xc.shape[-1])
+    return torch.view_as_real(xc * fc).flatten(3).type_as(x)
 
 
 class Attention(nn.Module):
@@ -217,8 +214,12 @@ class Transformer(nn.Module):
                                                dtype).to(device)
         self.freqs_cis = precompute_freqs_cis(self.config.block_size, self.config.head_dim,
                                               self.config.rope_base).to(device)
-        self.causal_mask = torch.tril(torch.ones(max_seq_length, max_seq_length,
-                                                 dtype=torch.bool, device=device))
+        # Additive mask (0 where attended, -inf elsewhere) in the cache dtype: SDPA would
+        # otherwise convert a boolean mask to this form in every layer of every step.
+        allowed = torch.tril(torch.ones(max_seq_length, max_seq_length, dtype=torch.bool,
+                                        device=device))
+        self.causal_mask = torch.zeros(max_seq_length, max_seq_length, dtype=dtype,
+                                       device=device).masked_fill_(~allowed, float("-inf"))
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor,
                 last_only: bool = False) -> torch.Tensor:
