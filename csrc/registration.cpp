@@ -21,4 +21,17 @@ TORCH_LIBRARY(fastdecode, m) {
   // x [..., K] @ weight[N, K]^T (+ bias [N]) -> [..., N]: F.linear with a weight-streaming
   // GEMV for decode-sized inputs (<= 8 rows, fp32) and ATen's GEMM otherwise.
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
+  // w [N, K] float -> (q int8 [N, K], scales fp32 [N]): symmetric per output channel,
+  // scale = max|w| / 127.5 (gpt-fast's dynamically_quantize_per_channel).
+  m.def("quantize_int8_per_channel(Tensor w) -> (Tensor, Tensor)");
+  // w [N, K] float -> (packed uint8 [N, K_pad / 2], scales_and_zeros fp32 [N, K_pad / G, 2]):
+  // asymmetric 4-bit groups, w = (q - 8) * scale + zero; K padded with zeros to a multiple
+  // of groupsize (32, 64, 128 or 256). Layout in docs/formats.md.
+  m.def("quantize_int4_grouped(Tensor w, int groupsize) -> (Tensor, Tensor)");
+  // x [..., K] @ (q * scales)^T (+ bias) -> [..., N]; scales [N] (per channel) or [N, K / G].
+  m.def("int8_linear(Tensor x, Tensor q, Tensor scales, Tensor? bias=None) -> Tensor");
+  // x [..., K] @ dequant(packed, scales_and_zeros)^T (+ bias) -> [..., N]; K <= K_pad.
+  m.def(
+      "int4_linear(Tensor x, Tensor packed, Tensor scales_and_zeros, int groupsize, "
+      "Tensor? bias=None) -> Tensor");
 }

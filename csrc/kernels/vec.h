@@ -10,6 +10,8 @@ namespace fastdecode::kernels {
 
 typedef float vf16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int8_t vs8x16 __attribute__((vector_size(16)));
+typedef uint8_t vu8x16 __attribute__((vector_size(16)));
 
 __attribute__((always_inline)) inline vf16 load16(const float* p) {
   vf16 v;
@@ -19,6 +21,12 @@ __attribute__((always_inline)) inline vf16 load16(const float* p) {
 
 __attribute__((always_inline)) inline void store16(float* p, vf16 v) {
   std::memcpy(p, &v, sizeof(v));
+}
+
+__attribute__((always_inline)) inline float sum16(vf16 v) {
+  float s = 0.0f;
+  for (int l = 0; l < 16; ++l) s += v[l];
+  return s;
 }
 
 __attribute__((always_inline)) inline vf16 splat16(float x) {

@@ -12,6 +12,7 @@ from .generate import compile_decode_step, decode_n_tokens, decode_one_token, ge
 from .model import KVCache, ModelArgs, Transformer
 from .sampling import (logits_to_probs, logits_to_probs_agent, multinomial_sample_one_no_sync,
                        multinomial_sample_one_no_sync_agent, sample, sample_agent)
+from .quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
 from .tokenizer import Tokenizer
 
 __version__ = _C.__version__
@@ -27,4 +28,5 @@ def build_info() -> dict:
 __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one_token",
            "decode_n_tokens", "compile_decode_step", "ModelArgs", "KVCache", "Transformer", "Tokenizer",
            "logits_to_probs", "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
-           "multinomial_sample_one_no_sync_agent", "sample_agent", "build_info"]
+           "multinomial_sample_one_no_sync_agent", "sample_agent", "build_info",
+           "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model"]

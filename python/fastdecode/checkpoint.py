@@ -129,6 +129,82 @@ def _load_gguf(path: Path):
     return args, _state_dict_from_gguf(reader, args), Tokenizer.from_gguf_fields(fields)
 
 
+def _load_gguf_quantized(path: Path):
+    """The model with its linears kept in the file's Q4_0 / Q4_1 / Q8_0 blocks (int4 / int8
+    modules, no float round trip); other tensors are dequantised."""
+    import gguf
+    from gguf.quants import dequantize
+
+    from .quantize import quantized_linear_from_gguf
+
+    reader = gguf.GGUFReader(str(path))
+    fields = _gguf_fields(reader)
+    tensors = {t.name: t for t in reader.tensors}
+    args = _args_from_gguf(fields, set(tensors))
+    with torch.device("meta"):
+        model = Transformer(args)
+
+    def dense(name):
+        t = tensors[name]
+        return torch.from_numpy(dequantize(t.data, t.tensor_type).copy())
+
+    def linear(parts, in_features, float_name_for):
+        mod = quantized_linear_from_gguf(parts, in_features)
+        if mod is not None:
+            return mod
+        from .model import Linear  # a type we cannot keep quantized: dequantise it
+        w = torch.cat([dense(p.name) for p in parts])
+        lin = Linear(in_features, w.shape[0], bias=False, device="cpu")
+        lin.weight.data = w
+        return lin
+
+    sd = {"tok_embeddings.weight": dense("token_embd.weight"),
+          "norm.weight": dense("output_norm.weight")}
+    head = [tensors["output.weight" if "output.weight" in tensors else "token_embd.weight"]]
+    model.output = linear(head, args.dim, None)
+    for i, layer in enumerate(model.layers):
+        p = f"blk.{i}."
+        att, ffn = layer.attention, layer.feed_forward
+        att.wqkv = linear([tensors[p + n] for n in ("attn_q.weight", "attn_k.weight",
+                                                    "attn_v.weight")], args.dim, None)
+        att.wo = linear([tensors[p + "attn_output.weight"]], args.n_head * args.head_dim, None)
+        ffn.w1 = linear([tensors[p + "ffn_gate.weight"]], args.dim, None)
+        ffn.w3 = linear([tensors[p + "ffn_up.weight"]], args.dim, None)
+        ffn.w2 = linear([tensors[p + "ffn_down.weight"]], args.intermediate_size, None)
+        sd[f"layers.{i}.attention_norm.weight"] = dense(p + "attn_norm.weight")
+        sd[f"layers.{i}.ffn_norm.weight"] = dense(p + "ffn_norm.weight")
+    _load_remaining(model, sd)
+    return model, Tokenizer.from_gguf_fields(fields)
+
+
+def _load_remaining(model: Transformer, sd: Dict[str, torch.Tensor]) -> None:
+    """Assign ``sd`` to the parameters still on the meta device; every one must be covered."""
+    missing = [n for n, p in model.named_parameters() if p.is_meta and n not in sd]
+    if missing:
+        raise ValueError(f"checkpoint lacks tensors for {missing[:5]}")
+    result = model.load_state_dict(sd, strict=False, assign=True)
+    if result.unexpected_keys:
+        raise ValueError(f"checkpoint tensors not used by the model: {result.unexpected_keys[:5]}")
+
+
+def _load_quantized_dir(path: Path):
+    """A directory written by ``python -m fastdecode quantize`` (``save_quantized``)."""
+    from safetensors.torch import load_file
+
+    from .quantize import build_quantized_linears
+
+    meta = json.loads((path / "fastdecode.json").read_text())
+    if meta.get("format") != "fastdecode-quantized":
+        raise ValueError(f"{path / 'fastdecode.json'}: not a fastdecode quantized checkpoint")
+    args = ModelArgs(**meta["model_args"])
+    with torch.device("meta"):
+        model = Transformer(args)
+    build_quantized_linears(model, meta["linears"])
+    state = load_file(str(path / "model.safetensors"))
+    model.load_state_dict(state, strict=True, assign=True)
+    return model, Tokenizer.from_file(str(path / "tokenizer.json"))
+
+
 # -- Hugging Face directory ----------------------------------------------------------------
 
 def _args_from_hf_config(cfg: dict) -> ModelArgs:
@@ -238,17 +314,33 @@ def save_pth(model: Transformer, tokenizer: Tokenizer, directory: PathLike) -> P
 # -- entry point ---------------------------------------------------------------------------
 
 def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "cpu",
-         precision: torch.dtype = torch.float32) -> Tuple[Transformer, Tokenizer]:
+         precision: torch.dtype = torch.float32,
+         quantized: bool = False) -> Tuple[Transformer, Tokenizer]:
     """Load ``(model, tokenizer)`` from "default", a ``.gguf`` file, a Hugging Face
-    directory (config.json + *.safetensors + tokenizer.json) or a gpt-fast ``.pth``.
+    directory (config.json + *.safetensors + tokenizer.json), a gpt-fast ``.pth`` or a
+    quantized directory written by ``python -m fastdecode quantize``.
 
-    The model is in eval mode, on ``device``, with floating weights in ``precision``.
+    quantized: for GGUF files, keep Q4_0 / Q4_1 / Q8_0 linears in their blocks as int4 /
+    int8 modules instead of dequantising them (quantized directories are always quantized).
+    The model is in eval mode, on ``device``, with floating tensors in ``precision`` (the
+    quantized scales stay fp32).
     """
+    from .quantize import cast_float_tensors
+
     if not isinstance(precision, torch.dtype) or not precision.is_floating_point:
         raise ValueError(f"precision must be a floating torch.dtype, got {precision!r}")
     path = default_checkpoint_path() if str(checkpoint) == "default" else Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.is_dir() and (path / "fastdecode.json").is_file():
+        model, tokenizer = _load_quantized_dir(path)
+        return cast_float_tensors(model.to(device), precision).eval(), tokenizer
+    if quantized:
+        if path.suffix != ".gguf":
+            raise ValueError("quantized=True reads the quantized tensors of a GGUF file; "
+                             "quantize other checkpoints with `python -m fastdecode quantize`")
+        model, tokenizer = _load_gguf_quantized(path)
+        return cast_float_tensors(model.to(device), precision).eval(), tokenizer
     if path.is_dir():
         if (path / "model.pth").is_file() and not list(path.glob("*.safetensors")):
             args, sd, tokenizer = _load_pth(path / "model.pth")

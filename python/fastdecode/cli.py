@@ -66,6 +66,14 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the decode step (slow first call)")
     g.add_argument("--precision", choices=sorted(_PRECISIONS), default="float32")
     g.add_argument("--device", default="cpu")
+    q = sub.add_parser("quantize", help="write a weight-only int8/int4 checkpoint (safetensors)")
+    q.add_argument("--checkpoint", default="default", help="any checkpoint `generate` reads")
+    q.add_argument("--mode", choices=["int8", "int4"], required=True)
+    q.add_argument("--groupsize", type=int, default=32,
+                   help="in-features per scale: 32, 64, 128, 256 (int8: 0 = per channel)")
+    q.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--quantized", action="store_true",
+                   help="GGUF: keep Q4_0/Q4_1/Q8_0 weights quantized (int4/int8 kernels)")
     sub.add_parser("info", help="print build information")
     return p
 
@@ -76,7 +84,7 @@ def _cmd_generate(args) -> int:
 
     t0 = time.perf_counter()
     model, tokenizer = load(args.checkpoint, device=args.device,
-                            precision=_PRECISIONS[args.precision])
+                            precision=_PRECISIONS[args.precision], quantized=args.quantized)
     print(f"[loaded {args.checkpoint} in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
     text = args.prompt
     if args.chat:
@@ -104,8 +112,26 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from .checkpoint import load
+    from .quantize import quantize_model, save_quantized
+
+    t0 = time.perf_counter()
+    model, tokenizer = load(args.checkpoint)
+    quantize_model(model, args.mode, args.groupsize or None)
+    out = save_quantized(model, tokenizer, args.out)
+    print(f"wrote {args.mode} checkpoint to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "quantize":
+        try:
+            return _cmd_quantize(args)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.command == "info":
         import fastdecode
 

@@ -195,17 +195,16 @@ class Transformer(nn.Module):
         """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
 
         Re-allocates only when a larger batch or a different length is asked for; the caches
-        live on the device and in the dtype of the output head's weight.
+        live on the device and in the dtype of the embedding table (the activation dtype).
         """
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
                              f"block_size ({self.config.block_size})")
         if self.max_seq_length == max_seq_length and self.max_batch_size >= max_batch_size:
             return
-        weight = self.output.weight
+        # the embedding table is never quantized: its dtype is the activation dtype
+        weight = self.tok_embeddings.weight
         dtype, device = weight.dtype, weight.device
-        if not dtype.is_floating_point:  # quantized head: cache in the activation dtype
-            dtype = getattr(self.output, "compute_dtype", torch.float32)
         self.max_seq_length = max_seq_length
         self.max_batch_size = max_batch_size
         for layer in self.layers:

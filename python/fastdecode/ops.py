@@ -11,7 +11,8 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
-__all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear"]
+__all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear", "quantize_int8_per_channel",
+           "quantize_int4_grouped", "int8_linear", "int4_linear"]
 
 _ops = torch.ops.fastdecode
 
@@ -100,3 +101,59 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
 @torch.library.register_fake("fastdecode::linear")
 def _linear_fake(x, weight, bias=None):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def quantize_int8_per_channel(w: torch.Tensor):
+    """``w [N, K]`` -> ``(q int8 [N, K], scales fp32 [N])``, symmetric per output channel
+    (gpt-fast's ``dynamically_quantize_per_channel``): ``w ~ q * scales[:, None]``."""
+    return _ops.quantize_int8_per_channel(w)
+
+
+@torch.library.register_fake("fastdecode::quantize_int8_per_channel")
+def _quantize_int8_fake(w):
+    return (w.new_empty(w.shape, dtype=torch.int8), w.new_empty((w.shape[0],), dtype=torch.float32))
+
+
+def _padded(k: int, groupsize: int) -> int:
+    return (k + groupsize - 1) // groupsize * groupsize
+
+
+def quantize_int4_grouped(w: torch.Tensor, groupsize: int = 128):
+    """``w [N, K]`` -> ``(packed uint8 [N, K_pad / 2], scales_and_zeros fp32 [N, K_pad / G, 2])``.
+
+    Asymmetric 4-bit groups of ``groupsize`` (32, 64, 128, 256) along K, ``K_pad`` = K
+    rounded up to the group (zero padded): ``w ~ (q - 8) * scale + zero``. Layout in
+    docs/formats.md (GGML's nibble order inside 32-value blocks)."""
+    return _ops.quantize_int4_grouped(w, groupsize)
+
+
+@torch.library.register_fake("fastdecode::quantize_int4_grouped")
+def _quantize_int4_fake(w, groupsize):
+    n, k_pad = w.shape[0], _padded(w.shape[1], groupsize)
+    return (w.new_empty((n, k_pad // 2), dtype=torch.uint8),
+            w.new_empty((n, k_pad // groupsize, 2), dtype=torch.float32))
+
+
+def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x [..., K]`` times the int8 weight ``q [N, K]`` with ``scales`` ``[N]`` (per channel)
+    or ``[N, K / G]`` (groups of G, e.g. GGUF Q8_0), without dequantising the weight:
+    ``[..., N]`` in the dtype of ``x``."""
+    return _ops.int8_linear(x, q, scales, bias)
+
+
+@torch.library.register_fake("fastdecode::int8_linear")
+def _int8_linear_fake(x, q, scales, bias=None):
+    return x.new_empty((*x.shape[:-1], q.shape[0]))
+
+
+def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
+                groupsize: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x [..., K]`` times the packed int4 weight (see ``quantize_int4_grouped``), fused
+    dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``."""
+    return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)
+
+
+@torch.library.register_fake("fastdecode::int4_linear")
+def _int4_linear_fake(x, packed, scales_and_zeros, groupsize, bias=None):
+    return x.new_empty((*x.shape[:-1], packed.shape[0]))

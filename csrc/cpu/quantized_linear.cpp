@@ -1,0 +1,190 @@
+// Weight-only quantized linears and their quantizers on the CPU: input checks, padding and
+// the row-parallel loop around csrc/kernels/{quantize,qgemv}.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "kernels/qgemv.h"
+#include "kernels/quantize.h"
+
+namespace fastdecode::cpu {
+namespace {
+
+constexpr int64_t kRowsPerTask = 64;
+// Above this many activation rows the weight is dequantised once and ATen's GEMM runs:
+// prefill is compute bound, and one dequantisation is amortised over many rows.
+constexpr int64_t kMaxGemvRows = 8;
+
+bool allowed_groupsize(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
+
+void check_weight_input(const char* op, const at::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2, op, ": w must be 2-D [N, K], got shape ", w.sizes());
+  TORCH_CHECK(w.is_floating_point(), op, ": w must be a floating tensor, got ", w.scalar_type());
+  TORCH_CHECK(w.device().is_cpu(), op, ": w must be a CPU tensor");
+  TORCH_CHECK(w.size(0) > 0 && w.size(1) > 0, op, ": w must be non-empty, got ", w.sizes());
+  TORCH_CHECK(at::isfinite(w).all().item<bool>(), op, ": w contains NaN or infinity");
+}
+
+// x [..., K] -> contiguous fp32 [M, K_pad] (zero columns appended when K < K_pad).
+at::Tensor activations(const at::Tensor& x, int64_t K, int64_t K_pad) {
+  at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
+  if (K_pad > K) x2 = at::constant_pad_nd(x2, {0, K_pad - K}, 0.0);
+  return x2;
+}
+
+at::Tensor finish(at::Tensor y, const at::Tensor& x, const std::optional<at::Tensor>& bias) {
+  if (bias.has_value()) y.add_(*bias);
+  auto shape = x.sizes().vec();
+  shape.back() = y.size(1);
+  return y.view(shape).to(x.scalar_type());
+}
+
+void check_x(const char* op, const at::Tensor& x, int64_t K) {
+  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == K, op, ": x must have shape [..., K] with K = ", K,
+              ", got ", x.sizes());
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op,
+              ": x must be float32, bfloat16 or float16, got ", dt);
+}
+
+void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N) {
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, op, ": bias must have shape [N] = [",
+                N, "], got ", bias->sizes());
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w) {
+  constexpr const char* op = "fastdecode::quantize_int8_per_channel";
+  check_weight_input(op, w);
+  const at::Tensor wf = w.to(at::kFloat).contiguous();
+  const int64_t N = wf.size(0), K = wf.size(1);
+  at::Tensor q = at::empty({N, K}, wf.options().dtype(at::kChar));
+  at::Tensor scales = at::empty({N}, wf.options());
+  const float* wp = wf.data_ptr<float>();
+  int8_t* qp = q.data_ptr<int8_t>();
+  float* sp = scales.data_ptr<float>();
+  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) sp[n] = kernels::quantize_int8_row(wp + n * K, K, qp + n * K);
+  });
+  return {q, scales};
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_int4_grouped(const at::Tensor& w, int64_t groupsize) {
+  constexpr const char* op = "fastdecode::quantize_int4_grouped";
+  check_weight_input(op, w);
+  TORCH_CHECK(allowed_groupsize(groupsize), op,
+              ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+  const int64_t N = w.size(0), K = w.size(1);
+  const int64_t K_pad = (K + groupsize - 1) / groupsize * groupsize;
+  at::Tensor wf = w.to(at::kFloat).contiguous();
+  if (K_pad > K) wf = at::constant_pad_nd(wf, {0, K_pad - K}, 0.0);  // zeros join the last group
+  at::Tensor packed = at::empty({N, K_pad / 2}, wf.options().dtype(at::kByte));
+  at::Tensor sz = at::empty({N, K_pad / groupsize, 2}, wf.options());
+  const float* wp = wf.data_ptr<float>();
+  uint8_t* pp = packed.data_ptr<uint8_t>();
+  float* szp = sz.data_ptr<float>();
+  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      kernels::quantize_int4_row(wp + n * K_pad, K_pad, groupsize, pp + n * (K_pad / 2),
+                                 szp + n * (K_pad / groupsize) * 2);
+    }
+  });
+  return {packed, sz};
+}
+
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scales,
+                       const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "fastdecode::int8_linear";
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar, op,
+              ": q must be int8 [N, K], got ", q.scalar_type(), " ", q.sizes());
+  const int64_t N = q.size(0), K = q.size(1);
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.size(0) == N &&
+                  (scales.dim() == 1 || (scales.dim() == 2 && scales.size(1) > 0 &&
+                                         K % scales.size(1) == 0)),
+              op, ": scales must be float32 [N] (per channel) or [N, K / G] (groups of G), "
+              "with N = ", N, " and K = ", K, "; got ", scales.scalar_type(), " ", scales.sizes());
+  check_x(op, x, K);
+  check_bias(op, bias, N);
+  const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
+  const at::Tensor x2 = activations(x, K, K);
+  const int64_t M = x2.size(0);
+  if (M > kMaxGemvRows) {  // dequantise once, then GEMM
+    const at::Tensor w = (q.to(at::kFloat).view({N, K / G, G}) *
+                          scales.reshape({N, K / G, 1})).view({N, K});
+    return finish(at::matmul(x2, w.t()), x, bias);
+  }
+  const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
+  at::Tensor y = at::empty({M, N}, x2.options());
+  const float* xp = x2.data_ptr<float>();
+  const int8_t* qp = qc.data_ptr<int8_t>();
+  const float* sp = sc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
+    kernels::int8_gemv(xp, M, K, qp, sp, G, b, e, yp, N);
+  });
+  return finish(y, x, bias);
+}
+
+at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed,
+                       const at::Tensor& scales_and_zeros, int64_t groupsize,
+                       const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "fastdecode::int4_linear";
+  TORCH_CHECK(allowed_groupsize(groupsize), op,
+              ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+  TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte, op,
+              ": packed must be uint8 [N, K_pad / 2], got ", packed.scalar_type(), " ",
+              packed.sizes());
+  const int64_t N = packed.size(0), K_pad = packed.size(1) * 2;
+  TORCH_CHECK(K_pad % groupsize == 0, op, ": packed holds ", K_pad,
+              " columns, not a multiple of groupsize ", groupsize);
+  const at::Tensor& sz = scales_and_zeros;
+  TORCH_CHECK(sz.scalar_type() == at::kFloat && sz.dim() == 3 && sz.size(0) == N &&
+                  sz.size(1) == K_pad / groupsize && sz.size(2) == 2,
+              op, ": scales_and_zeros must be float32 [N, K_pad / groupsize, 2] = [", N, ", ",
+              K_pad / groupsize, ", 2], got ", sz.scalar_type(), " ", sz.sizes());
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) <= K_pad && x.size(-1) > K_pad - groupsize, op,
+              ": x must have shape [..., K] with K in (", K_pad - groupsize, ", ", K_pad,
+              "] (the packed in-features, padded to the group), got ", x.sizes());
+  const int64_t K = x.size(-1);
+  check_x(op, x, K);
+  check_bias(op, bias, N);
+  const at::Tensor x2 = activations(x, K, K_pad);
+  const int64_t M = x2.size(0);
+  const at::Tensor pc = packed.contiguous(), szc = sz.contiguous();
+  if (M > kMaxGemvRows) {  // dequantise once, then GEMM
+    const at::Tensor lo = at::bitwise_and(pc, 15).view({N, K_pad / 32, 16});
+    const at::Tensor hi = at::bitwise_right_shift(pc, 4).view({N, K_pad / 32, 16});
+    const at::Tensor qv = at::cat({lo, hi}, 2).view({N, K_pad / groupsize, groupsize});
+    const at::Tensor w = ((qv.to(at::kFloat) - 8.0) * szc.select(2, 0).unsqueeze(2) +
+                          szc.select(2, 1).unsqueeze(2)).view({N, K_pad});
+    return finish(at::matmul(x2, w.t()), x, bias);
+  }
+  at::Tensor xsum = at::empty({M, K_pad / groupsize}, x2.options());
+  kernels::group_sums(x2.data_ptr<float>(), M, K_pad, groupsize, xsum.data_ptr<float>());
+  at::Tensor y = at::empty({M, N}, x2.options());
+  const float* xp = x2.data_ptr<float>();
+  const uint8_t* pp = pc.data_ptr<uint8_t>();
+  const float* szp = szc.data_ptr<float>();
+  const float* xsp = xsum.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
+    kernels::int4_gemv(xp, M, K_pad, pp, szp, groupsize, xsp, b, e, yp, N);
+  });
+  return finish(y, x, bias);
+}
+
+TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
+  m.impl("quantize_int8_per_channel", &quantize_int8_per_channel);
+  m.impl("quantize_int4_grouped", &quantize_int4_grouped);
+  m.impl("int8_linear", &int8_linear);
+  m.impl("int4_linear", &int4_linear);
+}
+
+}  // namespace fastdecode::cpu

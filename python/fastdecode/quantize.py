@@ -1,0 +1,256 @@
+"""Weight-only int8 / int4 linears, the quantize tool, and GGUF quantized tensors.
+
+Formats (docs/formats.md):
+- int8: ``weight int8 [N, K]`` and ``scales fp32 [N]`` (per channel) or ``[N, K / G]``
+  (groups, GGUF Q8_0); ``w = weight * scale``.
+- int4: ``weight uint8 [N, K_pad / 2]`` (GGML nibble order in 32-value blocks) and
+  ``scales_and_zeros fp32 [N, K_pad / G, 2]``; ``w = (q - 8) * scale + zero``.
+
+A quantized checkpoint is a directory: ``model.safetensors`` (no pickle), ``fastdecode.json``
+(model arguments and the quantization of every linear) and ``tokenizer.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import ops
+
+__all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
+           "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
+           "quantized_linear_from_gguf", "cast_float_tensors"]
+
+GROUPSIZES = (32, 64, 128, 256)
+
+
+class WeightOnlyInt8Linear(nn.Module):
+    """int8 weight ``[N, K]`` with fp32 scales ``[N]`` (``groupsize=None``: per channel) or
+    ``[N, K / groupsize]``; the product runs in ``fastdecode::int8_linear``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 groupsize: Optional[int] = None, device=None):
+        super().__init__()
+        self.in_features, self.out_features, self.groupsize = in_features, out_features, groupsize
+        if groupsize is not None and in_features % groupsize:
+            raise ValueError(f"in_features ({in_features}) must be a multiple of groupsize "
+                             f"({groupsize}) for grouped int8")
+        scales_shape = (out_features,) if groupsize is None else (out_features,
+                                                                  in_features // groupsize)
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8,
+                                                   device=device))
+        self.register_buffer("scales", torch.ones(scales_shape, dtype=torch.float32,
+                                                  device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device)) if bias else None
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear,
+                   groupsize: Optional[int] = None) -> "WeightOnlyInt8Linear":
+        """Per channel (``groupsize=None``, gpt-fast's scheme) or one scale per group of
+        ``groupsize`` in-features (the same symmetric rule applied to each group); layers
+        whose in-features are not a multiple of the group fall back to per channel."""
+        w = linear.weight.detach()
+        n, k = w.shape
+        if groupsize is not None and k % groupsize:
+            groupsize = None
+        if groupsize is None:
+            q, scales = ops.quantize_int8_per_channel(w)
+        else:
+            q, scales = ops.quantize_int8_per_channel(w.reshape(n * k // groupsize, groupsize))
+            q, scales = q.view(n, k), scales.view(n, k // groupsize)
+        mod = cls(linear.in_features, linear.out_features, linear.bias is not None, groupsize)
+        mod.weight.copy_(q)
+        mod.scales.copy_(scales)
+        if linear.bias is not None:
+            mod.bias.data.copy_(linear.bias.detach())
+        return mod
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.int8_linear(x, self.weight, self.scales, self.bias)
+
+    def extra_repr(self) -> str:
+        g = "per channel" if self.groupsize is None else f"groupsize={self.groupsize}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {g}"
+
+
+class WeightOnlyInt4Linear(nn.Module):
+    """Packed int4 weight with per-group scale and zero; ``fastdecode::int4_linear``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 groupsize: int = 128, device=None):
+        super().__init__()
+        if groupsize not in GROUPSIZES:
+            raise ValueError(f"groupsize must be one of {GROUPSIZES}, got {groupsize}")
+        self.in_features, self.out_features, self.groupsize = in_features, out_features, groupsize
+        k_pad = (in_features + groupsize - 1) // groupsize * groupsize
+        self.register_buffer("weight", torch.empty(out_features, k_pad // 2, dtype=torch.uint8,
+                                                   device=device))
+        self.register_buffer("scales_and_zeros", torch.empty(out_features, k_pad // groupsize, 2,
+                                                             dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device)) if bias else None
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, groupsize: int = 128) -> "WeightOnlyInt4Linear":
+        mod = cls(linear.in_features, linear.out_features, linear.bias is not None, groupsize)
+        packed, sz = ops.quantize_int4_grouped(linear.weight.detach(), groupsize)
+        mod.weight.copy_(packed)
+        mod.scales_and_zeros.copy_(sz)
+        if linear.bias is not None:
+            mod.bias.data.copy_(linear.bias.detach())
+        return mod
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.int4_linear(x, self.weight, self.scales_and_zeros, self.groupsize, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"groupsize={self.groupsize}")
+
+
+QUANTIZED_TYPES = (WeightOnlyInt8Linear, WeightOnlyInt4Linear)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
+                   head_int8: bool = True) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` by its weight-only quantized version, in
+    place; returns ``model``.
+
+    mode: ``"int8"`` or ``"int4"``. groupsize: 32, 64, 128 or 256 in-features per scale
+    (int4: also per zero, in-features padded to the group); for int8, ``None`` gives
+    gpt-fast's one scale per output channel. head_int8: in int4 mode, quantize the output
+    head (``model.output``) to int8 with groups of 32 instead, as llama.cpp's Q4 files do:
+    on the default model a 4-bit head costs ~10% perplexity, an int8 one ~0.2%.
+    A tied output head gets its own quantized copy; the embedding table stays in floating
+    point (a lookup reads one row). Perplexities per setting: docs/benchmarks.md.
+    """
+    if mode not in ("int8", "int4"):
+        raise ValueError(f"mode must be 'int8' or 'int4', got {mode!r}")
+    if groupsize not in GROUPSIZES and not (mode == "int8" and groupsize is None):
+        raise ValueError(f"groupsize must be one of {GROUPSIZES}"
+                         f"{' (or None for int8 per channel)' if mode == 'int8' else ''}, "
+                         f"got {groupsize}")
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in targets:
+        if mode == "int8":
+            new = WeightOnlyInt8Linear.from_float(linear, groupsize)
+        elif head_int8 and name == "output":
+            new = WeightOnlyInt8Linear.from_float(linear, 32)
+        else:
+            new = WeightOnlyInt4Linear.from_float(linear, groupsize)
+        _replace(model, name, new.to(linear.weight.device))
+    return model
+
+
+def linear_specs(model: nn.Module) -> Dict[str, dict]:
+    """Module name -> {"kind": "int8"|"int4", "groupsize": G or None, "bias": bool}."""
+    specs = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QUANTIZED_TYPES):
+            specs[name] = {"kind": "int8" if isinstance(m, WeightOnlyInt8Linear) else "int4",
+                           "groupsize": m.groupsize, "bias": m.bias is not None,
+                           "in_features": m.in_features, "out_features": m.out_features}
+    return specs
+
+
+def build_quantized_linears(model: nn.Module, specs: Dict[str, dict]) -> None:
+    """Swap in empty quantized modules named by ``specs`` (before loading a state dict)."""
+    for name, s in specs.items():
+        cls = WeightOnlyInt8Linear if s["kind"] == "int8" else WeightOnlyInt4Linear
+        kwargs = {"groupsize": s["groupsize"]} if s["groupsize"] is not None else {}
+        _replace(model, name, cls(s["in_features"], s["out_features"], s["bias"], **kwargs))
+
+
+def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast floating parameters and buffers to ``dtype``, except the fp32 scales of the
+    quantized linears (the kernels read them as fp32)."""
+    for mod in model.modules():
+        if isinstance(mod, QUANTIZED_TYPES):
+            if mod.bias is not None:
+                mod.bias.data = mod.bias.data.to(dtype)
+            continue
+        for name, p in list(mod.named_parameters(recurse=False)):
+            if p.is_floating_point():
+                p.data = p.data.to(dtype)
+        for name, b in list(mod.named_buffers(recurse=False)):
+            if b is not None and b.is_floating_point():
+                setattr(mod, name, b.to(dtype))
+    return model
+
+
+def save_quantized(model, tokenizer, directory) -> Path:
+    """Write ``model.safetensors`` + ``fastdecode.json`` + ``tokenizer.json`` to ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {}
+    seen = {}
+    for k, v in model.state_dict().items():
+        key = v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)
+        if key in seen:  # a tied tensor is stored once; fastdecode.json records the tie
+            continue
+        seen[key] = k
+        state[k] = v.detach().contiguous().cpu()
+    save_file(state, str(directory / "model.safetensors"))
+    meta = {"format": "fastdecode-quantized", "version": 1,
+            "model_args": model.config.to_dict(), "linears": linear_specs(model)}
+    (directory / "fastdecode.json").write_text(json.dumps(meta, indent=1))
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+# -- GGUF quantized blocks -------------------------------------------------------------------
+
+# ggml type -> bytes per 32-value block
+_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+
+
+def _blocks(data: np.ndarray, n: int, k: int, kind: str) -> np.ndarray:
+    return np.ascontiguousarray(data).reshape(n, k // 32, _BLOCK_BYTES[kind])
+
+
+def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
+    return np.ascontiguousarray(blocks[..., offset:offset + 2]).view(np.float16)[..., 0]
+
+
+def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
+    """A quantized linear for GGUF tensors ``parts`` (fused along N, e.g. q, k, v), straight
+    from their blocks, or ``None`` when they are not all Q4_0, Q4_1 or Q8_0 of one type.
+
+    Q4_1 (d, m) -> int4 groupsize 32 with scale d, zero m + 8d; Q4_0 (d) -> scale d, zero 0;
+    the nibbles are copied as they are. Q8_0 (d) -> grouped int8 with G = 32.
+    """
+    kinds = {p.tensor_type.name for p in parts}
+    if len(kinds) != 1 or not kinds <= set(_BLOCK_BYTES) or in_features % 32:
+        return None
+    kind = kinds.pop()
+    rows = [int(p.shape[1]) if len(p.shape) > 1 else 1 for p in parts]
+    blocks = np.concatenate([_blocks(p.data, r, in_features, kind) for p, r in zip(parts, rows)])
+    n = blocks.shape[0]
+    d = _f16(blocks, 0).astype(np.float32)
+    if kind == "Q8_0":
+        mod = WeightOnlyInt8Linear(in_features, n, groupsize=32)
+        mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(blocks[..., 2:]).view(np.int8)
+                                          .reshape(n, in_features)))
+        mod.scales.copy_(torch.from_numpy(d))
+        return mod
+    if kind == "Q4_1":
+        zero = _f16(blocks, 2).astype(np.float32) + np.float32(8) * d
+        nibbles = blocks[..., 4:]
+    else:
+        zero = np.zeros_like(d)
+        nibbles = blocks[..., 2:]
+    mod = WeightOnlyInt4Linear(in_features, n, groupsize=32)
+    mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(nibbles).reshape(n, in_features // 2)))
+    mod.scales_and_zeros.copy_(torch.from_numpy(np.stack([d, zero], axis=-1)))
+    return mod

@@ -1,0 +1,130 @@
+"""Quantizers (exactly equal to the oracles) and quantized linears (within the dtype-keyed
+tolerance of dequantise-then-matmul), odd shapes, batches 1..64, opcheck, compile, bad input."""
+import pytest
+import torch
+from reference.quant import (dequantize_int4_ref, dequantize_int8_ref,
+                             quantize_int4_grouped_ref, quantize_int8_per_channel_ref)
+
+from fastdecode import ops
+
+SHAPES = [(8, 64), (7, 33), (96, 576), (13, 100), (1, 256)]  # N not a multiple of 8, odd K
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_quantizer_equals_reference_exactly(shape, dtype):
+    w = (torch.randn(shape, generator=torch.Generator().manual_seed(shape[0])) * 0.1).to(dtype)
+    q, scales = ops.quantize_int8_per_channel(w)
+    q_ref, s_ref = quantize_int8_per_channel_ref(w)
+    assert q.dtype == torch.int8 and torch.equal(q, q_ref)
+    assert scales.dtype == torch.float32 and torch.equal(scales, s_ref)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("groupsize", [32, 64, 128, 256])
+def test_int4_quantizer_and_packing_equal_reference_exactly(shape, groupsize):
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(groupsize + shape[1]))
+    packed, sz = ops.quantize_int4_grouped(w, groupsize)
+    q_ref, s_ref, z_ref, packed_ref = quantize_int4_grouped_ref(w, groupsize)
+    k_pad = q_ref.shape[1]
+    assert packed.shape == (shape[0], k_pad // 2) and packed.dtype == torch.uint8
+    assert sz.shape == (shape[0], k_pad // groupsize, 2) and sz.dtype == torch.float32
+    assert torch.equal(packed, packed_ref)
+    assert torch.equal(sz[..., 0], s_ref) and torch.equal(sz[..., 1], z_ref)
+
+
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8, 9, 64])
+@pytest.mark.parametrize("shape", [(7, 33), (96, 576), (40, 1536)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_linear_matches_dequantize_then_matmul(rows, shape, dtype):
+    g = torch.Generator().manual_seed(rows * 7 + shape[1])
+    w = torch.randn(shape, generator=g) * 0.05
+    q, scales = ops.quantize_int8_per_channel(w)
+    x = torch.randn(rows, shape[1], generator=g).to(dtype)
+    bias = torch.randn(shape[0], generator=g)
+    want = x.double() @ dequantize_int8_ref(q, scales).t() + bias.double()
+    got = ops.int8_linear(x, q, scales, bias)
+    assert got.dtype == dtype and got.shape == (rows, shape[0])
+    torch.testing.assert_close(got.double(), want, **TOL[dtype], check_dtype=False)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 64])
+@pytest.mark.parametrize("shape", [(7, 33), (96, 576), (40, 1536)])
+@pytest.mark.parametrize("groupsize", [32, 128])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_linear_matches_dequantize_then_matmul(rows, shape, groupsize, dtype):
+    g = torch.Generator().manual_seed(rows + shape[1] + groupsize)
+    w = torch.randn(shape, generator=g) * 0.05
+    packed, sz = ops.quantize_int4_grouped(w, groupsize)
+    x = torch.randn(2, rows, shape[1], generator=g).to(dtype)  # leading dims kept
+    w_deq = dequantize_int4_ref(packed, sz, groupsize)[:, :shape[1]]
+    want = x.double() @ w_deq.t()
+    got = ops.int4_linear(x, packed, sz, groupsize)
+    assert got.dtype == dtype and got.shape == (2, rows, shape[0])
+    torch.testing.assert_close(got.double(), want, **TOL[dtype], check_dtype=False)
+
+
+def test_grouped_int8_scales_as_gguf_q8_0():
+    g = torch.Generator().manual_seed(4)
+    q = torch.randint(-128, 128, (24, 64), generator=g, dtype=torch.int8)
+    scales = torch.rand(24, 2, generator=g)  # groups of 32
+    x = torch.randn(3, 64, generator=g)
+    want = x.double() @ dequantize_int8_ref(q, scales).t()
+    torch.testing.assert_close(ops.int8_linear(x, q, scales).double(), want, rtol=1e-4,
+                               atol=1e-4)
+
+
+def _int4_args():
+    w = torch.randn(16, 64)
+    packed, sz = ops.quantize_int4_grouped(w, 32)
+    return packed, sz
+
+
+@pytest.mark.parametrize("rows", [1, 12])
+def test_opcheck_quantized_ops(rows):
+    w = torch.randn(16, 64)
+    torch.library.opcheck(torch.ops.fastdecode.quantize_int8_per_channel.default, (w,))
+    torch.library.opcheck(torch.ops.fastdecode.quantize_int4_grouped.default, (w[:, :50], 32))
+    q, s = ops.quantize_int8_per_channel(w)
+    x = torch.randn(rows, 64)
+    torch.library.opcheck(torch.ops.fastdecode.int8_linear.default, (x, q, s, torch.randn(16)))
+    packed, sz = _int4_args()
+    torch.library.opcheck(torch.ops.fastdecode.int4_linear.default, (x, packed, sz, 32))
+
+
+def test_compile_fullgraph_around_quantized_linears():
+    w = torch.randn(32, 64)
+    q, s = ops.quantize_int8_per_channel(w)
+    packed, sz = ops.quantize_int4_grouped(w, 32)
+
+    def f(x):
+        return torch.relu(ops.int8_linear(x, q, s)) + ops.int4_linear(x, packed, sz, 32)
+
+    x = torch.randn(2, 64)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(x), f(x))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: ops.quantize_int4_grouped(torch.randn(4, 64), 48), "groupsize must be one of"),
+    (lambda: ops.quantize_int4_grouped(torch.randint(0, 3, (4, 64)), 32), "floating"),
+    (lambda: ops.quantize_int8_per_channel(torch.randn(4)), "2-D"),
+    (lambda: ops.quantize_int8_per_channel(torch.tensor([[1.0, float("nan")]])), "NaN"),
+    (lambda: ops.int8_linear(torch.randn(2, 63), *ops.quantize_int8_per_channel(torch.randn(4, 64))),
+     r"x must have shape \[\.\.\., K\] with K = 64"),
+    (lambda: ops.int8_linear(torch.randn(2, 64), torch.zeros(4, 64), torch.ones(4)), "int8"),
+    (lambda: ops.int8_linear(torch.randn(2, 64), torch.zeros(4, 64, dtype=torch.int8),
+                             torch.ones(5)), "scales must be float32"),
+    (lambda: ops.int8_linear(torch.randn(2, 64).double(),
+                             *ops.quantize_int8_per_channel(torch.randn(4, 64))), "x must be float32"),
+    (lambda: ops.int4_linear(torch.randn(2, 64), *_int4_args(), 64), "scales_and_zeros must be"),
+    (lambda: ops.int4_linear(torch.randn(2, 65), *_int4_args(), 32), "x must have shape"),
+    (lambda: ops.int4_linear(torch.randn(2, 64), *_int4_args(), 100), "groupsize must be one of"),
+    (lambda: ops.int4_linear(torch.randn(2, 64), _int4_args()[0].to(torch.int8), _int4_args()[1],
+                             32), "packed must be uint8"),
+])
+def test_bad_input_is_a_clear_error(call, match):
+    with pytest.raises(RuntimeError, match=match):
+        call()

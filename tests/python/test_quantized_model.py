@@ -1,0 +1,126 @@
+"""Quantized models end to end on the default model: perplexity against fp32, GGUF blocks
+loaded without a float round trip, the quantize tool's checkpoints, bad arguments."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastdecode
+from fastdecode.quantize import (WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model,
+                                 save_quantized)
+
+TEXT = (Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1.txt").read_text()
+
+
+def perplexity(model, tokenizer) -> float:
+    ids = torch.tensor([tokenizer.encode(TEXT)])
+    with torch.no_grad():
+        model.setup_caches(1, ids.shape[1])
+        logits = model(ids, torch.arange(ids.shape[1]))
+    nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
+    return math.exp(float(nll))
+
+
+@pytest.fixture(scope="module")
+def fp32_ppl(default_model):
+    return perplexity(*default_model)
+
+
+def _fresh_default():
+    return fastdecode.load("default")
+
+
+def test_int8_perplexity_within_1_percent(fp32_ppl):
+    model, tok = _fresh_default()
+    quantize_model(model, "int8")  # groups of 32 by default
+    assert isinstance(model.output, WeightOnlyInt8Linear) and model.output.groupsize == 32
+    ppl = perplexity(model, tok)
+    assert abs(ppl / fp32_ppl - 1) < 0.01, (ppl, fp32_ppl)
+
+
+def test_int8_per_channel_is_available(fp32_ppl):
+    model, tok = _fresh_default()
+    quantize_model(model, "int8", None)
+    assert model.layers[0].attention.wqkv.scales.shape == (960,)
+    assert abs(perplexity(model, tok) / fp32_ppl - 1) < 0.03
+
+
+def test_int4_perplexity_within_5_percent(fp32_ppl):
+    model, tok = _fresh_default()
+    quantize_model(model, "int4")  # groups of 32, int8 head
+    assert isinstance(model.layers[0].feed_forward.w2, WeightOnlyInt4Linear)
+    assert isinstance(model.output, WeightOnlyInt8Linear)
+    ppl = perplexity(model, tok)
+    assert abs(ppl / fp32_ppl - 1) < 0.05, (ppl, fp32_ppl)
+
+
+def test_gguf_blocks_load_quantized_and_match_fp32(default_model, fp32_ppl):
+    model, tok = fastdecode.load("default", quantized=True)
+    att = model.layers[0].attention
+    assert isinstance(att.wqkv, WeightOnlyInt4Linear) and att.wqkv.groupsize == 32
+    assert isinstance(model.output, WeightOnlyInt8Linear) and model.output.groupsize == 32
+    # Q4_1 is exactly int4 with groupsize 32: the logits equal fp32 up to rounding
+    ids = torch.tensor([tok.encode("The capital of France is")])
+    with torch.no_grad():
+        model.setup_caches(1, ids.shape[1])
+        ref = default_model[0]
+        ref.setup_caches(1, ids.shape[1])
+        torch.testing.assert_close(model(ids, torch.arange(ids.shape[1])),
+                                   ref(ids, torch.arange(ids.shape[1])), rtol=0, atol=1e-3)
+    assert abs(perplexity(model, tok) / fp32_ppl - 1) < 1e-3
+    a, _ = fastdecode.generate(model, ids[0], 32, temperature=0)
+    b, _ = fastdecode.generate(ref, ids[0], 32, temperature=0)
+    assert torch.equal(a, b)
+
+
+def test_save_and_load_quantized_checkpoint(tmp_path):
+    model, tok = _fresh_default()
+    quantize_model(model, "int4", 64, head_int8=False)
+    save_quantized(model, tok, tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded, tok2 = fastdecode.load(tmp_path)
+    assert isinstance(loaded.layers[3].attention.wo, WeightOnlyInt4Linear)
+    assert isinstance(loaded.output, WeightOnlyInt4Linear)
+    ids = torch.tensor(tok.encode("Once upon a time"))
+    a, _ = fastdecode.generate(model, ids, 12, temperature=0)
+    b, _ = fastdecode.generate(loaded, ids, 12, temperature=0)
+    assert torch.equal(a, b)
+
+
+def test_bf16_activations_keep_fp32_scales():
+    model, tok = fastdecode.load("default", quantized=True, precision=torch.bfloat16)
+    assert model.output.scales.dtype == torch.float32
+    assert model.tok_embeddings.weight.dtype == torch.bfloat16
+    seq, _ = fastdecode.generate(model, torch.tensor(tok.encode("Hello")), 4, temperature=0)
+    assert seq.shape == (1, 5)
+
+
+def test_quantize_cli_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "int8"
+    r = subprocess.run([sys.executable, "-m", "fastdecode", "quantize", "--checkpoint", "default",
+                        "--mode", "int8", "--out", str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "fastdecode", "generate", "--checkpoint", str(out),
+                        "--prompt", "The capital of France is", "--max-new-tokens", "6",
+                        "--temperature", "0"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+
+
+@pytest.mark.parametrize("mode,groupsize,match", [("int3", 128, "mode must be"),
+                                                  ("int4", 100, "groupsize must be one of")])
+def test_quantize_model_bad_arguments(mode, groupsize, match):
+    model = fastdecode.Transformer(fastdecode.ModelArgs(n_layer=1, n_head=2, dim=64,
+                                                        vocab_size=50, block_size=16))
+    with pytest.raises(ValueError, match=match):
+        quantize_model(model, mode, groupsize)
+
+
+def test_quantized_flag_needs_a_gguf(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="quantized=True reads the quantized tensors"):
+        fastdecode.load(tmp_path, quantized=True)
