@@ -62,6 +62,7 @@ test: test-cpp test-python
 bench: setup
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_sampling.py
+	$(PY) benchmarks/bench_quant.py
 
 clean:
 	rm -rf build $(VENV) python/fastdecode/_C*.so

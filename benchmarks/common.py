@@ -35,8 +35,9 @@ def weight_bytes_per_token(model: torch.nn.Module) -> int:
         if id(p) not in seen:
             seen.add(id(p))
             total += p.numel() * p.element_size()
-    for b in model.buffers():
-        if b.dtype in (torch.int8, torch.uint8, torch.int32):  # quantized weights
+    for name, b in model.named_buffers():
+        # quantized weights and their scales (not the KV cache or the RoPE/mask tables)
+        if name.endswith((".weight", ".scales", ".scales_and_zeros")):
             total += b.numel() * b.element_size()
     return total
 
