@@ -34,4 +34,10 @@ TORCH_LIBRARY(fastdecode, m) {
   m.def(
       "int4_linear(Tensor x, Tensor packed, Tensor scales_and_zeros, int groupsize, "
       "Tensor? bias=None) -> Tensor");
+  // One decode position: qkv [B, 1, (H + 2 Hkv) * D] -> [B, 1, H * D]. RoPE (rope
+  // [positions, D / 2, 2] cos/sin) on q and k, k/v written into the caches [B_max, Hkv, L, D]
+  // at input_pos ([1] or [B, 1]), causal attention over positions 0..pos.
+  m.def(
+      "decode_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor input_pos, "
+      "Tensor rope, int n_head, int n_kv_head) -> Tensor");
 }

@@ -133,10 +133,16 @@ class Attention(nn.Module):
         self.n_local_heads = config.n_local_heads
         self.dim = config.dim
 
-    def forward(self, x, freqs_cis, mask, input_pos):
+    def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
         bsz, seqlen, _ = x.shape
         q_size = self.n_head * self.head_dim
         kv_size = self.n_local_heads * self.head_dim
+        if self.kv_cache is None:
+            raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
+        if rope_table is not None:  # one decode position: the fused C++ op
+            y = ops.decode_attention(self.wqkv(x), self.kv_cache.k_cache, self.kv_cache.v_cache,
+                                     input_pos, rope_table, self.n_head, self.n_local_heads)
+            return self.wo(y)
         qk, v = self.wqkv(x).split([q_size + kv_size, kv_size], dim=-1)
         # q and k heads rotated together: one RoPE pass over H + Hkv heads
         qk = apply_rotary_emb(qk.view(bsz, seqlen, self.n_head + self.n_local_heads,
@@ -144,8 +150,6 @@ class Attention(nn.Module):
         q, k = qk.split([self.n_head, self.n_local_heads], dim=2)
         v = v.view(bsz, seqlen, self.n_local_heads, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, D]
-        if self.kv_cache is None:
-            raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         k, v = self.kv_cache.update(input_pos, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            enable_gqa=self.n_head != self.n_local_heads)
@@ -171,8 +175,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
 
-    def forward(self, x, freqs_cis, mask, input_pos):
-        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos)
+    def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos, rope_table)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -190,6 +194,10 @@ class Transformer(nn.Module):
         self.max_seq_length = -1
         self.freqs_cis: Optional[torch.Tensor] = None
         self.causal_mask: Optional[torch.Tensor] = None
+        # Decode steps (one new position) run attention as one fused C++ op
+        # (ops.decode_attention) when activations and caches are fp32 on the CPU; False
+        # forces the composite path (the tests compare the two).
+        self.fused_decode = True
 
     def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:
         """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
@@ -235,8 +243,12 @@ class Transformer(nn.Module):
         mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)
         freqs_cis = self.freqs_cis[input_pos]
         x = self.tok_embeddings(idx)
+        rope_table = None
+        if (seqlen == 1 and self.fused_decode and x.dtype == torch.float32
+                and x.device.type == "cpu"):
+            rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
         for layer in self.layers:
-            x = layer(x, freqs_cis, mask, input_pos)
+            x = layer(x, freqs_cis, mask, input_pos, rope_table)
         if last_only:
             x = x[:, -1:]
         return self.output(self.norm(x))

@@ -157,3 +157,21 @@ def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.T
 @torch.library.register_fake("fastdecode::int4_linear")
 def _int4_linear_fake(x, packed, scales_and_zeros, groupsize, bias=None):
     return x.new_empty((*x.shape[:-1], packed.shape[0]))
+
+
+def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     input_pos: torch.Tensor, rope: torch.Tensor, n_head: int,
+                     n_kv_head: int) -> torch.Tensor:
+    """Attention for one decode position, fused: ``qkv [B, 1, (H + 2 Hkv) * D]`` (the fused
+    projection, (re, im) pairs interleaved) -> ``[B, 1, H * D]``.
+
+    Rotates q and k by ``rope [positions, D / 2, 2]`` (cos, sin) at ``input_pos`` (``[1]`` or
+    ``[B, 1]`` int64), writes k and v into ``k_cache``/``v_cache`` ``[B_max, Hkv, L, D]`` (in
+    place) and attends over cache positions ``0..pos`` of each row. fp32, CPU.
+    """
+    return _ops.decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
+
+
+@torch.library.register_fake("fastdecode::decode_attention")
+def _decode_attention_fake(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head):
+    return qkv.new_empty((qkv.shape[0], 1, n_head * k_cache.shape[3]))

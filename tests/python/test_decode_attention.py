@@ -1,0 +1,84 @@
+"""fastdecode::decode_attention (RoPE + cache write + attention for one position) against the
+model's composite path, which uses ATen's SDPA."""
+import pytest
+import torch
+from conftest import tiny_model
+
+from fastdecode import ops
+
+
+def _decode_both_ways(model, ids, steps, per_row_pos=False):
+    outs = {}
+    for fused in (True, False):
+        model.fused_decode = fused
+        with torch.no_grad():
+            model.setup_caches(ids.shape[0], ids.shape[1] + steps)
+            model(ids, torch.arange(ids.shape[1]))
+            logits = []
+            tok = ids[:, -1:]
+            for i in range(steps):
+                pos = ids.shape[1] + i
+                input_pos = (torch.full((ids.shape[0], 1), pos) if per_row_pos
+                             else torch.tensor([pos]))
+                out = model(tok, input_pos)
+                logits.append(out)
+                tok = out[:, -1].argmax(-1, keepdim=True)
+            outs[fused] = (torch.cat(logits, 1), model.layers[0].attention.kv_cache.k_cache.clone())
+    model.fused_decode = True
+    return outs
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(n_local_heads=4), dict(n_local_heads=1),
+                                       dict(head_dim=16, dim=32)])
+@pytest.mark.parametrize("batch,per_row", [(1, False), (3, False), (2, True)])
+def test_fused_decode_equals_composite(overrides, batch, per_row):
+    model = tiny_model(seed=7, **overrides)
+    ids = torch.randint(0, 101, (batch, 5))
+    outs = _decode_both_ways(model, ids, 6, per_row)
+    torch.testing.assert_close(outs[True][0], outs[False][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs[True][1], outs[False][1], rtol=1e-5, atol=1e-6)
+
+
+def test_rows_at_different_positions():
+    """Row 0 at position 6 and row 1 at position 3: each attends to its own prefix only."""
+    model = tiny_model(seed=2)
+    ids = torch.randint(0, 101, (2, 7))
+    with torch.no_grad():
+        model.setup_caches(2, 8)
+        model(ids[:, :6], torch.arange(6))
+        fused = model(torch.stack([ids[0, 6:7], ids[1, 3:4]]), torch.tensor([[6], [3]]))
+        model.fused_decode = False
+        model.setup_caches(2, 8)
+        model(ids[:, :6], torch.arange(6))
+        comp = model(torch.stack([ids[0, 6:7], ids[1, 3:4]]), torch.tensor([[6], [3]]))
+        model.fused_decode = True
+    torch.testing.assert_close(fused, comp, rtol=1e-4, atol=1e-5)
+
+
+def _args(B=2, H=4, Hkv=2, D=8, L=10):
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(B, 1, (H + 2 * Hkv) * D, generator=g)
+    k = torch.randn(B, Hkv, L, D, generator=g)
+    v = torch.randn(B, Hkv, L, D, generator=g)
+    angles = torch.rand(L, D // 2, generator=g) * 6
+    rope = torch.stack([angles.cos(), angles.sin()], -1)
+    return qkv, k, v, torch.tensor([4]), rope, H, Hkv
+
+
+def test_opcheck_decode_attention():
+    torch.library.opcheck(torch.ops.fastdecode.decode_attention.default, _args())
+    qkv, k, v, _, rope, H, Hkv = _args()
+    torch.library.opcheck(torch.ops.fastdecode.decode_attention.default,
+                          (qkv, k, v, torch.tensor([[2], [9]]), rope, H, Hkv))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda a: (a[0][..., :-1],) + a[1:], "qkv must be"),
+    (lambda a: a[:3] + (torch.tensor([10]),) + a[4:], "outside the cache"),
+    (lambda a: a[:3] + (torch.tensor([1.0]),) + a[4:], "input_pos must be int64"),
+    (lambda a: a[:5] + (3, 2), "multiple of n_kv_head"),
+    (lambda a: (a[0].double(),) + a[1:], "float32"),
+])
+def test_bad_input(change, match):
+    with pytest.raises(RuntimeError, match=match):
+        ops.decode_attention(*change(_args()))
