@@ -49,40 +49,70 @@ void int8_gemv(const float* x, int64_t M, int64_t K, const int8_t* q, const floa
   }
 }
 
+// kRows output rows at a time: each x chunk is loaded once for all of them, and the rows'
+// accumulators are independent dependency chains (a single chain is FMA-latency bound).
+// The body is a macro, instantiated for full blocks and for single tail rows: a helper
+// function compiled for the default target would have its vector conversions lowered lane
+// by lane before being inlined into the AVX-512 clone.
+constexpr int kRows = 4;
+
+#define FASTDECODE_INT4_ROWS(ROWS)                                                          \
+  for (int64_t m = 0; m < M; ++m) {                                                         \
+    const float* xm = x + m * K;                                                            \
+    const float* xs = xsum + m * groups;                                                    \
+    vf16 acc[ROWS];                                                                         \
+    float offset[ROWS];                                                                     \
+    for (int r = 0; r < ROWS; ++r) {                                                        \
+      acc[r] = vf16{};                                                                      \
+      offset[r] = 0.0f;                                                                     \
+    }                                                                                       \
+    for (int64_t g = 0; g < groups; ++g) {                                                  \
+      vf16 part[ROWS];                                                                      \
+      for (int r = 0; r < ROWS; ++r) part[r] = vf16{};                                      \
+      for (int64_t k = g * G; k < (g + 1) * G; k += 32) {                                   \
+        vf16 x_lo, x_hi;                                                                    \
+        std::memcpy(&x_lo, xm + k, sizeof(x_lo));                                           \
+        std::memcpy(&x_hi, xm + k + 16, sizeof(x_hi));                                      \
+        for (int r = 0; r < ROWS; ++r) {                                                    \
+          vu8x16 b; /* 16 bytes = 32 values of row n0 + r */                                \
+          std::memcpy(&b, packed + (n0 + r) * row_bytes + k / 2, sizeof(b));                \
+          const vi16 lo = __builtin_convertvector(b & low_mask, vi16);                      \
+          const vi16 hi = __builtin_convertvector(b >> 4, vi16);                            \
+          /* two statements: two FMAs, not a multiply, an FMA and an add */                 \
+          part[r] += x_lo * __builtin_convertvector(lo, vf16);                              \
+          part[r] += x_hi * __builtin_convertvector(hi, vf16);                              \
+        }                                                                                   \
+      }                                                                                     \
+      for (int r = 0; r < ROWS; ++r) {                                                      \
+        const float* szr = sz + ((n0 + r) * groups + g) * 2;                                \
+        acc[r] += szr[0] * part[r];                                                         \
+        offset[r] += (szr[1] - 8.0f * szr[0]) * xs[g];                                      \
+      }                                                                                     \
+    }                                                                                       \
+    for (int r = 0; r < ROWS; ++r) {                                                        \
+      float total = offset[r];                                                              \
+      for (int l = 0; l < kLanes; ++l) total += acc[r][l];                                  \
+      y[m * ldy + n0 + r] = total;                                                          \
+    }                                                                                       \
+  }
+
 FASTDECODE_MULTIVERSION
 void int4_gemv(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* sz,
                int64_t G, const float* xsum, int64_t n_begin, int64_t n_end, float* y,
                int64_t ldy) {
   const int64_t groups = K / G;
+  const int64_t row_bytes = K / 2;
   const vu8x16 low_mask = vu8x16{} + static_cast<uint8_t>(0x0f);
-  for (int64_t n = n_begin; n < n_end; ++n) {
-    const uint8_t* pn = packed + n * (K / 2);
-    const float* szn = sz + n * groups * 2;
-    for (int64_t m = 0; m < M; ++m) {
-      const float* xm = x + m * K;
-      const float* xs = xsum + m * groups;
-      vf16 acc = splat16(0.0f);
-      float offset = 0.0f;  // sum_g (zero_g - 8 scale_g) * sum(x_g)
-      for (int64_t g = 0; g < groups; ++g) {
-        vf16 part = splat16(0.0f);
-        for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
-          vu8x16 b;  // 16 bytes = 32 values
-          vf16 x_lo, x_hi;
-          std::memcpy(&b, pn + k / 2, sizeof(b));
-          std::memcpy(&x_lo, xm + k, sizeof(x_lo));
-          std::memcpy(&x_hi, xm + k + 16, sizeof(x_hi));
-          const vi16 lo = __builtin_convertvector(b & low_mask, vi16);
-          const vi16 hi = __builtin_convertvector(b >> 4, vi16);
-          part += x_lo * __builtin_convertvector(lo, vf16) + x_hi * __builtin_convertvector(hi, vf16);
-        }
-        const float scale = szn[2 * g];
-        acc += scale * part;
-        offset += (szn[2 * g + 1] - 8.0f * scale) * xs[g];
-      }
-      y[m * ldy + n] = sum16(acc) + offset;
-    }
+  int64_t n0 = n_begin;
+  for (; n0 + kRows <= n_end; n0 += kRows) {
+    FASTDECODE_INT4_ROWS(kRows)
+  }
+  for (; n0 < n_end; ++n0) {
+    FASTDECODE_INT4_ROWS(1)
   }
 }
+
+#undef FASTDECODE_INT4_ROWS
 
 void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
   for (int64_t m = 0; m < M; ++m) {

@@ -37,3 +37,15 @@ def test_info_reports_build():
     r = _run("info")
     assert r.returncode == 0
     assert "active_isa:" in r.stdout and "cuda: False" in r.stdout
+
+
+def test_generate_with_gguf_weights_kept_quantized():
+    r = _run("generate", "--quantized", "--prompt", "The capital of France is",
+             "--max-new-tokens", "8", "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("The capital of France is Paris")
+
+
+def test_quantize_bad_mode_is_rejected_by_argparse():
+    r = _run("quantize", "--mode", "int3", "--out", "/tmp/never-written")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
