@@ -148,7 +148,7 @@ def _load_gguf_quantized(path: Path):
         t = tensors[name]
         return torch.from_numpy(dequantize(t.data, t.tensor_type).copy())
 
-    def linear(parts, in_features, float_name_for):
+    def linear(parts, in_features):
         mod = quantized_linear_from_gguf(parts, in_features)
         if mod is not None:
             return mod
@@ -161,16 +161,16 @@ def _load_gguf_quantized(path: Path):
     sd = {"tok_embeddings.weight": dense("token_embd.weight"),
           "norm.weight": dense("output_norm.weight")}
     head = [tensors["output.weight" if "output.weight" in tensors else "token_embd.weight"]]
-    model.output = linear(head, args.dim, None)
+    model.output = linear(head, args.dim)
     for i, layer in enumerate(model.layers):
         p = f"blk.{i}."
         att, ffn = layer.attention, layer.feed_forward
         att.wqkv = linear([tensors[p + n] for n in ("attn_q.weight", "attn_k.weight",
-                                                    "attn_v.weight")], args.dim, None)
-        att.wo = linear([tensors[p + "attn_output.weight"]], args.n_head * args.head_dim, None)
-        ffn.w1 = linear([tensors[p + "ffn_gate.weight"]], args.dim, None)
-        ffn.w3 = linear([tensors[p + "ffn_up.weight"]], args.dim, None)
-        ffn.w2 = linear([tensors[p + "ffn_down.weight"]], args.intermediate_size, None)
+                                                    "attn_v.weight")], args.dim)
+        att.wo = linear([tensors[p + "attn_output.weight"]], args.n_head * args.head_dim)
+        ffn.w1 = linear([tensors[p + "ffn_gate.weight"]], args.dim)
+        ffn.w3 = linear([tensors[p + "ffn_up.weight"]], args.dim)
+        ffn.w2 = linear([tensors[p + "ffn_down.weight"]], args.intermediate_size)
         sd[f"layers.{i}.attention_norm.weight"] = dense(p + "attn_norm.weight")
         sd[f"layers.{i}.ffn_norm.weight"] = dense(p + "ffn_norm.weight")
     _load_remaining(model, sd)

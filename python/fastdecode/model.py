@@ -239,14 +239,15 @@ class Transformer(nn.Module):
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         bsz, seqlen = idx.shape
-        mask = self.causal_mask[input_pos]  # [S, L] or [B, S, L]
-        mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)
-        freqs_cis = self.freqs_cis[input_pos]
         x = self.tok_embeddings(idx)
-        rope_table = None
+        rope_table = mask = freqs_cis = None
         if (seqlen == 1 and self.fused_decode and x.dtype == torch.float32
                 and x.device.type == "cpu"):
             rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
+        else:  # the composite path's mask and rotations
+            mask = self.causal_mask[input_pos]  # [S, L] or [B, S, L]
+            mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)
+            freqs_cis = self.freqs_cis[input_pos]
         for layer in self.layers:
             x = layer(x, freqs_cis, mask, input_pos, rope_table)
         if last_only:

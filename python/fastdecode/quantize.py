@@ -28,6 +28,12 @@ __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
 GROUPSIZES = (32, 64, 128, 256)
 
 
+def _with_bias_of(mod: nn.Module, linear: nn.Linear) -> nn.Module:
+    if linear.bias is not None:
+        mod.bias.data.copy_(linear.bias.detach())
+    return mod
+
+
 class WeightOnlyInt8Linear(nn.Module):
     """int8 weight ``[N, K]`` with fp32 scales ``[N]`` (``groupsize=None``: per channel) or
     ``[N, K / groupsize]``; the product runs in ``fastdecode::int8_linear``."""
@@ -65,9 +71,7 @@ class WeightOnlyInt8Linear(nn.Module):
         mod = cls(linear.in_features, linear.out_features, linear.bias is not None, groupsize)
         mod.weight.copy_(q)
         mod.scales.copy_(scales)
-        if linear.bias is not None:
-            mod.bias.data.copy_(linear.bias.detach())
-        return mod
+        return _with_bias_of(mod, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.int8_linear(x, self.weight, self.scales, self.bias)
@@ -99,9 +103,7 @@ class WeightOnlyInt4Linear(nn.Module):
         packed, sz = ops.quantize_int4_grouped(linear.weight.detach(), groupsize)
         mod.weight.copy_(packed)
         mod.scales_and_zeros.copy_(sz)
-        if linear.bias is not None:
-            mod.bias.data.copy_(linear.bias.detach())
-        return mod
+        return _with_bias_of(mod, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.int4_linear(x, self.weight, self.scales_and_zeros, self.groupsize, self.bias)
