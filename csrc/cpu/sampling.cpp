@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -96,8 +97,6 @@ at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Ten
     p.top_p = static_cast<float>(top_p);
     p.min_p = static_cast<float>(min_p);
     p.repetition_penalty = static_cast<float>(repetition_penalty);
-    TORCH_CHECK(std::isfinite(temperature), op,
-                ": temperature must be a finite number >= 0 (0 = greedy), got ", temperature);
     check_row_params(op, -1, p, static_cast<double>(p.top_k));
     std::fill(params.begin(), params.end(), p);
   }
@@ -174,14 +173,15 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   const float* np = noise.has_value() ? noise_rows.data_ptr<float>() : nullptr;
   int32_t* outp = out.data_ptr<int32_t>();
   at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> ratios(vocab);
+    // written in full by the kernel before it is read: no zero fill
+    std::unique_ptr<float[]> ratios(new float[vocab]);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t idx =
           np != nullptr
               ? kernels::exponential_race_argmax(pp + r * vocab, np + r * vocab, vocab,
-                                                 ratios.data())
+                                                 ratios.get())
               : kernels::exponential_race_sample(pp + r * vocab, vocab, key,
-                                                 static_cast<uint32_t>(r), ratios.data());
+                                                 static_cast<uint32_t>(r), ratios.get());
       outp[r] = static_cast<int32_t>(idx);
     }
   });

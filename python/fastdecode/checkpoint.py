@@ -135,7 +135,7 @@ def _load_gguf_quantized(path: Path):
     import gguf
     from gguf.quants import dequantize
 
-    from .quantize import quantized_linear_from_gguf
+    from .quantize import quantized_linear_from_gguf, replace_module
 
     reader = gguf.GGUFReader(str(path))
     fields = _gguf_fields(reader)
@@ -158,21 +158,23 @@ def _load_gguf_quantized(path: Path):
         lin.weight.data = w
         return lin
 
-    sd = {"tok_embeddings.weight": dense("token_embd.weight"),
-          "norm.weight": dense("output_norm.weight")}
-    head = [tensors["output.weight" if "output.weight" in tensors else "token_embd.weight"]]
-    model.output = linear(head, args.dim)
-    for i, layer in enumerate(model.layers):
-        p = f"blk.{i}."
-        att, ffn = layer.attention, layer.feed_forward
-        att.wqkv = linear([tensors[p + n] for n in ("attn_q.weight", "attn_k.weight",
-                                                    "attn_v.weight")], args.dim)
-        att.wo = linear([tensors[p + "attn_output.weight"]], args.n_head * args.head_dim)
-        ffn.w1 = linear([tensors[p + "ffn_gate.weight"]], args.dim)
-        ffn.w3 = linear([tensors[p + "ffn_up.weight"]], args.dim)
-        ffn.w2 = linear([tensors[p + "ffn_down.weight"]], args.intermediate_size)
-        sd[f"layers.{i}.attention_norm.weight"] = dense(p + "attn_norm.weight")
-        sd[f"layers.{i}.ffn_norm.weight"] = dense(p + "ffn_norm.weight")
+    # The float loader's name tables decide what each GGUF tensor becomes: a linear (kept
+    # quantized) or a norm/embedding (dequantised).
+    sd = {ours: dense(name) for name, ours in _GGUF_TOP_NAMES.items()
+          if name in tensors and ours != "output.weight"}
+    head = tensors["output.weight" if "output.weight" in tensors else "token_embd.weight"]
+    replace_module(model, "output", linear([head], model.output.in_features))
+    for i in range(args.n_layer):
+        p, ours_prefix = f"blk.{i}.", f"layers.{i}."
+        for name, ours in _GGUF_LAYER_NAMES.items():
+            target = ours_prefix + ours.removesuffix(".weight")
+            module = model.get_submodule(target)
+            if isinstance(module, torch.nn.Linear):
+                replace_module(model, target, linear([tensors[p + name]], module.in_features))
+            else:
+                sd[ours_prefix + ours] = dense(p + name)
+        qkv = [tensors[p + n] for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")]
+        replace_module(model, ours_prefix + "attention.wqkv", linear(qkv, args.dim))
     _load_remaining(model, sd)
     return model, Tokenizer.from_gguf_fields(fields)
 

@@ -193,6 +193,7 @@ class Transformer(nn.Module):
         self.max_batch_size = -1
         self.max_seq_length = -1
         self.freqs_cis: Optional[torch.Tensor] = None
+        self.rope_table: Optional[torch.Tensor] = None
         self.causal_mask: Optional[torch.Tensor] = None
         # Decode steps (one new position) run attention as one fused C++ op
         # (ops.decode_attention) when activations and caches are fp32 on the CPU; False
@@ -221,6 +222,7 @@ class Transformer(nn.Module):
                                                dtype).to(device)
         self.freqs_cis = precompute_freqs_cis(self.config.block_size, self.config.head_dim,
                                               self.config.rope_base).to(device)
+        self.rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
         # Additive mask (0 where attended, -inf elsewhere) in the cache dtype: SDPA would
         # otherwise convert a boolean mask to this form in every layer of every step.
         allowed = torch.tril(torch.ones(max_seq_length, max_seq_length, dtype=torch.bool,
@@ -243,7 +245,7 @@ class Transformer(nn.Module):
         rope_table = mask = freqs_cis = None
         if (seqlen == 1 and self.fused_decode and x.dtype == torch.float32
                 and x.device.type == "cpu"):
-            rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
+            rope_table = self.rope_table
         else:  # the composite path's mask and rotations
             mask = self.causal_mask[input_pos]  # [S, L] or [B, S, L]
             mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)

@@ -23,7 +23,7 @@ from . import ops
 
 __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
            "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
-           "quantized_linear_from_gguf", "cast_float_tensors"]
+           "quantized_linear_from_gguf", "cast_float_tensors", "replace_module"]
 
 GROUPSIZES = (32, 64, 128, 256)
 
@@ -116,7 +116,8 @@ class WeightOnlyInt4Linear(nn.Module):
 QUANTIZED_TYPES = (WeightOnlyInt8Linear, WeightOnlyInt4Linear)
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted path ``name`` of ``model`` (e.g. "layers.3.attention.wo")."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
@@ -149,7 +150,7 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
             new = WeightOnlyInt8Linear.from_float(linear, 32)
         else:
             new = WeightOnlyInt4Linear.from_float(linear, groupsize)
-        _replace(model, name, new.to(linear.weight.device))
+        replace_module(model, name, new.to(linear.weight.device))
     return model
 
 
@@ -169,7 +170,7 @@ def build_quantized_linears(model: nn.Module, specs: Dict[str, dict]) -> None:
     for name, s in specs.items():
         cls = WeightOnlyInt8Linear if s["kind"] == "int8" else WeightOnlyInt4Linear
         kwargs = {"groupsize": s["groupsize"]} if s["groupsize"] is not None else {}
-        _replace(model, name, cls(s["in_features"], s["out_features"], s["bias"], **kwargs))
+        replace_module(model, name, cls(s["in_features"], s["out_features"], s["bias"], **kwargs))
 
 
 def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -180,7 +181,7 @@ def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
             if mod.bias is not None:
                 mod.bias.data = mod.bias.data.to(dtype)
             continue
-        for name, p in list(mod.named_parameters(recurse=False)):
+        for p in mod.parameters(recurse=False):
             if p.is_floating_point():
                 p.data = p.data.to(dtype)
         for name, b in list(mod.named_buffers(recurse=False)):

@@ -77,12 +77,8 @@ def is_greedy(temperature) -> bool:
     return temperature == 0
 
 
-def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
-                    temperature=1.0, top_k=None, top_p=1.0, min_p=0.0,
-                    repetition_penalty=1.0) -> torch.Tensor:
-    """See ``fastdecode.ops.logits_to_probs``: ``[V]``/``[B, V]`` logits -> probabilities."""
-    return ops.logits_to_probs(logits, previous_tokens, temperature, top_k, top_p, min_p,
-                               repetition_penalty)
+# Same signature and semantics as the op wrapper (ops.logits_to_probs documents them).
+logits_to_probs = ops.logits_to_probs
 
 
 def multinomial_sample_one_no_sync(probs_sort: torch.Tensor,
