@@ -37,6 +37,8 @@ TORCH_LIBRARY(fastdecode, m) {
   // One decode position: qkv [B, 1, (H + 2 Hkv) * D] -> [B, 1, H * D]. RoPE (rope
   // [positions, D / 2, 2] cos/sin) on q and k, k/v written into the caches [B_max, Hkv, L, D]
   // at input_pos ([1] or [B, 1]), causal attention over positions 0..pos.
+  // x [..., E] -> x * rsqrt(mean(x^2, -1) + eps) * weight [E], in x's dtype (fp32 math).
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def(
       "decode_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor input_pos, "
       "Tensor rope, int n_head, int n_kv_head) -> Tensor");

@@ -12,7 +12,7 @@ import torch
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
 __all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear", "quantize_int8_per_channel",
-           "quantize_int4_grouped", "int8_linear", "int4_linear"]
+           "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention"]
 
 _ops = torch.ops.fastdecode
 
@@ -175,3 +175,17 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 @torch.library.register_fake("fastdecode::decode_attention")
 def _decode_attention_fake(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head):
     return qkv.new_empty((qkv.shape[0], 1, n_head * k_cache.shape[3]))
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dim: ``x [..., E] * rsqrt(mean(x^2) + eps) * weight [E]``.
+
+    fp32 in one C++ pass per row; other dtypes normalise in fp32 and scale in their own
+    dtype (Hugging Face's order). CPU.
+    """
+    return _ops.rms_norm(x, weight, eps)
+
+
+@torch.library.register_fake("fastdecode::rms_norm")
+def _rms_norm_fake(x, weight, eps):
+    return torch.empty_like(x)
