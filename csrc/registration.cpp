@@ -37,6 +37,17 @@ TORCH_LIBRARY(fastdecode, m) {
   // One decode position: qkv [B, 1, (H + 2 Hkv) * D] -> [B, 1, H * D]. RoPE (rope
   // [positions, D / 2, 2] cos/sin) on q and k, k/v written into the caches [B_max, Hkv, L, D]
   // at input_pos ([1] or [B, 1]), causal attention over positions 0..pos.
+  // Speculative sampling's acceptance step. draft_tokens [B, k] drawn from draft_probs
+  // [B, k, V]; target_probs [B, k + 1, V] from one target pass over [cur, drafts]. Token i is
+  // kept with probability min(1, q_i / p_i); the first rejection is replaced by a draw from
+  // norm(max(q - p, 0)), or after k acceptances a bonus token is drawn from q_k. Returns
+  // (tokens int64 [B, k + 1], -1 after the last new token; num_accepted int64 [B]).
+  // uniforms [B, k + 1] in [0, 1) (u_i for token i, u_k for the final draw) replace the
+  // generator: how the op is checked against its oracle.
+  m.def(
+      "speculative_accept(Tensor draft_tokens, Tensor draft_probs, Tensor target_probs, "
+      "Generator? generator=None, Tensor? uniforms=None) -> (Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
   // x [..., E] -> x * rsqrt(mean(x^2, -1) + eps) * weight [E], in x's dtype (fp32 math).
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def(

@@ -12,7 +12,8 @@ import torch
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
 __all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear", "quantize_int8_per_channel",
-           "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention"]
+           "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
+           "speculative_accept"]
 
 _ops = torch.ops.fastdecode
 
@@ -189,3 +190,30 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 @torch.library.register_fake("fastdecode::rms_norm")
 def _rms_norm_fake(x, weight, eps):
     return torch.empty_like(x)
+
+
+def speculative_accept(draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
+                       target_probs: torch.Tensor, generator: Optional[torch.Generator] = None,
+                       uniforms: Optional[torch.Tensor] = None):
+    """Acceptance step of speculative sampling, all rows at once.
+
+    draft_tokens ``[B, k]`` (drawn from ``draft_probs [B, k, V]``), target_probs
+    ``[B, k + 1, V]`` (the target's distributions after ``cur`` and after each draft token).
+    Draft token i is accepted with probability ``min(1, q_i / p_i)``; the first rejected one
+    is replaced by a draw from ``norm(max(q_i - p_i, 0))``; if all k are accepted a bonus
+    token is drawn from ``q_k``. Greedy (one-hot) distributions accept exactly the drafts the
+    target's argmax agrees with.
+
+    Returns ``(tokens int64 [B, k + 1], num_accepted int64 [B])``: row b's new tokens are
+    ``tokens[b, :num_accepted[b] + 1]``, the rest is -1. ``uniforms [B, k + 1]`` in [0, 1)
+    replace the draws from ``generator`` (for testing against an oracle).
+    """
+    return _ops.speculative_accept(draft_tokens, draft_probs, target_probs, generator, uniforms)
+
+
+@torch.library.register_fake("fastdecode::speculative_accept")
+def _speculative_accept_fake(draft_tokens, draft_probs, target_probs, generator=None,
+                             uniforms=None):
+    bsz, k = draft_tokens.shape
+    return (draft_tokens.new_empty((bsz, k + 1), dtype=torch.int64),
+            draft_tokens.new_empty((bsz,), dtype=torch.int64))
