@@ -19,7 +19,7 @@ TORCH_LIBRARY(fastdecode, m) {
       "Tensor? noise=None) -> Tensor",
         {at::Tag::nondeterministic_seeded});
   // x [..., K] @ weight[N, K]^T (+ bias [N]) -> [..., N]: F.linear with a weight-streaming
-  // GEMV for decode-sized inputs (<= 8 rows, fp32) and ATen's GEMM otherwise.
+  // GEMV for decode-sized inputs (<= 16 rows, fp32) and ATen's GEMM otherwise.
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
   // w [N, K] float -> (q int8 [N, K], scales fp32 [N]): symmetric per output channel,
   // scale = max|w| / 127.5 (gpt-fast's dynamically_quantize_per_channel).

@@ -14,7 +14,7 @@ namespace {
 
 // Rows of x up to which the GEMV path is used: each weight row is then read once for all
 // rows while it is in L1, which beats a BLAS GEMM that is tuned for large M.
-constexpr int64_t kMaxGemvRows = 8;
+constexpr int64_t kMaxGemvRows = 16;
 // Output rows per task: 64 rows x K=576 fp32 = 144 KiB of weights, enough to amortise the
 // task dispatch and to keep the hardware prefetcher streaming.
 constexpr int64_t kRowsPerTask = 64;

@@ -16,7 +16,7 @@ namespace {
 constexpr int64_t kRowsPerTask = 64;
 // Above this many activation rows the weight is dequantised once and ATen's GEMM runs:
 // prefill is compute bound, and one dequantisation is amortised over many rows.
-constexpr int64_t kMaxGemvRows = 8;
+constexpr int64_t kMaxGemvRows = 16;
 
 bool allowed_groupsize(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
 

@@ -14,6 +14,11 @@ from .sampling import (logits_to_probs, logits_to_probs_agent, multinomial_sampl
                        multinomial_sample_one_no_sync_agent, sample, sample_agent)
 from .quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
 from .tokenizer import Tokenizer
+from .speculative import early_exit_draft, quantized_draft
+from .segmentation import split_text
+from .long_form import GenerateResponse, generate_long
+from .serving import (GenerateRequest, WrappedGenerateResponse, launch_thread_safe_queue,
+                      launch_thread_safe_queue_agent)
 
 __version__ = _C.__version__
 
@@ -29,4 +34,7 @@ __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one
            "decode_n_tokens", "compile_decode_step", "ModelArgs", "KVCache", "Transformer", "Tokenizer",
            "logits_to_probs", "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
            "multinomial_sample_one_no_sync_agent", "sample_agent", "build_info",
-           "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model"]
+           "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "early_exit_draft",
+           "quantized_draft", "split_text", "generate_long", "GenerateResponse",
+           "GenerateRequest", "WrappedGenerateResponse", "launch_thread_safe_queue",
+           "launch_thread_safe_queue_agent"]

@@ -66,6 +66,17 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the decode step (slow first call)")
     g.add_argument("--precision", choices=sorted(_PRECISIONS), default="float32")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--draft-checkpoint", default=None,
+                   help="speculative decoding: a draft model (any checkpoint format) with the "
+                        "target's vocabulary")
+    g.add_argument("--draft-quantize", choices=["int8", "int4"], default=None,
+                   help="speculative decoding: draft = an int8/int4 copy of the target (or of "
+                        "--draft-checkpoint)")
+    g.add_argument("--draft-layers", type=_positive_int, default=None,
+                   help="speculative decoding: draft = the target's first N layers and its head "
+                        "(early exit, no extra weights)")
+    g.add_argument("--speculate-k", type=int, default=5,
+                   help="draft tokens per speculative round (>= 0; 0 = plain decoding)")
     q = sub.add_parser("quantize", help="write a weight-only int8/int4 checkpoint (safetensors)")
     q.add_argument("--checkpoint", default="default", help="any checkpoint `generate` reads")
     q.add_argument("--mode", choices=["int8", "int4"], required=True)
@@ -75,6 +86,12 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quantized", action="store_true",
                    help="GGUF: keep Q4_0/Q4_1/Q8_0 weights quantized (int4/int8 kernels)")
     sub.add_parser("info", help="print build information")
+    d = sub.add_parser("serve-queue-demo",
+                       help="several client threads share one launch_thread_safe_queue worker")
+    d.add_argument("--checkpoint", default="default")
+    d.add_argument("--clients", type=_positive_int, default=3)
+    d.add_argument("--requests", type=_positive_int, default=2, help="requests per client")
+    d.add_argument("--max-new-tokens", type=_positive_int, default=12)
     return p
 
 
@@ -86,6 +103,7 @@ def _cmd_generate(args) -> int:
     model, tokenizer = load(args.checkpoint, device=args.device,
                             precision=_PRECISIONS[args.precision], quantized=args.quantized)
     print(f"[loaded {args.checkpoint} in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+    draft = _make_draft(args, model)
     text = args.prompt
     if args.chat:
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}])
@@ -102,14 +120,38 @@ def _cmd_generate(args) -> int:
     if not args.chat:
         sys.stdout.write(args.prompt)
     t0 = time.perf_counter()
-    generate(model, prompt, args.max_new_tokens, callback=streamer,
-                 eos_id=tokenizer.stop_ids, temperature=args.temperature,
-                 top_k=args.top_k or None, top_p=args.top_p, min_p=args.min_p,
-                 repetition_penalty=args.repetition_penalty, generator=generator)
+    _, info = generate(model, prompt, args.max_new_tokens, callback=streamer,
+                       draft_model=draft, speculate_k=args.speculate_k,
+                       eos_id=tokenizer.stop_ids, temperature=args.temperature,
+                       top_k=args.top_k or None, top_p=args.top_p, min_p=args.min_p,
+                       repetition_penalty=args.repetition_penalty, generator=generator)
     dt = time.perf_counter() - t0
     sys.stdout.write("\n")
     print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]")
+    if draft is not None:
+        print(f"[accept_counts (rounds that kept 0..k drafts): {info['accept_counts']}]")
     return 0
+
+
+def _make_draft(args, model):
+    """The draft model the --draft-* flags describe, or None (plain decoding)."""
+    from .checkpoint import load
+    from .speculative import early_exit_draft, quantized_draft
+
+    if args.draft_layers is not None and (args.draft_checkpoint or args.draft_quantize):
+        raise ValueError("--draft-layers (early exit of the target) cannot be combined with "
+                         "--draft-checkpoint or --draft-quantize")
+    if args.draft_layers is not None:
+        return early_exit_draft(model, args.draft_layers)
+    if args.draft_checkpoint is None and args.draft_quantize is None:
+        return None
+    base = model
+    if args.draft_checkpoint is not None:
+        base = load(args.draft_checkpoint, device=args.device,
+                    precision=_PRECISIONS[args.precision])[0]
+        if args.draft_quantize is None:
+            return base
+    return quantized_draft(base, args.draft_quantize)
 
 
 def _cmd_quantize(args) -> int:
@@ -132,6 +174,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if args.command == "serve-queue-demo":
+        from .queue_demo import run_demo
+
+        return run_demo(args.checkpoint, args.clients, args.requests, args.max_new_tokens)
     if args.command == "info":
         import fastdecode
 

@@ -15,6 +15,7 @@ import torch
 
 from .model import Transformer
 from .sampling import sample, validate_sampling_kwargs
+from .speculative import shares_caches, speculative_decode_rows
 
 __all__ = ["prefill", "decode_one_token", "decode_n_tokens", "generate",
            "compile_decode_step", "INTERACTIVE_MAX_SEQ_LENGTH"]
@@ -134,6 +135,20 @@ def _prepare_prompt(model: Transformer, prompt: torch.Tensor,
     return rows.to(torch.int64)
 
 
+def _check_draft(model: Transformer, draft_model, sampling_kwargs: dict) -> None:
+    if not isinstance(draft_model, Transformer):
+        raise ValueError(f"draft_model must be a fastdecode Transformer, got "
+                         f"{type(draft_model).__name__}")
+    if draft_model.config.vocab_size != model.config.vocab_size:
+        raise ValueError(f"draft_model's vocab_size ({draft_model.config.vocab_size}) must equal "
+                         f"the target's ({model.config.vocab_size}): both score the same tokens")
+    rp = sampling_kwargs["repetition_penalty"]
+    if isinstance(rp, torch.Tensor) or rp != 1.0:
+        raise ValueError("repetition_penalty must be 1.0 with speculative decoding (the "
+                         "penalty of a draft position depends on the drafts before it); use "
+                         "draft_model=None or speculate_k=0 to combine it with a penalty")
+
+
 @torch.no_grad()
 def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
              batch_size: Optional[int] = None, *, interactive: bool = False,
@@ -146,7 +161,11 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     prompt: ``(T,)`` or ``(B, T)`` token ids; a ``(T,)`` prompt is repeated ``batch_size``
     times (``batch_size`` defaults to the prompt's rows).
     interactive: cap the KV cache at 350 positions (chat sessions).
-    draft_model / speculate_k: speculative decoding (``speculate_k >= 0``).
+    draft_model / speculate_k: speculative decoding: the draft proposes ``speculate_k``
+    tokens per round, the target checks them in one pass, each row keeps its accepted prefix
+    plus one target token (``fastdecode.speculative``). Same output distribution as plain
+    decoding (identical tokens when greedy); ``speculate_k = 0`` decodes plainly. k is capped
+    at the cache room left after ``max_new_tokens`` (only the speed changes).
     callback: called once per new token with the ``[B, 1]`` token tensor.
     eos_id: optional stop id(s); a row stops after producing one and the rest of the row is
     filled with ``pad_id`` (default: the first stop id). Rows are padded, never cut.
@@ -154,7 +173,9 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     ``repetition_penalty`` (scalars or per-row ``[B]`` tensors) and ``generator``. The
     repetition penalty covers the prompt and every token generated so far, as in Hugging Face.
 
-    Returns ``(seq [B, T + max_new_tokens] int64, {"accept_counts": [...]})``.
+    Returns ``(seq [B, T + max_new_tokens] int64, {"accept_counts": [...]})``;
+    ``accept_counts[a]`` (length ``speculate_k + 1``) counts the (row, round) pairs that
+    accepted ``a`` draft tokens; all zero without a draft.
     """
     _check_positive_int("max_new_tokens", max_new_tokens, 1)
     _check_positive_int("speculate_k", speculate_k, 0)
@@ -169,18 +190,23 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
         raise ValueError(f"max_new_tokens ({max_new_tokens}) + prompt length ({T}) exceeds the "
                          f"{'interactive cache' if interactive else 'block_size'} ({capacity}); "
                          f"max_new_tokens may be at most {capacity - T}")
-    if draft_model is not None:
-        raise NotImplementedError("speculative decoding (draft_model) is not implemented yet; "
-                                  "call generate with draft_model=None")
+    speculative = draft_model is not None and speculate_k > 0
+    if speculative:
+        _check_draft(model, draft_model, sampling_kwargs)
+        # the target's check pass writes up to k positions past a row's last token
+        k_eff = min(speculate_k, capacity - T - max_new_tokens)
+        speculative = k_eff > 0 and max_new_tokens > 1
     device = rows.device
     stop_ids = _as_stop_ids(eos_id, device)
     if pad_id is None:
         pad_id = int(stop_ids[0]) if stop_ids is not None else 0
 
     T_new = T + max_new_tokens
-    max_seq_length = capacity if interactive else T_new
+    max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
     with torch.device(device):
         model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
+        if speculative and draft_model is not model:
+            draft_model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
 
     # Positions not generated yet hold each row's first prompt token: that id is already
     # among the previous tokens, and the penalty counts each distinct id once, so the
@@ -194,8 +220,16 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     next_token = prefill(model, rows, input_pos, previous_tokens, **sampling_kwargs)
     seq[:, T:T + 1] = next_token
     callback(next_token)
+    accept_counts = [0] * (speculate_k + 1)
+    if speculative:
+        if not shares_caches(draft_model, model):
+            draft_model(rows, input_pos, last_only=True)  # fills the draft's caches
+        counts = speculative_decode_rows(model, draft_model, seq, T, k_eff, callback, stop_ids,
+                                         pad_id, sampling_kwargs)
+        accept_counts[:len(counts)] = counts
+        return seq, {"accept_counts": accept_counts}
     input_pos = torch.tensor([T], device=device, dtype=torch.int64)
     decode_n_tokens(model, next_token, input_pos, max_new_tokens - 1, callback,
                     out=seq[:, T + 1:], stop_ids=stop_ids, pad_id=pad_id,
                     previous_tokens=previous_tokens, **sampling_kwargs)
-    return seq, {"accept_counts": [0] * (speculate_k + 1)}
+    return seq, {"accept_counts": accept_counts}

@@ -93,7 +93,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
            bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.linear`` for decode: x ``[..., K]``, weight ``[N, K]``, bias ``[N]`` -> ``[..., N]``.
 
-    fp32 inputs of at most 8 rows use a C++ GEMV that streams each weight row once with all
+    fp32 inputs of at most 16 rows use a C++ GEMV that streams each weight row once with all
     cores (decode is memory bound); other inputs go to ATen's GEMM.
     """
     return _ops.linear(x, weight, bias)

@@ -49,3 +49,18 @@ def test_generate_with_gguf_weights_kept_quantized():
 def test_quantize_bad_mode_is_rejected_by_argparse():
     r = _run("quantize", "--mode", "int3", "--out", "/tmp/never-written")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_speculative_flags_give_the_plain_greedy_text():
+    base = ("generate", "--prompt", "The capital of France is", "--max-new-tokens", "16",
+            "--temperature", "0")
+    plain = _run(*base)
+    text = lambda r: r.stdout.split("\n[")[0]  # noqa: E731  (drop the timing lines)
+    for flags in (("--draft-quantize", "int8", "--speculate-k", "4"),
+                  ("--draft-layers", "8", "--speculate-k", "2")):
+        r = _run(*base, *flags)
+        assert r.returncode == 0, r.stderr
+        assert text(r) == text(plain)
+        assert "accept_counts" in r.stdout
+    r = _run(*base, "--draft-layers", "3", "--draft-quantize", "int4")
+    assert r.returncode == 2 and "cannot be combined" in r.stderr

@@ -118,11 +118,6 @@ def test_unknown_sampling_kwarg_is_rejected(model):
         generate(model, torch.tensor([1]), 2, top_q=0.3)
 
 
-def test_draft_model_not_yet_supported_is_explicit(model):
-    with pytest.raises(NotImplementedError, match="speculative"):
-        generate(model, torch.tensor([1, 2]), 4, draft_model=model)
-
-
 def test_compiled_decode_step_matches_eager(model):
     prompt = torch.randint(0, 101, (2, 4))
     eager, _ = generate(model, prompt, 8, temperature=0)

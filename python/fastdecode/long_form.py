@@ -1,0 +1,245 @@
+"""fish-speech's long-form API (seed 002) on our model and sampling ops, for chat LLMs.
+
+``generate_long`` splits a long text into segments (``segmentation.split_text``), sends each
+as one user turn of a ChatML conversation and decodes the model's reply until
+``<|im_end|>``. With ``iterative_prompt`` the conversation carries the earlier
+(segment, reply) pairs: always the first, then as many recent ones as fit ``max_length``.
+
+Also here, under fish-speech's names: ``load_model``, ``decode_one_token_naive``,
+``decode_n_tokens`` and ``generate`` (keyword-only, returns one sequence tensor). They are
+thin layers over ``fastdecode.generate``'s prefill and decode step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .generate import decode_one_token as _decode_one_token
+from .generate import prefill as _prefill
+from .model import Transformer
+from .sampling import validate_sampling_kwargs
+from .segmentation import split_text
+
+__all__ = ["GenerateResponse", "generate_long", "load_model", "decode_one_token_naive",
+           "decode_n_tokens", "generate", "build_prompt", "SYSTEM_PROMPT"]
+
+SYSTEM_PROMPT = ("You are a helpful assistant. The user sends a long text one part at a time; "
+                 "answer each part.")
+
+
+@dataclass
+class GenerateResponse:
+    action: Literal["sample", "next"]
+    codes: Optional[torch.Tensor] = None
+    text: Optional[str] = None
+
+
+def load_model(checkpoint_path, device, precision, compile: bool = False,
+               is_agent: bool = False) -> Tuple[Transformer, Callable]:
+    """``(model, decode_one_token)``; the tokenizer rides along as ``model.tokenizer`` (what
+    ``generate_long`` reads). ``compile`` wraps the decode step in ``torch.compile``."""
+    from .checkpoint import load
+
+    model, tokenizer = load(checkpoint_path, device=device, precision=precision)
+    model.tokenizer = tokenizer
+    step = decode_one_token_naive
+    if compile:
+        step = torch.compile(step, fullgraph=True, dynamic=False)
+    return model, step
+
+
+def decode_one_token_naive(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
+                           previous_tokens: Optional[torch.Tensor] = None,
+                           **sampling_kwargs) -> torch.Tensor:
+    """One decode step: x ``[B, 1]`` at input_pos ``[1]`` -> next token ``[B, 1]`` (int32)."""
+    return _decode_one_token(model, x, input_pos, previous_tokens, **sampling_kwargs)[0]
+
+
+def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
+                    num_new_tokens: int, semantic_ids: Optional[list] = None,
+                    decode_one_token: Callable = decode_one_token_naive,
+                    im_end_id: Optional[int] = None, previous_tokens: Optional[torch.Tensor] = None,
+                    **sampling_kwargs) -> torch.Tensor:
+    """Up to ``num_new_tokens`` tokens after ``cur_token [B, 1]`` -> ``[B, n]`` int64.
+
+    Stops once every row has produced ``im_end_id`` (included). ``semantic_ids`` exists for
+    fish-speech's signature; text models have none, so it must be None. ``previous_tokens``
+    ``[B, T]`` (the prompt) joins the generated tokens for the repetition penalty.
+    """
+    if semantic_ids is not None:
+        raise ValueError("semantic_ids must be None: fastdecode serves text models, which "
+                         "have no semantic-token vocabulary")
+    out: List[torch.Tensor] = []
+    done = torch.zeros(cur_token.shape[0], dtype=torch.bool, device=cur_token.device)
+    history = previous_tokens
+    for _ in range(num_new_tokens):
+        penalised = sampling_kwargs.get("repetition_penalty", 1.0) != 1.0
+        prev = torch.cat([history, cur_token.long()], 1) if history is not None else cur_token
+        token = decode_one_token(model, cur_token, input_pos, prev if penalised else None,
+                                 **sampling_kwargs)
+        token = (token[0] if isinstance(token, tuple) else token).long()
+        input_pos += 1
+        out.append(token)
+        history, cur_token = prev, token
+        if im_end_id is not None:
+            done |= token.view(-1) == im_end_id
+            if bool(done.all()):
+                break
+    if not out:
+        return cur_token.new_empty((cur_token.shape[0], 0), dtype=torch.int64)
+    return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
+             decode_one_token: Callable = decode_one_token_naive, im_end_id: Optional[int] = None,
+             **sampling_kwargs) -> torch.Tensor:
+    """fish-speech's ``generate``: prompt ``[T]`` -> ``[T + n]`` (``[B, T]`` -> ``[B, T + n]``),
+    n <= max_new_tokens, stopping after ``im_end_id``. The KV cache holds exactly
+    ``T + max_new_tokens`` positions."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or \
+            max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    rows = prompt.view(1, -1) if prompt.dim() == 1 else prompt
+    T = rows.shape[1]
+    if T + max_new_tokens > model.config.block_size:
+        raise ValueError(f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"model's block_size ({model.config.block_size})")
+    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    model.setup_caches(max_batch_size=rows.shape[0], max_seq_length=T + max_new_tokens)
+    input_pos = torch.arange(0, T, device=rows.device)
+    penalised = sampling_kwargs["repetition_penalty"] != 1.0
+    first = _prefill(model, rows, input_pos, rows if penalised else None,
+                         **sampling_kwargs).long()
+    new = [first]
+    if max_new_tokens > 1 and not (im_end_id is not None and bool((first == im_end_id).all())):
+        new.append(decode_n_tokens(model, first, torch.tensor([T], device=rows.device),
+                                   max_new_tokens - 1, None, decode_one_token, im_end_id,
+                                   rows, **sampling_kwargs))
+    seq = torch.cat([rows.long(), *new], 1)
+    return seq[0] if prompt.dim() == 1 else seq
+
+
+def _as_list(value, name: str) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def build_prompt(tokenizer, segment: str, history: Sequence[Tuple[str, str]],
+                 references: Sequence[Tuple[str, str]], iterative_prompt: bool,
+                 max_length: int, reserve: int) -> Tuple[List[int], int]:
+    """Token ids of the conversation for ``segment``: system message, reference pairs, the
+    history pairs that fit (first pair, then the most recent), the user turn.
+
+    ``reserve`` positions are left free for the reply: the prompt has at most
+    ``max_length - reserve`` tokens. Returns ``(ids, pairs kept)``; raises ValueError when
+    even the minimal conversation does not fit.
+    """
+    def encode(pairs):
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        for user, assistant in [*references, *pairs]:
+            messages += [{"role": "user", "content": user},
+                         {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": segment})
+        return tokenizer.encode(tokenizer.apply_chat_template(messages))
+
+    budget = max_length - reserve
+    pairs = list(history) if iterative_prompt else []
+    kept = pairs[:1]
+    ids = encode(kept)
+    if len(ids) > budget:
+        raise ValueError(f"max_length ({max_length}) leaves no room: the system message, "
+                         f"references{', first pair' if kept else ''} and this segment take "
+                         f"{len(ids)} tokens and {reserve} are reserved for the reply; raise "
+                         "max_length or lower chunk_length / max_new_tokens")
+    # add recent pairs newest first while they fit
+    recent: List[Tuple[str, str]] = []
+    for pair in reversed(pairs[1:]):
+        trial = encode(kept + [pair] + recent)
+        if len(trial) > budget:
+            break
+        recent.insert(0, pair)
+        ids = trial
+    return ids, len(kept) + len(recent)
+
+
+def _check_range(name, value, lo, hi, lo_open=True, hi_open=True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}"
+                         f"{')' if hi_open else ']'}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name, value, minimum) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def generate_long(*, model, device: Union[str, torch.device], decode_one_token: Callable,
+                  text: str, num_samples: int = 1, max_new_tokens: int = 0, top_p: float = 0.7,
+                  repetition_penalty: float = 1.5, temperature: float = 0.7,
+                  compile: bool = False, iterative_prompt: bool = True, max_length: int = 2048,
+                  chunk_length: int = 150, prompt_text: Optional[Union[str, List[str]]] = None,
+                  prompt_tokens: Optional[Union[torch.Tensor, List[torch.Tensor]]] = None
+                  ) -> Iterator[GenerateResponse]:
+    """Reply to ``text`` segment by segment; a generator of ``GenerateResponse``.
+
+    Yields ``GenerateResponse("sample", codes [n] int64, text)`` per segment (the reply's
+    tokens without ``<|im_end|>``) and ``GenerateResponse("next")`` after each of the
+    ``num_samples`` passes over the text. ``max_new_tokens = 0``: replies may use whatever
+    room ``max_length`` leaves. ``prompt_text[i]`` / ``prompt_tokens[i]`` are reference
+    (user, assistant) pairs placed before the conversation. Ranges (checked before any
+    work): top_p (0, 1], repetition_penalty (0, 2), temperature (0, 2), max_length <= the
+    model's block_size. ``model.tokenizer`` must be set (``load_model`` does it).
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or not getattr(tokenizer, "is_chatml", False):
+        raise ValueError("model.tokenizer must be a ChatML tokenizer: load the model with "
+                         "fastdecode.long_form.load_model or set model.tokenizer")
+    _check_range("top_p", top_p, 0, 1, hi_open=False)
+    _check_range("repetition_penalty", repetition_penalty, 0, 2)
+    _check_range("temperature", temperature, 0, 2)
+    _check_int("num_samples", num_samples, 1)
+    _check_int("max_new_tokens", max_new_tokens, 0)
+    _check_int("max_length", max_length, 1)
+    if max_length > model.config.block_size:
+        raise ValueError(f"max_length ({max_length}) exceeds the model's block_size "
+                         f"({model.config.block_size})")
+    segments = split_text(text, chunk_length)
+    if not segments:
+        raise ValueError("text must contain at least one non-space character")
+    texts, tokens = _as_list(prompt_text, "prompt_text"), _as_list(prompt_tokens, "prompt_tokens")
+    if len(texts) != len(tokens):
+        raise ValueError(f"prompt_text and prompt_tokens must pair up: got {len(texts)} texts "
+                         f"and {len(tokens)} token tensors")
+    references = [(t, tokenizer.decode(ids.view(-1).tolist(), skip_special_tokens=True))
+                  for t, ids in zip(texts, tokens)]
+    if compile:
+        decode_one_token = torch.compile(decode_one_token, fullgraph=True, dynamic=False)
+    im_end = tokenizer.im_end_id
+    reserve = max_new_tokens if max_new_tokens > 0 else 1
+    sampling = dict(temperature=float(temperature), top_p=float(top_p),
+                    repetition_penalty=float(repetition_penalty))
+    for _ in range(num_samples):
+        history: List[Tuple[str, str]] = []
+        for segment in segments:
+            ids, _ = build_prompt(tokenizer, segment, history, references, iterative_prompt,
+                                  max_length, reserve)
+            budget = max_new_tokens if max_new_tokens > 0 else max_length - len(ids)
+            prompt = torch.tensor(ids, dtype=torch.int64, device=device)
+            seq = generate(model=model, prompt=prompt, max_new_tokens=budget,
+                           decode_one_token=decode_one_token, im_end_id=im_end, **sampling)
+            codes = seq[len(ids):]
+            if len(codes) and int(codes[-1]) == im_end:
+                codes = codes[:-1]
+            reply = tokenizer.decode(codes.tolist(), skip_special_tokens=True)
+            history.append((segment, reply))
+            yield GenerateResponse(action="sample", codes=codes, text=reply)
+        yield GenerateResponse(action="next")

@@ -1,0 +1,146 @@
+"""fish-speech's thread-safe request queue (seed 002): one worker thread owns the model and
+serves ``GenerateRequest``s in arrival order; any number of client threads put requests on
+its input queue and read ``WrappedGenerateResponse``s from their own response queues.
+
+Request dicts for ``launch_thread_safe_queue`` take ``generate_long``'s keyword arguments
+(``text`` required; ``model``/``device``/``decode_one_token`` are the worker's). Each chunk
+arrives as ``WrappedGenerateResponse("success", GenerateResponse(...))``; a request that
+raises gets one ``WrappedGenerateResponse("error", exception)`` and the worker moves on.
+``None`` on the input queue stops the worker.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional, Union
+
+import torch
+
+from .long_form import GenerateResponse, generate_long, load_model
+
+__all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
+           "launch_thread_safe_queue_agent", "AGENT_REQUEST_KEYS"]
+
+
+@dataclass
+class WrappedGenerateResponse:
+    status: Literal["success", "error"]
+    response: Optional[Union[GenerateResponse, Exception]] = None
+
+
+@dataclass
+class GenerateRequest:
+    request: dict
+    response_queue: queue.Queue
+
+
+_worker_ids = itertools.count()
+# generate_long's keywords that a request may set (the rest belong to the worker)
+_LONG_FORM_KEYS = frozenset(inspect.signature(generate_long).parameters) - {
+    "model", "device", "decode_one_token"}
+# keys of an agent request: token ids in, token ids out (fastdecode.generate's knobs)
+AGENT_REQUEST_KEYS = frozenset({"prompt", "max_new_tokens", "num_samples", "temperature",
+                                "top_k", "top_p", "min_p", "repetition_penalty"})
+
+
+def _check_keys(request, allowed) -> dict:
+    if not isinstance(request, dict):
+        raise TypeError(f"request must be a dict, got {type(request).__name__}")
+    unknown = sorted(set(request) - allowed)
+    if unknown:
+        raise TypeError(f"unknown request key(s) {unknown}; allowed: {sorted(allowed)}")
+    return request
+
+
+def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Queue], None],
+            name: str):
+    """Start a worker that runs ``load()`` once, then ``serve(state, request, out)`` per
+    request. Blocks until loading ends; a load failure is raised here, in the caller."""
+    input_queue: queue.Queue = queue.Queue()
+    loaded = threading.Event()
+    failure: list = []
+    state: list = []
+
+    def worker():
+        try:
+            state.append(load())
+        except BaseException as e:  # reported to the caller, who is waiting on `loaded`
+            failure.append(e)
+            return
+        finally:
+            loaded.set()
+        while True:
+            item = input_queue.get()
+            if item is None:
+                return
+            try:
+                if not isinstance(item, GenerateRequest):
+                    raise TypeError(f"queue items must be GenerateRequest or None, got "
+                                    f"{type(item).__name__}")
+                serve(state[0], item.request, item.response_queue)
+            except Exception as e:
+                target = getattr(item, "response_queue", None)
+                if isinstance(target, queue.Queue):
+                    target.put(WrappedGenerateResponse(status="error", response=e))
+
+    thread = threading.Thread(target=worker, name=f"{name}-{next(_worker_ids)}", daemon=True)
+    thread.start()
+    loaded.wait()
+    if failure:
+        raise failure[0]
+    input_queue.worker = thread  # for callers that want to join() after putting None
+    return input_queue, state[0]
+
+
+def launch_thread_safe_queue(checkpoint_path, device, precision, compile: bool = False
+                             ) -> queue.Queue:
+    """Load the model once in a worker thread and return its input queue (see module doc).
+    Raises in the caller when the checkpoint cannot be loaded."""
+    def serve(loaded, request, out):
+        model, step = loaded
+        kwargs = _check_keys(request, _LONG_FORM_KEYS)
+        with torch.no_grad():
+            for chunk in generate_long(model=model, device=device, decode_one_token=step,
+                                       **kwargs):
+                out.put(WrappedGenerateResponse(status="success", response=chunk))
+
+    q, _ = _launch(lambda: load_model(checkpoint_path, device, precision, compile), serve,
+                   "fastdecode-queue")
+    return q
+
+
+def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: bool = False):
+    """``(input_queue, tokenizer, config)`` for token-level clients ("agents").
+
+    Requests: ``prompt`` (token ids ``[T]`` or ``[B, T]``, required), ``max_new_tokens``
+    (default 256), ``num_samples`` (default 1) and the sampling knobs of
+    ``fastdecode.generate``. Per sample the worker sends
+    ``GenerateResponse("sample", codes [B, n], text)`` (generation stops at the chat end
+    token) and then ``GenerateResponse("next")``.
+    """
+    from .generate import generate
+
+    def serve(loaded, request, out):
+        model, _ = loaded
+        kwargs = dict(_check_keys(request, AGENT_REQUEST_KEYS))
+        if "prompt" not in kwargs:
+            raise TypeError("request needs 'prompt' (token ids [T] or [B, T])")
+        prompt = torch.as_tensor(kwargs.pop("prompt"), device=device)
+        max_new = kwargs.pop("max_new_tokens", 256)
+        samples = kwargs.pop("num_samples", 1)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1, got {samples!r}")
+        tok = model.tokenizer
+        for _ in range(samples):
+            seq, _ = generate(model, prompt, max_new, eos_id=tok.stop_ids, **kwargs)
+            codes = seq[:, prompt.shape[-1]:]
+            text = tok.decode(codes[0].tolist(), skip_special_tokens=True)
+            out.put(WrappedGenerateResponse("success", GenerateResponse("sample", codes, text)))
+            out.put(WrappedGenerateResponse("success", GenerateResponse("next")))
+
+    q, (model, _) = _launch(lambda: load_model(checkpoint_path, device, precision, compile),
+                            serve, "fastdecode-agent-queue")
+    return q, model.tokenizer, model.config
