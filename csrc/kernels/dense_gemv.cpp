@@ -28,7 +28,56 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
     const float* w1 = w + (n + 1) * ldw;
     const float* w2 = w + (n + 2) * ldw;
     const float* w3 = w + (n + 3) * ldw;
-    for (int64_t m = 0; m < M; ++m) {
+    int64_t m = 0;
+    // Two activation rows at a time (verify passes, small batches): eight independent
+    // accumulator chains hide the FMA latency, and each weight load feeds two FMAs.
+    for (; m + 2 <= M; m += 2) {
+      const float* xm = x + m * ldx;
+      const float* xn = xm + ldx;
+      float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
+      float b0[kLanes] = {}, b1[kLanes] = {}, b2[kLanes] = {}, b3[kLanes] = {};
+      const bool prefetch = m == 0 && n + 2 * kRows <= n_end;
+      for (int64_t k = 0; k < k_full; k += kLanes) {
+        if (prefetch) {
+          __builtin_prefetch(w0 + kRows * ldw + k);
+          __builtin_prefetch(w1 + kRows * ldw + k);
+          __builtin_prefetch(w2 + kRows * ldw + k);
+          __builtin_prefetch(w3 + kRows * ldw + k);
+        }
+        for (int l = 0; l < kLanes; ++l) {
+          const float xv = xm[k + l], xw = xn[k + l];
+          a0[l] += xv * w0[k + l];
+          a1[l] += xv * w1[k + l];
+          a2[l] += xv * w2[k + l];
+          a3[l] += xv * w3[k + l];
+          b0[l] += xw * w0[k + l];
+          b1[l] += xw * w1[k + l];
+          b2[l] += xw * w2[k + l];
+          b3[l] += xw * w3[k + l];
+        }
+      }
+      for (int64_t k = k_full; k < K; ++k) {
+        a0[0] += xm[k] * w0[k];
+        a1[0] += xm[k] * w1[k];
+        a2[0] += xm[k] * w2[k];
+        a3[0] += xm[k] * w3[k];
+        b0[0] += xn[k] * w0[k];
+        b1[0] += xn[k] * w1[k];
+        b2[0] += xn[k] * w2[k];
+        b3[0] += xn[k] * w3[k];
+      }
+      float* ym = y + m * ldy + n;
+      float* yn = ym + ldy;
+      ym[0] = reduce_lanes(a0);
+      ym[1] = reduce_lanes(a1);
+      ym[2] = reduce_lanes(a2);
+      ym[3] = reduce_lanes(a3);
+      yn[0] = reduce_lanes(b0);
+      yn[1] = reduce_lanes(b1);
+      yn[2] = reduce_lanes(b2);
+      yn[3] = reduce_lanes(b3);
+    }
+    for (; m < M; ++m) {
       const float* xm = x + m * ldx;
       float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
       // While this block is summed, ask for the next block's rows (same columns) so their
