@@ -57,7 +57,8 @@ def test_speculative_flags_give_the_plain_greedy_text():
     plain = _run(*base)
     text = lambda r: r.stdout.split("\n[")[0]  # noqa: E731  (drop the timing lines)
     for flags in (("--draft-quantize", "int8", "--speculate-k", "4"),
-                  ("--draft-layers", "8", "--speculate-k", "2")):
+                  ("--draft-layers", "8", "--speculate-k", "2"),
+                  ("--draft-checkpoint", "default", "--draft-quantize", "int4")):
         r = _run(*base, *flags)
         assert r.returncode == 0, r.stderr
         assert text(r) == text(plain)

@@ -100,3 +100,15 @@ def test_bad_uniforms():
         ops.speculative_accept(d, p, q, uniforms=u + 1)
     with pytest.raises(RuntimeError, match="uniforms must be"):
         ops.speculative_accept(d, p, q, uniforms=u[:, :2])
+
+
+def test_compile_fullgraph_around_the_op():
+    d, p, q, u = _case(2, 3, 16, 1)
+
+    def step(d, p, q, u):
+        tokens, n = ops.speculative_accept(d, p, q, uniforms=u)
+        return tokens + 1, n * 2
+
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(d, p, q, u)
+    want = step(d, p, q, u)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
