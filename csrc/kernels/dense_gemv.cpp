@@ -10,6 +10,12 @@ namespace {
 // is loaded once per kRows rows, and kRows * kLanes independent accumulators hide FMA latency.
 constexpr int kRows = 4;
 
+// Ask for the next block's rows (same columns) while this block is summed, so that their
+// cache lines are in flight before the next iteration needs them. `next` = w0 + kRows rows.
+__attribute__((always_inline)) inline void prefetch_next_block(const float* next, int64_t ldw) {
+  for (int r = 0; r < kRows; ++r) __builtin_prefetch(next + r * ldw);
+}
+
 inline float reduce_lanes(const float* acc) {
   float s = 0.0f;
   for (int l = 0; l < kLanes; ++l) s += acc[l];
@@ -38,12 +44,7 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
       float b0[kLanes] = {}, b1[kLanes] = {}, b2[kLanes] = {}, b3[kLanes] = {};
       const bool prefetch = m == 0 && n + 2 * kRows <= n_end;
       for (int64_t k = 0; k < k_full; k += kLanes) {
-        if (prefetch) {
-          __builtin_prefetch(w0 + kRows * ldw + k);
-          __builtin_prefetch(w1 + kRows * ldw + k);
-          __builtin_prefetch(w2 + kRows * ldw + k);
-          __builtin_prefetch(w3 + kRows * ldw + k);
-        }
+        if (prefetch) prefetch_next_block(w0 + kRows * ldw + k, ldw);
         for (int l = 0; l < kLanes; ++l) {
           const float xv = xm[k + l], xw = xn[k + l];
           a0[l] += xv * w0[k + l];
@@ -80,16 +81,9 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
     for (; m < M; ++m) {
       const float* xm = x + m * ldx;
       float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
-      // While this block is summed, ask for the next block's rows (same columns) so their
-      // cache lines are in flight before the next iteration needs them.
       const bool prefetch = m == 0 && n + 2 * kRows <= n_end;
       for (int64_t k = 0; k < k_full; k += kLanes) {
-        if (prefetch) {
-          __builtin_prefetch(w0 + kRows * ldw + k);
-          __builtin_prefetch(w1 + kRows * ldw + k);
-          __builtin_prefetch(w2 + kRows * ldw + k);
-          __builtin_prefetch(w3 + kRows * ldw + k);
-        }
+        if (prefetch) prefetch_next_block(w0 + kRows * ldw + k, ldw);
         for (int l = 0; l < kLanes; ++l) {
           const float xv = xm[k + l];
           a0[l] += xv * w0[k + l];
