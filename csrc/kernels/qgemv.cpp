@@ -20,14 +20,16 @@ namespace fastdecode::kernels {
   for (; m0 + (MB) <= M; m0 += (MB)) {                                                      \
     vf16 acc[MB];                                                                           \
     float tail[MB];                                                                         \
-    _Pragma("GCC unroll 4") for (int r = 0; r < (MB); ++r) {                                                        \
+    _Pragma("GCC unroll 4")                                                                 \
+    for (int r = 0; r < (MB); ++r) {                                                        \
       acc[r] = vf16{};                                                                      \
       tail[r] = 0.0f;                                                                       \
     }                                                                                       \
     for (int64_t g = 0; g < groups; ++g) {                                                  \
       const int64_t k0 = g * G;                                                             \
       vf16 part[MB];                                                                        \
-      _Pragma("GCC unroll 4") for (int r = 0; r < (MB); ++r) part[r] = vf16{};                                      \
+      _Pragma("GCC unroll 4")                                                               \
+      for (int r = 0; r < (MB); ++r) part[r] = vf16{};                                      \
       for (int64_t k = k0; k < k0 + g_full; k += kLanes) {                                  \
         vu8x16 qv;                                                                          \
         std::memcpy(&qv, qn + k, sizeof(qv));                                               \
@@ -35,13 +37,15 @@ namespace fastdecode::kernels {
            bytes with one instruction but signed ones lane by lane. */                      \
         const vf16 wv = __builtin_convertvector(                                            \
             __builtin_convertvector(qv ^ sign_bit, vi16) - bias, vf16);                     \
-        _Pragma("GCC unroll 4") for (int r = 0; r < (MB); ++r) {                                                    \
+        _Pragma("GCC unroll 4")                                                             \
+        for (int r = 0; r < (MB); ++r) {                                                    \
           vf16 xv;                                                                          \
           std::memcpy(&xv, x + (m0 + r) * K + k, sizeof(xv));                               \
           part[r] += xv * wv;                                                               \
         }                                                                                   \
       }                                                                                     \
-      _Pragma("GCC unroll 4") for (int r = 0; r < (MB); ++r) {                                                      \
+      _Pragma("GCC unroll 4")                                                               \
+      for (int r = 0; r < (MB); ++r) {                                                      \
         const float* xm = x + (m0 + r) * K;                                                 \
         float part_tail = 0.0f;                                                             \
         for (int64_t k = k0 + g_full; k < k0 + G; ++k) part_tail += xm[k] * qn[k];          \
@@ -49,7 +53,8 @@ namespace fastdecode::kernels {
         tail[r] += sn[g] * part_tail;                                                       \
       }                                                                                     \
     }                                                                                       \
-    _Pragma("GCC unroll 4") for (int r = 0; r < (MB); ++r) y[(m0 + r) * ldy + n] = sum16(acc[r]) + tail[r];         \
+    _Pragma("GCC unroll 4")                                                                 \
+    for (int r = 0; r < (MB); ++r) y[(m0 + r) * ldy + n] = sum16(acc[r]) + tail[r];         \
   }
 
 FASTDECODE_MULTIVERSION
@@ -84,18 +89,21 @@ constexpr int kRows = 4;
     const float* xs = xsum + m * groups;                                                    \
     vf16 acc[ROWS];                                                                         \
     float offset[ROWS];                                                                     \
-    _Pragma("GCC unroll 4") for (int r = 0; r < ROWS; ++r) {                                                        \
+    _Pragma("GCC unroll 4")                                                                 \
+    for (int r = 0; r < ROWS; ++r) {                                                        \
       acc[r] = vf16{};                                                                      \
       offset[r] = 0.0f;                                                                     \
     }                                                                                       \
     for (int64_t g = 0; g < groups; ++g) {                                                  \
       vf16 part[ROWS];                                                                      \
-      _Pragma("GCC unroll 4") for (int r = 0; r < ROWS; ++r) part[r] = vf16{};                                      \
+      _Pragma("GCC unroll 4")                                                               \
+      for (int r = 0; r < ROWS; ++r) part[r] = vf16{};                                      \
       for (int64_t k = g * G; k < (g + 1) * G; k += 32) {                                   \
         vf16 x_lo, x_hi;                                                                    \
         std::memcpy(&x_lo, xm + k, sizeof(x_lo));                                           \
         std::memcpy(&x_hi, xm + k + 16, sizeof(x_hi));                                      \
-        _Pragma("GCC unroll 4") for (int r = 0; r < ROWS; ++r) {                                                    \
+        _Pragma("GCC unroll 4")                                                             \
+        for (int r = 0; r < ROWS; ++r) {                                                    \
           vu8x16 b; /* 16 bytes = 32 values of row n0 + r */                                \
           std::memcpy(&b, packed + (n0 + r) * row_bytes + k / 2, sizeof(b));                \
           const vi16 lo = __builtin_convertvector(b & low_mask, vi16);                      \
@@ -105,13 +113,15 @@ constexpr int kRows = 4;
           part[r] += x_hi * __builtin_convertvector(hi, vf16);                              \
         }                                                                                   \
       }                                                                                     \
-      _Pragma("GCC unroll 4") for (int r = 0; r < ROWS; ++r) {                                                      \
+      _Pragma("GCC unroll 4")                                                               \
+      for (int r = 0; r < ROWS; ++r) {                                                      \
         const float* szr = sz + ((n0 + r) * groups + g) * 2;                                \
         acc[r] += szr[0] * part[r];                                                         \
         offset[r] += (szr[1] - 8.0f * szr[0]) * xs[g];                                      \
       }                                                                                     \
     }                                                                                       \
-    _Pragma("GCC unroll 4") for (int r = 0; r < ROWS; ++r) {                                                        \
+    _Pragma("GCC unroll 4")                                                                 \
+    for (int r = 0; r < ROWS; ++r) {                                                        \
       float total = offset[r];                                                              \
       for (int l = 0; l < kLanes; ++l) total += acc[r][l];                                  \
       y[m * ldy + n0 + r] = total;                                                          \
