@@ -29,7 +29,8 @@ def ms_per_step(model, steps: int) -> float:
 def stub_linears(model) -> None:
     for mod in model.modules():
         if isinstance(mod, QUANTIZED_TYPES):
-            mod.forward = (lambda n: lambda inp: inp.new_zeros(*inp.shape[:-1], n))(mod.out_features)
+            n_out = mod.out_features
+            mod.forward = (lambda n: lambda inp: inp.new_zeros(*inp.shape[:-1], n))(n_out)
 
 
 def main() -> int:

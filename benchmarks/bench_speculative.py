@@ -36,7 +36,8 @@ def decode_tps(run, n):
 def main() -> int:
     model, tok = fastdecode.load("default")
     ids = torch.tensor(tok.encode(PROMPT))
-    drafts = {"int8 copy": quantized_draft(model, "int8"), "int4 copy": quantized_draft(model, "int4"),
+    drafts = {"int8 copy": quantized_draft(model, "int8"),
+              "int4 copy": quantized_draft(model, "int4"),
               "first 10 layers": early_exit_draft(model, 10)}
     n = ARGS.new_tokens
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n} new tokens, "

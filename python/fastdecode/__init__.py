@@ -31,7 +31,8 @@ def build_info() -> dict:
 
 
 __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one_token",
-           "decode_n_tokens", "compile_decode_step", "ModelArgs", "KVCache", "Transformer", "Tokenizer",
+           "decode_n_tokens", "compile_decode_step", "ModelArgs", "KVCache", "Transformer",
+           "Tokenizer",
            "logits_to_probs", "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
            "multinomial_sample_one_no_sync_agent", "sample_agent", "build_info",
            "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "early_exit_draft",

@@ -11,7 +11,8 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
-__all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear", "quantize_int8_per_channel",
+__all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear",
+           "quantize_int8_per_channel",
            "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
            "speculative_accept"]
 

@@ -32,7 +32,7 @@ def test_matches_oracle_with_fixed_uniforms(bsz, k, vocab, sparse):
 
 
 def test_greedy_accepts_exactly_the_agreeing_prefix():
-    vocab, k = 16, 5
+    vocab = 16
     target_argmax = torch.tensor([[3, 7, 7, 1, 0, 9], [2, 2, 2, 2, 2, 2]])
     drafts = torch.tensor([[3, 7, 8, 1, 0], [2, 2, 2, 2, 2]])
     q = torch.nn.functional.one_hot(target_argmax, vocab).float()
