@@ -16,6 +16,7 @@ from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple,
 
 import torch
 
+from .generate import _check_positive_int
 from .generate import decode_one_token as _decode_one_token
 from .generate import prefill as _prefill
 from .model import Transformer
@@ -73,16 +74,19 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
                          "have no semantic-token vocabulary")
     out: List[torch.Tensor] = []
     done = torch.zeros(cur_token.shape[0], dtype=torch.bool, device=cur_token.device)
+    # the penalty's id list grows by one token per step; kept only when a penalty is on
+    penalised = sampling_kwargs.get("repetition_penalty", 1.0) != 1.0
     history = previous_tokens
     for _ in range(num_new_tokens):
-        penalised = sampling_kwargs.get("repetition_penalty", 1.0) != 1.0
-        prev = torch.cat([history, cur_token.long()], 1) if history is not None else cur_token
-        token = decode_one_token(model, cur_token, input_pos, prev if penalised else None,
+        if penalised:
+            history = (torch.cat([history, cur_token.long()], 1) if history is not None
+                       else cur_token)
+        token = decode_one_token(model, cur_token, input_pos, history if penalised else None,
                                  **sampling_kwargs)
         token = (token[0] if isinstance(token, tuple) else token).long()
         input_pos += 1
         out.append(token)
-        history, cur_token = prev, token
+        cur_token = token
         if im_end_id is not None:
             done |= token.view(-1) == im_end_id
             if bool(done.all()):
@@ -99,9 +103,7 @@ def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     """fish-speech's ``generate``: prompt ``[T]`` -> ``[T + n]`` (``[B, T]`` -> ``[B, T + n]``),
     n <= max_new_tokens, stopping after ``im_end_id``. The KV cache holds exactly
     ``T + max_new_tokens`` positions."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or \
-            max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    _check_positive_int("max_new_tokens", max_new_tokens, 1)
     rows = prompt.view(1, -1) if prompt.dim() == 1 else prompt
     T = rows.shape[1]
     if T + max_new_tokens > model.config.block_size:
@@ -122,7 +124,7 @@ def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     return seq[0] if prompt.dim() == 1 else seq
 
 
-def _as_list(value, name: str) -> list:
+def _as_list(value) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -176,12 +178,6 @@ def _check_range(name, value, lo, hi, lo_open=True, hi_open=True) -> float:
     return float(value)
 
 
-def _check_int(name, value, minimum) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def generate_long(*, model, device: Union[str, torch.device], decode_one_token: Callable,
                   text: str, num_samples: int = 1, max_new_tokens: int = 0, top_p: float = 0.7,
                   repetition_penalty: float = 1.5, temperature: float = 0.7,
@@ -206,16 +202,16 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
     _check_range("top_p", top_p, 0, 1, hi_open=False)
     _check_range("repetition_penalty", repetition_penalty, 0, 2)
     _check_range("temperature", temperature, 0, 2)
-    _check_int("num_samples", num_samples, 1)
-    _check_int("max_new_tokens", max_new_tokens, 0)
-    _check_int("max_length", max_length, 1)
+    _check_positive_int("num_samples", num_samples, 1)
+    _check_positive_int("max_new_tokens", max_new_tokens, 0)
+    _check_positive_int("max_length", max_length, 1)
     if max_length > model.config.block_size:
         raise ValueError(f"max_length ({max_length}) exceeds the model's block_size "
                          f"({model.config.block_size})")
     segments = split_text(text, chunk_length)
     if not segments:
         raise ValueError("text must contain at least one non-space character")
-    texts, tokens = _as_list(prompt_text, "prompt_text"), _as_list(prompt_tokens, "prompt_tokens")
+    texts, tokens = _as_list(prompt_text), _as_list(prompt_tokens)
     if len(texts) != len(tokens):
         raise ValueError(f"prompt_text and prompt_tokens must pair up: got {len(texts)} texts "
                          f"and {len(tokens)} token tensors")

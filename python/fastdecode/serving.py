@@ -19,6 +19,7 @@ from typing import Callable, Literal, Optional, Union
 
 import torch
 
+from .generate import _check_positive_int
 from .long_form import GenerateResponse, generate_long, load_model
 
 __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
@@ -131,8 +132,7 @@ def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: 
         prompt = torch.as_tensor(kwargs.pop("prompt"), device=device)
         max_new = kwargs.pop("max_new_tokens", 256)
         samples = kwargs.pop("num_samples", 1)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1, got {samples!r}")
+        _check_positive_int("num_samples", samples, 1)
         tok = model.tokenizer
         for _ in range(samples):
             seq, _ = generate(model, prompt, max_new, eos_id=tok.stop_ids, **kwargs)

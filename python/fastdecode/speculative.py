@@ -94,6 +94,7 @@ def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: t
     generator = sampling_kwargs.get("generator")
     knobs = {n: v for n, v in sampling_kwargs.items() if n not in ("generator",
                                                                     "repetition_penalty")}
+    draft_kwargs = {**knobs, "generator": generator}
     target_knobs = _per_position(knobs, k + 1)
     shared = shares_caches(draft_model, model)
     accept_counts = [0] * (k + 1)
@@ -121,7 +122,7 @@ def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: t
         else:
             logits = draft_model(cur, (n - 1).unsqueeze(1))
         for i in range(k):
-            token, probs = sample(logits, None, **{**knobs, "generator": generator})
+            token, probs = sample(logits, None, **draft_kwargs)
             drafts.append(token.to(torch.int64))
             draft_probs.append(probs)
             if i + 1 < k:
