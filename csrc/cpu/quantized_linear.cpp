@@ -4,9 +4,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 
+#include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/quantize.h"
 
@@ -17,6 +19,9 @@ constexpr int64_t kRowsPerTask = 64;
 // Above this many activation rows the weight is dequantised once and ATen's GEMM runs:
 // prefill is compute bound, and one dequantisation is amortised over many rows.
 constexpr int64_t kMaxGemvRows = 16;
+// Weights per GEMV task: below this a call runs on one thread (waking the pool costs more
+// than the work: 192 x 576 int4 is about 2 us).
+constexpr int64_t kWeightsPerTask = 1 << 18;
 
 bool allowed_groupsize(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
 
@@ -58,6 +63,24 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
   }
 }
 
+// x [M, K] fp32 quantized per 32-value block, with the buffers that hold the result.
+struct ActivationBuffers {
+  at::Tensor q, scale;
+  kernels::QuantizedActivations view;
+};
+
+// K_pad: a multiple of 32 (x's columns K..K_pad read as zero).
+ActivationBuffers quantize_activations(const at::Tensor& x2, int64_t K, int64_t K_pad) {
+  const int64_t M = x2.size(0);
+  ActivationBuffers a;
+  a.q = at::empty({M, K_pad}, x2.options().dtype(at::kShort));
+  a.scale = at::empty({M, K_pad / kernels::kActBlock}, x2.options());
+  kernels::quantize_activations(x2.data_ptr<float>(), M, K, K_pad, a.q.data_ptr<int16_t>(),
+                                a.scale.data_ptr<float>());
+  a.view = {a.q.data_ptr<int16_t>(), a.scale.data_ptr<float>(), M, K_pad};
+  return a;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w) {
@@ -85,17 +108,23 @@ std::tuple<at::Tensor, at::Tensor> quantize_int4_grouped(const at::Tensor& w, in
   const int64_t K_pad = (K + groupsize - 1) / groupsize * groupsize;
   at::Tensor wf = w.to(at::kFloat).contiguous();
   if (K_pad > K) wf = at::constant_pad_nd(wf, {0, K_pad - K}, 0.0);  // zeros join the last group
-  at::Tensor packed = at::empty({N, K_pad / 2}, wf.options().dtype(at::kByte));
-  at::Tensor sz = at::empty({N, K_pad / groupsize, 2}, wf.options());
+  // rows are quantized in row-major order, then regrouped into 16-row tiles
+  at::Tensor rows_packed = at::empty({N, K_pad / 2}, wf.options().dtype(at::kByte));
+  at::Tensor rows_sz = at::empty({N, K_pad / groupsize, 2}, wf.options());
   const float* wp = wf.data_ptr<float>();
-  uint8_t* pp = packed.data_ptr<uint8_t>();
-  float* szp = sz.data_ptr<float>();
+  uint8_t* pp = rows_packed.data_ptr<uint8_t>();
+  float* szp = rows_sz.data_ptr<float>();
   at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
     for (int64_t n = b; n < e; ++n) {
       kernels::quantize_int4_row(wp + n * K_pad, K_pad, groupsize, pp + n * (K_pad / 2),
                                  szp + n * (K_pad / groupsize) * 2);
     }
   });
+  at::Tensor packed = at::empty_like(rows_packed), sz = at::empty_like(rows_sz);
+  kernels::tile_words(reinterpret_cast<const uint32_t*>(pp), N, K_pad / 8,
+                      reinterpret_cast<uint32_t*>(packed.data_ptr<uint8_t>()));
+  kernels::tile_words(reinterpret_cast<const uint32_t*>(szp), N, K_pad / groupsize * 2,
+                      reinterpret_cast<uint32_t*>(sz.data_ptr<float>()));
   return {packed, sz};
 }
 
@@ -113,6 +142,8 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tenso
   check_x(op, x, K);
   check_bias(op, bias, N);
   const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
+  TORCH_CHECK(G == K || G % 32 == 0, op, ": grouped scales need a group size that is a "
+              "multiple of 32, got ", G, " (K = ", K, ", ", scales.size(1), " groups)");
   const at::Tensor x2 = activations(x, K, K);
   const int64_t M = x2.size(0);
   if (M > kMaxGemvRows) {  // dequantise once, then GEMM
@@ -121,13 +152,13 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tenso
     return finish(at::matmul(x2, w.t()), x, bias);
   }
   const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
+  const ActivationBuffers a = quantize_activations(x2, K, (K + 31) / 32 * 32);
   at::Tensor y = at::empty({M, N}, x2.options());
-  const float* xp = x2.data_ptr<float>();
   const int8_t* qp = qc.data_ptr<int8_t>();
   const float* sp = sc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
-    kernels::int8_gemv(xp, M, K, qp, sp, G, b, e, yp, N);
+  at::parallel_for(0, N, std::max<int64_t>(1, kWeightsPerTask / K), [&](int64_t b, int64_t e) {
+    kernels::int8_gemv(a.view, qp, sp, K, G, b, e, yp, N);
   });
   return finish(y, x, bias);
 }
@@ -159,23 +190,24 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed,
   const int64_t M = x2.size(0);
   const at::Tensor pc = packed.contiguous(), szc = sz.contiguous();
   if (M > kMaxGemvRows) {  // dequantise once, then GEMM
-    const at::Tensor lo = at::bitwise_and(pc, 15).view({N, K_pad / 32, 16});
-    const at::Tensor hi = at::bitwise_right_shift(pc, 4).view({N, K_pad / 32, 16});
-    const at::Tensor qv = at::cat({lo, hi}, 2).view({N, K_pad / groupsize, groupsize});
-    const at::Tensor w = ((qv.to(at::kFloat) - 8.0) * szc.select(2, 0).unsqueeze(2) +
-                          szc.select(2, 1).unsqueeze(2)).view({N, K_pad});
+    at::Tensor w = at::empty({N, K_pad}, x2.options());
+    kernels::dequantize_int4(pc.data_ptr<uint8_t>(), szc.data_ptr<float>(), N, K_pad, groupsize,
+                             w.data_ptr<float>());
     return finish(at::matmul(x2, w.t()), x, bias);
   }
+  const ActivationBuffers a = quantize_activations(x2, K_pad, K_pad);
   at::Tensor xsum = at::empty({M, K_pad / groupsize}, x2.options());
   kernels::group_sums(x2.data_ptr<float>(), M, K_pad, groupsize, xsum.data_ptr<float>());
   at::Tensor y = at::empty({M, N}, x2.options());
-  const float* xp = x2.data_ptr<float>();
   const uint8_t* pp = pc.data_ptr<uint8_t>();
   const float* szp = szc.data_ptr<float>();
   const float* xsp = xsum.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
-    kernels::int4_gemv(xp, M, K_pad, pp, szp, groupsize, xsp, b, e, yp, N);
+  const int64_t tiles = (N + kernels::kInt4TileRows - 1) / kernels::kInt4TileRows;
+  const int64_t tiles_per_task =
+      std::max<int64_t>(1, kWeightsPerTask / (kernels::kInt4TileRows * K_pad));
+  at::parallel_for(0, tiles, tiles_per_task, [&](int64_t b, int64_t e) {
+    kernels::int4_gemv(a.view, xsp, pp, szp, N, groupsize, b, e, yp, N);
   });
   return finish(y, x, bias);
 }

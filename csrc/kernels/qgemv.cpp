@@ -1,150 +1,33 @@
+// Activation quantization, the portable quantized GEMVs and the run-time kernel choice.
 #include "kernels/qgemv.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
-#include "kernels/simd.h"
-#include "kernels/vec.h"
+#include "kernels/int4_layout.h"
 
 namespace fastdecode::kernels {
 
-// Written with 16-lane vector types (vec.h) rather than left to the auto-vectoriser, which
-// kept these int8 -> fp32 loops to 128/256-bit vectors. The loads and conversions are
-// spelled out in the clone bodies: a helper compiled for the default target is lowered lane
-// by lane before it is inlined into the AVX-512 clone.
-
-// Up to 4 activation rows share each dequantised weight chunk (a verify pass or a
-// two-token draft step costs little more than one row). The body is a macro instantiated
-// for blocks of 4 and single rows: a helper compiled for the default target would have its
-// vector conversions lowered lane by lane before being inlined into the AVX-512 clone.
-#define FASTDECODE_INT8_ROWS(MB)                                                            \
-  for (; m0 + (MB) <= M; m0 += (MB)) {                                                      \
-    vf16 acc[MB];                                                                           \
-    float tail[MB];                                                                         \
-    _Pragma("GCC unroll 4")                                                                 \
-    for (int r = 0; r < (MB); ++r) {                                                        \
-      acc[r] = vf16{};                                                                      \
-      tail[r] = 0.0f;                                                                       \
-    }                                                                                       \
-    for (int64_t g = 0; g < groups; ++g) {                                                  \
-      const int64_t k0 = g * G;                                                             \
-      vf16 part[MB];                                                                        \
-      _Pragma("GCC unroll 4")                                                               \
-      for (int r = 0; r < (MB); ++r) part[r] = vf16{};                                      \
-      for (int64_t k = k0; k < k0 + g_full; k += kLanes) {                                  \
-        vu8x16 qv;                                                                          \
-        std::memcpy(&qv, qn + k, sizeof(qv));                                               \
-        /* int8 read as uint8 and re-centred (q ^ 0x80 = q + 128): GCC 12 widens unsigned   \
-           bytes with one instruction but signed ones lane by lane. */                      \
-        const vf16 wv = __builtin_convertvector(                                            \
-            __builtin_convertvector(qv ^ sign_bit, vi16) - bias, vf16);                     \
-        _Pragma("GCC unroll 4")                                                             \
-        for (int r = 0; r < (MB); ++r) {                                                    \
-          vf16 xv;                                                                          \
-          std::memcpy(&xv, x + (m0 + r) * K + k, sizeof(xv));                               \
-          part[r] += xv * wv;                                                               \
-        }                                                                                   \
-      }                                                                                     \
-      _Pragma("GCC unroll 4")                                                               \
-      for (int r = 0; r < (MB); ++r) {                                                      \
-        const float* xm = x + (m0 + r) * K;                                                 \
-        float part_tail = 0.0f;                                                             \
-        for (int64_t k = k0 + g_full; k < k0 + G; ++k) part_tail += xm[k] * qn[k];          \
-        acc[r] += sn[g] * part[r];                                                          \
-        tail[r] += sn[g] * part_tail;                                                       \
-      }                                                                                     \
-    }                                                                                       \
-    _Pragma("GCC unroll 4")                                                                 \
-    for (int r = 0; r < (MB); ++r) y[(m0 + r) * ldy + n] = sum16(acc[r]) + tail[r];         \
-  }
-
-FASTDECODE_MULTIVERSION
-void int8_gemv(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scales,
-               int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
-  const int64_t groups = K / G;
-  const int64_t g_full = G - G % kLanes;  // per-channel (G == K) may leave a tail
-  const vu8x16 sign_bit = vu8x16{} + static_cast<uint8_t>(0x80);
-  const vi16 bias = vi16{} + 128;
-  for (int64_t n = n_begin; n < n_end; ++n) {
-    const int8_t* qn = q + n * K;
-    const float* sn = scales + n * groups;
-    int64_t m0 = 0;
-    FASTDECODE_INT8_ROWS(4)
-    FASTDECODE_INT8_ROWS(2)
-    FASTDECODE_INT8_ROWS(1)
+void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+                          float* scale) {
+  const int64_t blocks = K_pad / kActBlock;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t k0 = b * kActBlock, k1 = std::max(k0, std::min(K, k0 + kActBlock));
+      int16_t* qb = q + m * K_pad + k0;
+      float amax = 0.0f;
+      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(x[m * K + k]));
+      scale[m * blocks + b] = amax / 32767.0f;
+      const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+      for (int64_t k = k0; k < k1; ++k) {
+        // |x * inv| <= 32767 up to one rounding, which nearbyint brings back to 32767
+        qb[k - k0] = static_cast<int16_t>(std::nearbyint(x[m * K + k] * inv));
+      }
+      for (int64_t k = k1; k < k0 + kActBlock; ++k) qb[k - k0] = 0;
+    }
   }
 }
-
-#undef FASTDECODE_INT8_ROWS
-
-// kRows output rows at a time: each x chunk is loaded once for all of them, and the rows'
-// accumulators are independent dependency chains (a single chain is FMA-latency bound).
-// The body is a macro, instantiated for full blocks and for single tail rows: a helper
-// function compiled for the default target would have its vector conversions lowered lane
-// by lane before being inlined into the AVX-512 clone.
-constexpr int kRows = 4;
-
-#define FASTDECODE_INT4_ROWS(ROWS)                                                          \
-  for (int64_t m = 0; m < M; ++m) {                                                         \
-    const float* xm = x + m * K;                                                            \
-    const float* xs = xsum + m * groups;                                                    \
-    vf16 acc[ROWS];                                                                         \
-    float offset[ROWS];                                                                     \
-    _Pragma("GCC unroll 4")                                                                 \
-    for (int r = 0; r < ROWS; ++r) {                                                        \
-      acc[r] = vf16{};                                                                      \
-      offset[r] = 0.0f;                                                                     \
-    }                                                                                       \
-    for (int64_t g = 0; g < groups; ++g) {                                                  \
-      vf16 part[ROWS];                                                                      \
-      _Pragma("GCC unroll 4")                                                               \
-      for (int r = 0; r < ROWS; ++r) part[r] = vf16{};                                      \
-      for (int64_t k = g * G; k < (g + 1) * G; k += 32) {                                   \
-        vf16 x_lo, x_hi;                                                                    \
-        std::memcpy(&x_lo, xm + k, sizeof(x_lo));                                           \
-        std::memcpy(&x_hi, xm + k + 16, sizeof(x_hi));                                      \
-        _Pragma("GCC unroll 4")                                                             \
-        for (int r = 0; r < ROWS; ++r) {                                                    \
-          vu8x16 b; /* 16 bytes = 32 values of row n0 + r */                                \
-          std::memcpy(&b, packed + (n0 + r) * row_bytes + k / 2, sizeof(b));                \
-          const vi16 lo = __builtin_convertvector(b & low_mask, vi16);                      \
-          const vi16 hi = __builtin_convertvector(b >> 4, vi16);                            \
-          /* two statements: two FMAs, not a multiply, an FMA and an add */                 \
-          part[r] += x_lo * __builtin_convertvector(lo, vf16);                              \
-          part[r] += x_hi * __builtin_convertvector(hi, vf16);                              \
-        }                                                                                   \
-      }                                                                                     \
-      _Pragma("GCC unroll 4")                                                               \
-      for (int r = 0; r < ROWS; ++r) {                                                      \
-        const float* szr = sz + ((n0 + r) * groups + g) * 2;                                \
-        acc[r] += szr[0] * part[r];                                                         \
-        offset[r] += (szr[1] - 8.0f * szr[0]) * xs[g];                                      \
-      }                                                                                     \
-    }                                                                                       \
-    _Pragma("GCC unroll 4")                                                                 \
-    for (int r = 0; r < ROWS; ++r) {                                                        \
-      float total = offset[r];                                                              \
-      for (int l = 0; l < kLanes; ++l) total += acc[r][l];                                  \
-      y[m * ldy + n0 + r] = total;                                                          \
-    }                                                                                       \
-  }
-
-FASTDECODE_MULTIVERSION
-void int4_gemv(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* sz,
-               int64_t G, const float* xsum, int64_t n_begin, int64_t n_end, float* y,
-               int64_t ldy) {
-  const int64_t groups = K / G;
-  const int64_t row_bytes = K / 2;
-  const vu8x16 low_mask = vu8x16{} + static_cast<uint8_t>(0x0f);
-  int64_t n0 = n_begin;
-  for (; n0 + kRows <= n_end; n0 += kRows) {
-    FASTDECODE_INT4_ROWS(kRows)
-  }
-  for (; n0 < n_end; ++n0) {
-    FASTDECODE_INT4_ROWS(1)
-  }
-}
-
-#undef FASTDECODE_INT4_ROWS
 
 void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
   for (int64_t m = 0; m < M; ++m) {
@@ -154,6 +37,103 @@ void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
       xsum[m * (K / G) + g] = static_cast<float>(s);
     }
   }
+}
+
+FASTDECODE_MULTIVERSION
+void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
+                        int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  const bool per_channel = G == K;
+  const int64_t groups = K / G, blocks = (K + kActBlock - 1) / kActBlock;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const int8_t* qn = q + n * K;
+    for (int64_t m = 0; m < a.M; ++m) {
+      const int16_t* xq = a.q + m * a.K;
+      const float* xs = a.scale + m * (a.K / kActBlock);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t k0 = b * kActBlock, k1 = std::min(K, k0 + kActBlock);
+        int32_t dot = 0;
+        for (int64_t k = k0; k < k1; ++k) dot += int32_t{qn[k]} * int32_t{xq[k]};
+        const float sw = per_channel ? 1.0f : scales[n * groups + k0 / G];
+        acc += xs[b] * sw * static_cast<float>(dot);
+      }
+      y[m * ldy + n] = per_channel ? scales[n] * acc : acc;
+    }
+  }
+}
+
+// Lane-parallel over the (up to) 16 rows of a tile: the loops over i vectorise.
+FASTDECODE_MULTIVERSION
+void int4_gemv_portable(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+                        const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                        float* y, int64_t ldy) {
+  const int64_t K = a.K, words = K / 8, groups = K / G, blocks_per_group = G / kActBlock;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * words * 4;
+    const float* st = sz + n0 * groups * 2;
+    for (int64_t m = 0; m < a.M; ++m) {
+      float acc[kInt4TileRows] = {};
+      for (int64_t g = 0; g < groups; ++g) {
+        float gacc[kInt4TileRows] = {};
+        for (int64_t bg = 0; bg < blocks_per_group; ++bg) {
+          const int64_t b = g * blocks_per_group + bg;
+          const int16_t* xb = a.q + m * K + b * kActBlock;
+          int32_t dot[kInt4TileRows] = {};
+          for (int64_t j = 0; j < 4; ++j) {
+            for (int64_t i = 0; i < r; ++i) {
+              uint32_t w;
+              std::memcpy(&w, pt + ((b * 4 + j) * r + i) * 4, 4);
+              for (int t4 = 0; t4 < 4; ++t4) {
+                const int32_t lo = (w >> (8 * t4)) & 0x0f, hi = (w >> (8 * t4 + 4)) & 0x0f;
+                dot[i] += lo * xb[4 * j + t4] + hi * xb[16 + 4 * j + t4];
+              }
+            }
+          }
+          const float xs = a.scale[m * (K / kActBlock) + b];
+          for (int64_t i = 0; i < r; ++i) gacc[i] += static_cast<float>(dot[i]) * xs;
+        }
+        const float gsum = xsum[m * groups + g];
+        for (int64_t i = 0; i < r; ++i) {
+          const float scale = st[(2 * g) * r + i], zero = st[(2 * g + 1) * r + i];
+          acc[i] += scale * gacc[i] + (zero - 8.0f * scale) * gsum;
+        }
+      }
+      for (int64_t i = 0; i < r; ++i) y[m * ldy + n0 + i] = acc[i];
+    }
+  }
+}
+
+bool qgemv_vnni_available() {
+#if FASTDECODE_X86_CLONES
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
+void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
+               int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+#if FASTDECODE_X86_CLONES
+  if (qgemv_vnni_available()) return int8_gemv_vnni(a, q, scales, K, G, n_begin, n_end, y, ldy);
+#endif
+  int8_gemv_portable(a, q, scales, K, G, n_begin, n_end, y, ldy);
+}
+
+void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+               const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
+               int64_t ldy) {
+#if FASTDECODE_X86_CLONES
+  if (qgemv_vnni_available()) {
+    return int4_gemv_vnni(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+  }
+#endif
+  int4_gemv_portable(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
 }
 
 }  // namespace fastdecode::kernels

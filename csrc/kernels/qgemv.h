@@ -1,30 +1,73 @@
 // Torch-free weight-only quantized GEMV / skinny GEMM: y[m, n] = sum_k x[m, k] * w[n, k] with
-// w dequantised on the fly from int8 or packed int4; no dequantised copy of the weight.
+// w read from int8 or packed int4 bytes; no dequantised copy of the weight.
 //
-// Both kernels work per group of G columns: the integer-weight dot product of a group is
-// accumulated in 16 fp32 lanes and scaled once per group (no horizontal sum per group), and
-// the int4 zero point enters through per-group sums of x:
-//   y = sum_g scale_g * (x_g . q_g) + (zero_g - 8 * scale_g) * sum(x_g).
-// Each call computes output rows [n_begin, n_end) for all M activation rows.
+// The activations are quantized first, per block of 32 values, to int16 with one fp32
+// scale: x ~ xq * s, s = max|x_block| / 32767, xq = round_half_even(x * (32767 / max|x_block|)).
+// The weight-activation products are then exact integer dot products (AVX-512 VNNI's
+// vpdpwssd / AVX-512 BW's vpmaddwd: 32 multiply-adds per instruction), scaled once per block:
+//   int8: y = sum_b s_b * sw_g(b) * (q_b . xq_b)                 (sw per channel or group)
+//   int4: y = sum_g scale_g * sum_{b in g} s_b * (q_b . xq_b) + (zero_g - 8 scale_g) * sum(x_g)
+// The int4 zero point enters through the exact fp32 sum of x over the group. The error
+// against the fp32 product is bounded by sum_k |w[n, k]| * s_b(k) / 2, about 1.5e-5 of the
+// block's largest activation per term (tests check the bound).
+//
+// A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them
+// and the portable ones otherwise; both compute the same integer dot products.
 #pragma once
 
 #include <cstdint>
 
+#include "kernels/simd.h"
+
 namespace fastdecode::kernels {
 
-// x: [M, K] fp32 (row stride K), q: [N, K] int8, scales: [N, K / G] (G divides K; G == K is
-// per-channel). y: [M, ldy], columns [n_begin, n_end) written.
-void int8_gemv(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scales,
+constexpr int64_t kActBlock = 32;
+
+// x quantized per 32-value block. q: [M, K] int16, scale: [M, K / 32]; K is a multiple of 32
+// (columns past the real in-features are zero).
+struct QuantizedActivations {
+  const int16_t* q;
+  const float* scale;
+  int64_t M, K;
+};
+
+// x: [M, K] fp32 (row stride K) -> q: [M, K_pad], scale: [M, K_pad / 32] (K_pad >= K, a
+// multiple of 32; columns K..K_pad are zero). An all-zero block gets scale 0.
+void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+                          float* scale);
+
+// xsum[m, g] = sum of x[m, g*G : (g+1)*G] (x: [M, K], K a multiple of G), summed in double.
+void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum);
+
+// int8 weight q: [N, K] row-major (K real in-features, K <= a.K);
+// scales: [N] (G == K, per channel) or [N, K / G] with G a multiple of 32.
+// Writes y[m * ldy + n] for n in [n_begin, n_end).
+void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
 
-// x: [M, K] fp32 (K a multiple of G, G a multiple of 32), packed: [N, K / 2],
-// sz: [N, K / G, 2] (scale, zero), xsum: [M, K / G] per-group sums of x.
-// y: [M, ldy], columns [n_begin, n_end) written.
-void int4_gemv(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* sz,
-               int64_t G, const float* xsum, int64_t n_begin, int64_t n_end, float* y,
+// int4 weight in the tiled layout of int4_layout.h: packed [N, a.K / 2], sz [N, a.K / G, 2];
+// xsum: [M, a.K / G] group sums of the fp32 activations. Writes y[m * ldy + n] for the rows
+// of tiles [t_begin, t_end).
+void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+               const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy);
 
-// xsum[m, g] = sum of x[m, g*G : (g+1)*G].
-void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum);
+// The kernels behind the dispatch, for tests. The VNNI ones are compiled on x86-64 only and
+// may be called only where qgemv_vnni_available() is true.
+bool qgemv_vnni_available();
+void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales,
+                        int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
+                        int64_t ldy);
+void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
+                        const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                        int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
+#if FASTDECODE_X86_CLONES
+void int8_gemv_vnni(const QuantizedActivations& a, const int8_t* q, const float* scales,
+                    int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
+                    int64_t ldy);
+void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+                    const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                    float* y, int64_t ldy);
+#endif
 
 }  // namespace fastdecode::kernels

@@ -193,11 +193,15 @@ def _load_quantized_dir(path: Path):
     """A directory written by ``python -m fastdecode quantize`` (``save_quantized``)."""
     from safetensors.torch import load_file
 
-    from .quantize import build_quantized_linears
+    from .quantize import FORMAT_VERSION, build_quantized_linears
 
     meta = json.loads((path / "fastdecode.json").read_text())
     if meta.get("format") != "fastdecode-quantized":
         raise ValueError(f"{path / 'fastdecode.json'}: not a fastdecode quantized checkpoint")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path / 'fastdecode.json'}: format version {meta.get('version')}, this "
+                         f"fastdecode reads version {FORMAT_VERSION}; quantize the original "
+                         "checkpoint again with `python -m fastdecode quantize`")
     args = ModelArgs(**meta["model_args"])
     with torch.device("meta"):
         model = Transformer(args)

@@ -3,8 +3,9 @@
 Formats (docs/formats.md):
 - int8: ``weight int8 [N, K]`` and ``scales fp32 [N]`` (per channel) or ``[N, K / G]``
   (groups, GGUF Q8_0); ``w = weight * scale``.
-- int4: ``weight uint8 [N, K_pad / 2]`` (GGML nibble order in 32-value blocks) and
-  ``scales_and_zeros fp32 [N, K_pad / G, 2]``; ``w = (q - 8) * scale + zero``.
+- int4: ``weight uint8 [N, K_pad / 2]`` (GGML nibble order in 32-value blocks, rows in
+  16-row tiles of 4-byte words) and ``scales_and_zeros fp32 [N, K_pad / G, 2]`` (tiled the
+  same way); ``w = (q - 8) * scale + zero``.
 
 A quantized checkpoint is a directory: ``model.safetensors`` (no pickle), ``fastdecode.json``
 (model arguments and the quantization of every linear) and ``tokenizer.json``.
@@ -205,7 +206,7 @@ def save_quantized(model, tokenizer, directory) -> Path:
         seen[key] = k
         state[k] = v.detach().contiguous().cpu()
     save_file(state, str(directory / "model.safetensors"))
-    meta = {"format": "fastdecode-quantized", "version": 1,
+    meta = {"format": "fastdecode-quantized", "version": FORMAT_VERSION,
             "model_args": model.config.to_dict(), "linears": linear_specs(model)}
     (directory / "fastdecode.json").write_text(json.dumps(meta, indent=1))
     tokenizer.save(str(directory / "tokenizer.json"))
@@ -254,6 +255,20 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
         zero = np.zeros_like(d)
         nibbles = blocks[..., 2:]
     mod = WeightOnlyInt4Linear(in_features, n, groupsize=32)
-    mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(nibbles).reshape(n, in_features // 2)))
-    mod.scales_and_zeros.copy_(torch.from_numpy(np.stack([d, zero], axis=-1)))
+    words = np.ascontiguousarray(nibbles).reshape(n, in_features // 2).view(np.uint32)
+    mod.weight.copy_(torch.from_numpy(tile_rows(words).view(np.uint8).reshape(n, -1)))
+    sz = np.ascontiguousarray(np.stack([d, zero], axis=-1)).reshape(n, -1).view(np.uint32)
+    mod.scales_and_zeros.copy_(torch.from_numpy(tile_rows(sz).view(np.float32).reshape(n, -1, 2)))
     return mod
+
+
+# 2: int4 weights in 16-row tiles (version 1 stored them row-major)
+FORMAT_VERSION = 2
+
+
+def tile_rows(words: np.ndarray, tile: int = 16) -> np.ndarray:
+    """``[N, C]`` 4-byte words -> the same words in ``tile``-row column-major tiles, flat: the
+    int4 layout of csrc/kernels/int4_layout.h (the last tile holds the N % tile rows left)."""
+    full = words.shape[0] // tile * tile
+    tiles = words[:full].reshape(-1, tile, words.shape[1]).transpose(0, 2, 1)
+    return np.concatenate([tiles.reshape(-1), words[full:].T.reshape(-1)])

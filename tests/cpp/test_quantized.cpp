@@ -3,9 +3,11 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
+#include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/quantize.h"
 
@@ -50,44 +52,146 @@ TEST_CASE("int4 quantizer packs GGML nibble order and bounds the error", "[quant
   CHECK((packed[0] >> 4) == unpack_int4(packed.data(), 16));
 }
 
-TEST_CASE("int8_gemv and int4_gemv equal the dequantised dot product", "[qgemv]") {
-  for (int64_t M : {1, 3}) {
-    for (int64_t N : {1, 5, 67}) {
+// Row-major int4 values of a tiled weight, and the reference sums of the GEMV path:
+// activations rounded to int16 per 32-block, exact integer dot products, fp32 scales.
+namespace {
+struct Int4Weight {
+  std::vector<uint8_t> packed;
+  std::vector<float> sz;
+};
+
+Int4Weight quantize_int4_tiled(const std::vector<float>& w, int64_t N, int64_t K, int64_t G) {
+  std::vector<uint8_t> rows(N * K / 2);
+  std::vector<float> rows_sz(N * (K / G) * 2);
+  for (int64_t n = 0; n < N; ++n) {
+    quantize_int4_row(w.data() + n * K, K, G, rows.data() + n * K / 2,
+                      rows_sz.data() + n * (K / G) * 2);
+  }
+  Int4Weight out{std::vector<uint8_t>(rows.size()), std::vector<float>(rows_sz.size())};
+  std::vector<uint32_t> words(rows.size() / 4), tiled(rows.size() / 4);
+  std::memcpy(words.data(), rows.data(), rows.size());
+  tile_words(words.data(), N, K / 8, tiled.data());
+  std::memcpy(out.packed.data(), tiled.data(), rows.size());
+  std::vector<uint32_t> sz_words(rows_sz.size()), sz_tiled(rows_sz.size());
+  std::memcpy(sz_words.data(), rows_sz.data(), rows_sz.size() * 4);
+  tile_words(sz_words.data(), N, (K / G) * 2, sz_tiled.data());
+  std::memcpy(out.sz.data(), sz_tiled.data(), rows_sz.size() * 4);
+  return out;
+}
+
+// sum_k |w_hat[k]| * step(k) / 2 for one output: the activation rounding's error bound.
+double rounding_bound(const std::vector<float>& xscale, int64_t m, int64_t K,
+                      const std::vector<double>& w_hat_abs) {
+  double bound = 0;
+  for (int64_t k = 0; k < K; ++k) bound += w_hat_abs[k] * xscale[m * (K / 32) + k / 32] / 2;
+  return bound;
+}
+}  // namespace
+
+TEST_CASE("tile_words and untile_words are inverse; int4_at reads the tiled layout", "[int4]") {
+  for (int64_t N : {1, 15, 16, 17, 40}) {
+    const int64_t K = 64, C = K / 8;
+    const auto w = normal(N * K, 9);
+    std::vector<uint8_t> rows(N * K / 2);
+    std::vector<float> sz(N * 2 * 2);
+    for (int64_t n = 0; n < N; ++n) {
+      quantize_int4_row(w.data() + n * K, K, 32, rows.data() + n * K / 2, sz.data() + n * 4);
+    }
+    std::vector<uint32_t> words(N * C), tiled(N * C), back(N * C);
+    std::memcpy(words.data(), rows.data(), rows.size());
+    tile_words(words.data(), N, C, tiled.data());
+    untile_words(tiled.data(), N, C, back.data());
+    REQUIRE(back == words);
+    // the last tile holds N % 16 rows, column-major
+    const int64_t t = (N - 1) / 16, r = N - 16 * t;
+    CHECK(tiled[16 * t * C + 1 * r + 0] == words[(16 * t) * C + 1]);
+    std::vector<uint8_t> packed(rows.size());
+    std::memcpy(packed.data(), tiled.data(), rows.size());
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t k = 0; k < K; ++k) {
+        REQUIRE(int4_at(packed.data(), N, K, n, k) == unpack_int4(rows.data() + n * K / 2, k));
+      }
+    }
+  }
+}
+
+TEST_CASE("quantize_activations rounds per 32-block within half a step", "[qgemv]") {
+  const int64_t M = 2, K = 70, K_pad = 96;
+  auto x = normal(M * K, 10);
+  for (int64_t k = 32; k < 64; ++k) x[k] = 0.0f;  // an all-zero block of row 0
+  std::vector<int16_t> q(M * K_pad);
+  std::vector<float> scale(M * K_pad / 32);
+  quantize_activations(x.data(), M, K, K_pad, q.data(), scale.data());
+  CHECK(scale[1] == 0.0f);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t k = 0; k < K_pad; ++k) {
+      const float s = scale[m * 3 + k / 32];
+      if (k >= K) {
+        REQUIRE(q[m * K_pad + k] == 0);
+        continue;
+      }
+      REQUIRE(std::abs(q[m * K_pad + k]) <= 32767);
+      REQUIRE(std::fabs(q[m * K_pad + k] * s - x[m * K + k]) <= 0.5f * s * 1.0001f + 1e-30f);
+    }
+  }
+}
+
+TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable one and the "
+          "exact product within the activation rounding bound", "[qgemv]") {
+  for (int64_t M : {1, 2, 5}) {
+    for (int64_t N : {1, 5, 16, 37}) {
       for (int64_t G : {32, 64, 256}) {
         const int64_t K = 2 * 256;
         const auto x = normal(M * K, 3), w = normal(N * K, 4);
+        std::vector<int16_t> xq(M * K);
+        std::vector<float> xscale(M * K / 32), xsum(M * (K / G));
+        quantize_activations(x.data(), M, K, K, xq.data(), xscale.data());
+        group_sums(x.data(), M, K, G, xsum.data());
+        const QuantizedActivations a{xq.data(), xscale.data(), M, K};
+
         std::vector<int8_t> q(N * K);
-        std::vector<float> scales(N * (K / G)), y(M * N);
+        std::vector<float> scales(N * (K / G)), y8(M * N), y8p(M * N);
         for (int64_t n = 0; n < N; ++n) {
           for (int64_t g = 0; g < K / G; ++g) {
             scales[n * (K / G) + g] = quantize_int8_row(w.data() + n * K + g * G, G,
                                                         q.data() + n * K + g * G);
           }
         }
-        int8_gemv(x.data(), M, K, q.data(), scales.data(), G, 0, N, y.data(), N);
-        std::vector<uint8_t> packed(N * K / 2);
-        std::vector<float> sz(N * (K / G) * 2), xsum(M * (K / G)), y4(M * N);
+        int8_gemv(a, q.data(), scales.data(), K, G, 0, N, y8.data(), N);
+        int8_gemv_portable(a, q.data(), scales.data(), K, G, 0, N, y8p.data(), N);
+
+        const Int4Weight w4 = quantize_int4_tiled(w, N, K, G);
+        const int64_t tiles = (N + 15) / 16;
+        std::vector<float> y4(M * N), y4p(M * N);
+        int4_gemv(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y4.data(), N);
+        int4_gemv_portable(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
+                           y4p.data(), N);
+        std::vector<float> w4_deq(N * K);
+        dequantize_int4(w4.packed.data(), w4.sz.data(), N, K, G, w4_deq.data());
+
         for (int64_t n = 0; n < N; ++n) {
-          quantize_int4_row(w.data() + n * K, K, G, packed.data() + n * K / 2,
-                            sz.data() + n * (K / G) * 2);
-        }
-        group_sums(x.data(), M, K, G, xsum.data());
-        int4_gemv(x.data(), M, K, packed.data(), sz.data(), G, xsum.data(), 0, N, y4.data(), N);
-        for (int64_t m = 0; m < M; ++m) {
-          for (int64_t n = 0; n < N; ++n) {
+          std::vector<double> w8_abs(K), w4_hat_abs(K);
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t g = k / G, t = n / 16, r = std::min<int64_t>(16, N - 16 * t);
+            const float s4 = w4.sz[16 * t * (K / G) * 2 + (2 * g) * r + n % 16];
+            w8_abs[k] = std::fabs(double(q[n * K + k]) * scales[n * (K / G) + g]);
+            w4_hat_abs[k] = std::fabs(double(int4_at(w4.packed.data(), N, K, n, k)) * s4);
+          }
+          for (int64_t m = 0; m < M; ++m) {
             double want8 = 0, want4 = 0, mag = 0;
             for (int64_t k = 0; k < K; ++k) {
-              const int64_t g = k / G;
-              const double w8 = double(q[n * K + k]) * scales[n * (K / G) + g];
-              const double w4 = (unpack_int4(packed.data() + n * K / 2, k) - 8) *
-                                    double(sz[(n * (K / G) + g) * 2]) +
-                                sz[(n * (K / G) + g) * 2 + 1];
-              want8 += x[m * K + k] * w8;
-              want4 += x[m * K + k] * w4;
-              mag += std::fabs(x[m * K + k] * w[n * K + k]);
+              const double xv = x[m * K + k];
+              want8 += xv * q[n * K + k] * double(scales[n * (K / G) + k / G]);
+              want4 += xv * w4_deq[n * K + k];
+              mag += std::fabs(xv * w[n * K + k]);
             }
-            REQUIRE(std::fabs(y[m * N + n] - want8) <= 1e-5 * mag + 1e-6);
-            REQUIRE(std::fabs(y4[m * N + n] - want4) <= 1e-5 * mag + 1e-6);
+            const int64_t i = m * N + n;
+            REQUIRE(std::fabs(y8[i] - y8p[i]) <= 1e-6 * mag + 1e-6);
+            REQUIRE(std::fabs(y4[i] - y4p[i]) <= 1e-6 * mag + 1e-6);
+            REQUIRE(std::fabs(y8[i] - want8) <=
+                    rounding_bound(xscale, m, K, w8_abs) + 1e-6 * mag + 1e-6);
+            REQUIRE(std::fabs(y4[i] - want4) <=
+                    rounding_bound(xscale, m, K, w4_hat_abs) + 1e-5 * mag + 1e-6);
           }
         }
       }
@@ -95,18 +199,23 @@ TEST_CASE("int8_gemv and int4_gemv equal the dequantised dot product", "[qgemv]"
   }
 }
 
-TEST_CASE("int8_gemv per channel (G == K, K not a multiple of 16)", "[qgemv]") {
-  const int64_t M = 2, N = 9, K = 37;
+TEST_CASE("int8_gemv per channel (G == K, K not a multiple of 32)", "[qgemv]") {
+  const int64_t M = 2, N = 9, K = 37, K_pad = 64;
   const auto x = normal(M * K, 5), w = normal(N * K, 6);
   std::vector<int8_t> q(N * K);
-  std::vector<float> scales(N), y(M * N);
+  std::vector<float> scales(N), y(M * N), xscale(M * K_pad / 32);
+  std::vector<int16_t> xq(M * K_pad);
   for (int64_t n = 0; n < N; ++n) scales[n] = quantize_int8_row(w.data() + n * K, K, q.data() + n * K);
-  int8_gemv(x.data(), M, K, q.data(), scales.data(), K, 0, N, y.data(), N);
+  quantize_activations(x.data(), M, K, K_pad, xq.data(), xscale.data());
+  int8_gemv({xq.data(), xscale.data(), M, K_pad}, q.data(), scales.data(), K, K, 0, N, y.data(), N);
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t n = 0; n < N; ++n) {
-      double want = 0;
-      for (int64_t k = 0; k < K; ++k) want += x[m * K + k] * double(q[n * K + k]) * scales[n];
-      REQUIRE(std::fabs(y[m * N + n] - want) <= 1e-5);
+      double want = 0, bound = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        want += x[m * K + k] * double(q[n * K + k]) * scales[n];
+        bound += std::fabs(q[n * K + k] * scales[n]) * xscale[m * 2 + k / 32] / 2;
+      }
+      REQUIRE(std::fabs(y[m * N + n] - want) <= bound + 1e-5);
     }
   }
 }

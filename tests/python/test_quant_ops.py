@@ -1,9 +1,14 @@
-"""Quantizers (exactly equal to the oracles) and quantized linears (within the dtype-keyed
-tolerance of dequantise-then-matmul), odd shapes, batches 1..64, opcheck, compile, bad input."""
+"""Quantizers and packing (exactly equal to the oracles); quantized linears within the
+dtype-keyed tolerance of the oracle of their path (up to 16 rows: int8-quantized activations
+times the weight; more rows: dequantise-then-matmul) and, on the GEMV path, within the
+activation quantization's error bound of dequantise-then-matmul; odd shapes, batches 1..64,
+opcheck, compile, bad input."""
 import pytest
 import torch
-from reference.quant import (dequantize_int4_ref, dequantize_int8_ref,
-                             quantize_int4_grouped_ref, quantize_int8_per_channel_ref)
+from reference.quant import (activation_error_bound, dequantize_int4_ref, dequantize_int8_ref,
+                             int4_gemv_weight_ref, int4_linear_ref, int8_linear_ref, quantize_int4_grouped_ref,
+                             quantize_int8_per_channel_ref, scales_and_zeros_ref,
+                             unpack_int4_ref)
 
 from fastdecode import ops
 
@@ -30,41 +35,78 @@ def test_int4_quantizer_and_packing_equal_reference_exactly(shape, groupsize):
     assert packed.shape == (shape[0], k_pad // 2) and packed.dtype == torch.uint8
     assert sz.shape == (shape[0], k_pad // groupsize, 2) and sz.dtype == torch.float32
     assert torch.equal(packed, packed_ref)
-    assert torch.equal(sz[..., 0], s_ref) and torch.equal(sz[..., 1], z_ref)
+    assert torch.equal(sz, scales_and_zeros_ref(s_ref, z_ref))
+    q, s, z = unpack_int4_ref(packed, sz)  # the tiling round-trips
+    assert torch.equal(q, q_ref.long()) and torch.equal(s, s_ref) and torch.equal(z, z_ref)
 
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+GEMV_ROWS = 16  # csrc/cpu/quantized_linear.cpp: kMaxGemvRows
 
 
-@pytest.mark.parametrize("rows", [1, 2, 8, 9, 64])
+def _check_linear(got, x, w_deq, w_hat, gemv_ref, bias, dtype):
+    """got [..., N] against the oracle of its path, and the GEMV path against the exact
+    product within the bound of its activation rounding."""
+    x2 = x.reshape(-1, x.shape[-1])
+    exact = x2.double() @ w_deq.t() + bias
+    if x2.shape[0] > GEMV_ROWS:
+        want = exact
+    else:
+        want = gemv_ref(x2) + bias
+        if dtype == torch.float32:
+            slack = activation_error_bound(x2, w_hat) * 1.001 + 1e-5
+            assert bool(((got.reshape(want.shape).double() - exact).abs() <= slack).all())
+    torch.testing.assert_close(got.reshape(want.shape).double(), want, **TOL[dtype],
+                               check_dtype=False)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8, 9, 16, 17, 64])
 @pytest.mark.parametrize("shape", [(7, 33), (96, 576), (40, 1536)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_linear_matches_dequantize_then_matmul(rows, shape, dtype):
+def test_int8_linear_matches_its_oracle(rows, shape, dtype):
     g = torch.Generator().manual_seed(rows * 7 + shape[1])
     w = torch.randn(shape, generator=g) * 0.05
     q, scales = ops.quantize_int8_per_channel(w)
     x = torch.randn(rows, shape[1], generator=g).to(dtype)
     bias = torch.randn(shape[0], generator=g)
-    want = x.double() @ dequantize_int8_ref(q, scales).t() + bias.double()
     got = ops.int8_linear(x, q, scales, bias)
     assert got.dtype == dtype and got.shape == (rows, shape[0])
-    torch.testing.assert_close(got.double(), want, **TOL[dtype], check_dtype=False)
+    w_deq = dequantize_int8_ref(q, scales)
+    _check_linear(got, x, w_deq, w_deq, lambda x2: int8_linear_ref(x2, q, scales), bias.double(),
+                  dtype)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 9, 64])
-@pytest.mark.parametrize("shape", [(7, 33), (96, 576), (40, 1536)])
+@pytest.mark.parametrize("shape", [(7, 33), (96, 576), (40, 1536), (17, 256)])
 @pytest.mark.parametrize("groupsize", [32, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int4_linear_matches_dequantize_then_matmul(rows, shape, groupsize, dtype):
+def test_int4_linear_matches_its_oracle(rows, shape, groupsize, dtype):
     g = torch.Generator().manual_seed(rows + shape[1] + groupsize)
     w = torch.randn(shape, generator=g) * 0.05
     packed, sz = ops.quantize_int4_grouped(w, groupsize)
-    x = torch.randn(2, rows, shape[1], generator=g).to(dtype)  # leading dims kept
+    x = torch.randn(2, rows // 2 + 1, shape[1], generator=g).to(dtype)  # leading dims kept
     w_deq = dequantize_int4_ref(packed, sz, groupsize)[:, :shape[1]]
-    want = x.double() @ w_deq.t()
     got = ops.int4_linear(x, packed, sz, groupsize)
-    assert got.dtype == dtype and got.shape == (2, rows, shape[0])
-    torch.testing.assert_close(got.double(), want, **TOL[dtype], check_dtype=False)
+    assert got.dtype == dtype and got.shape == (*x.shape[:2], shape[0])
+    w_hat = int4_gemv_weight_ref(packed, sz, groupsize)
+    _check_linear(got, x, w_deq, w_hat, lambda x2: int4_linear_ref(x2, packed, sz, groupsize),
+                  0.0, dtype)
+
+
+def test_gemv_error_bound_is_tight_enough_to_fail():
+    """The bound check would catch an unquantized or wrongly scaled activation block."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, 256, generator=g) * 0.05
+    q, scales = ops.quantize_int8_per_channel(w)
+    x = torch.randn(1, 256, generator=g)
+    w_deq = dequantize_int8_ref(q, scales)
+    exact = x.double() @ w_deq.t()
+    bound = activation_error_bound(x, w_deq)
+    got = ops.int8_linear(x, q, scales).double()
+    assert bool(((got - exact).abs() <= bound).all())
+    # the same output with one block's activations off by a whole step breaks the bound
+    wrong = exact + 2 * bound
+    assert not bool(((wrong - exact).abs() <= bound).all())
 
 
 def test_grouped_int8_scales_as_gguf_q8_0():
@@ -72,9 +114,11 @@ def test_grouped_int8_scales_as_gguf_q8_0():
     q = torch.randint(-128, 128, (24, 64), generator=g, dtype=torch.int8)
     scales = torch.rand(24, 2, generator=g)  # groups of 32
     x = torch.randn(3, 64, generator=g)
-    want = x.double() @ dequantize_int8_ref(q, scales).t()
+    want = int8_linear_ref(x, q, scales)
     torch.testing.assert_close(ops.int8_linear(x, q, scales).double(), want, rtol=1e-4,
                                atol=1e-4)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        ops.int8_linear(torch.randn(1, 48), q[:, :48], torch.rand(24, 3, generator=g))
 
 
 def _int4_args():

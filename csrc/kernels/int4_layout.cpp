@@ -1,0 +1,60 @@
+#include "kernels/int4_layout.h"
+
+#include <cstring>
+
+namespace fastdecode::kernels {
+
+void tile_words(const uint32_t* src, int64_t N, int64_t C, uint32_t* dst) {
+  for (int64_t t = 0; t * kInt4TileRows < N; ++t) {
+    const int64_t r = tile_rows(N, t), base = t * kInt4TileRows * C;
+    for (int64_t i = 0; i < r; ++i) {
+      for (int64_t c = 0; c < C; ++c) dst[base + c * r + i] = src[base + i * C + c];
+    }
+  }
+}
+
+void untile_words(const uint32_t* src, int64_t N, int64_t C, uint32_t* dst) {
+  for (int64_t t = 0; t * kInt4TileRows < N; ++t) {
+    const int64_t r = tile_rows(N, t), base = t * kInt4TileRows * C;
+    for (int64_t i = 0; i < r; ++i) {
+      for (int64_t c = 0; c < C; ++c) dst[base + i * C + c] = src[base + c * r + i];
+    }
+  }
+}
+
+int int4_at(const uint8_t* packed, int64_t N, int64_t K, int64_t n, int64_t k) {
+  const int64_t t = n / kInt4TileRows, i = n % kInt4TileRows, r = tile_rows(N, t);
+  const int64_t c = (k / 32) * 4 + (k % 16) / 4;  // word of the row
+  const int64_t word = t * kInt4TileRows * (K / 8) + c * r + i;
+  const uint8_t byte = packed[word * 4 + k % 4];
+  return (k % 32) < 16 ? (byte & 0x0f) : (byte >> 4);
+}
+
+void dequantize_int4(const uint8_t* packed, const float* sz, int64_t N, int64_t K, int64_t G,
+                     float* w) {
+  const int64_t words = K / 8, groups = K / G;
+  for (int64_t t = 0; t * kInt4TileRows < N; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * words * 4;
+    const float* st = sz + n0 * groups * 2;
+    for (int64_t i = 0; i < r; ++i) {
+      float* wn = w + (n0 + i) * K;
+      for (int64_t c = 0; c < words; ++c) {
+        uint8_t bytes[4];
+        std::memcpy(bytes, pt + (c * r + i) * 4, 4);
+        const int64_t k0 = (c / 4) * 32 + (c % 4) * 4;
+        for (int b = 0; b < 4; ++b) {
+          wn[k0 + b] = static_cast<float>(bytes[b] & 0x0f);
+          wn[k0 + 16 + b] = static_cast<float>(bytes[b] >> 4);
+        }
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t g = k / G;
+        const float scale = st[(2 * g) * r + i], zero = st[(2 * g + 1) * r + i];
+        wn[k] = (wn[k] - 8.0f) * scale + zero;
+      }
+    }
+  }
+}
+
+}  // namespace fastdecode::kernels

@@ -1,0 +1,204 @@
+// AVX-512 kernels for the quantized GEMVs (x86-64 only; qgemv.cpp calls them where the CPU
+// has avx512_vnni). Both multiply 16-bit weights by the 16-bit activations in pairs:
+// vpdpwssd / vpmaddwd add the two products of each pair of 16-bit lanes into one int32 lane.
+#include "kernels/qgemv.h"
+
+#if FASTDECODE_X86_CLONES
+
+#include <immintrin.h>
+
+#include <cstring>
+
+// GCC 12's AVX-512 headers start broadcasts and conversions from _mm512_undefined_*(), which
+// -Wall reports as uninitialised once inlined here.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "kernels/int4_layout.h"
+
+#define FASTDECODE_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+namespace fastdecode::kernels {
+namespace {
+
+constexpr int64_t kPrefetchBytes = 2048;
+
+// Activations k and k + 1 of a row as one 32-bit word in all 16 lanes.
+FASTDECODE_VNNI inline __m512i broadcast_pair(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm512_set1_epi32(v);
+}
+
+// int4, tiled layout: the 16 int32 lanes are the 16 rows of a tile, so nothing is summed
+// across lanes. A 64-byte load holds, per row, bytes b0..b3 = columns 4j..4j+3 (low nibbles)
+// and 16+4j..16+4j+3 (high nibbles) of a 32-column block; two byte shuffles spread them to
+// 16-bit lanes, (b0, b1) and (b2, b3), whose low and high nibbles pair with the activation
+// pairs (4j, 4j+1), (4j+2, 4j+3), (16+4j, 17+4j), (18+4j, 19+4j). MB activation rows share
+// each weight load.
+template <int MB>
+FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const float* xsum,
+                               const int32_t* wt, const float* st, int64_t r, int64_t G,
+                               float* y, int64_t ldy, bool prefetch) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
+  const __m512i nibble = _mm512_set1_epi16(0x0f);
+  // per 32-bit lane: bytes (b0, 0, b1, 0) and (b2, 0, b3, 0); -1 selects a zero byte; the
+  // indices count within each 128-bit lane
+  const __m512i spread01 = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1));
+  const __m512i spread23 = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(2, -1, 3, -1, 6, -1, 7, -1, 10, -1, 11, -1, 14, -1, 15, -1));
+  __m512 acc[MB];
+  for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 gacc[MB];
+    for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
+    for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
+      // four independent chains per row of four vpdpwssd each
+      __m512i dot[MB][4];
+      for (int m = 0; m < MB; ++m) {
+        for (int c = 0; c < 4; ++c) dot[m][c] = _mm512_setzero_si512();
+      }
+      if (prefetch) {  // the tiles of a task are one contiguous stream
+        const char* next = reinterpret_cast<const char*>(wt + b * 4 * r) + kPrefetchBytes;
+        for (int j = 0; j < 4; ++j) _mm_prefetch(next + 64 * j, _MM_HINT_T0);
+      }
+      for (int j = 0; j < 4; ++j) {
+        const __m512i w = _mm512_maskz_loadu_epi32(rows, wt + (b * 4 + j) * r);
+        const __m512i w01 = _mm512_shuffle_epi8(w, spread01);
+        const __m512i w23 = _mm512_shuffle_epi8(w, spread23);
+        const __m512i lo01 = _mm512_and_si512(w01, nibble);
+        const __m512i lo23 = _mm512_and_si512(w23, nibble);
+        const __m512i hi01 = _mm512_srli_epi16(w01, 4);  // bytes < 256: no mask needed
+        const __m512i hi23 = _mm512_srli_epi16(w23, 4);
+        for (int m = 0; m < MB; ++m) {
+          const int16_t* xb = a.q + (m0 + m) * K + b * kActBlock + 4 * j;
+          dot[m][0] = _mm512_dpwssd_epi32(dot[m][0], lo01, broadcast_pair(xb));
+          dot[m][1] = _mm512_dpwssd_epi32(dot[m][1], lo23, broadcast_pair(xb + 2));
+          dot[m][2] = _mm512_dpwssd_epi32(dot[m][2], hi01, broadcast_pair(xb + 16));
+          dot[m][3] = _mm512_dpwssd_epi32(dot[m][3], hi23, broadcast_pair(xb + 18));
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(dot[m][0], dot[m][1]),
+                                             _mm512_add_epi32(dot[m][2], dot[m][3]));
+        const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
+        gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
+      }
+    }
+    if (prefetch) {
+      const char* next = reinterpret_cast<const char*>(st + 2 * g * r) + kPrefetchBytes;
+      _mm_prefetch(next, _MM_HINT_T0);
+      _mm_prefetch(next + 64, _MM_HINT_T0);
+    }
+    const __m512 scale = _mm512_maskz_loadu_ps(rows, st + (2 * g) * r);
+    const __m512 zero = _mm512_maskz_loadu_ps(rows, st + (2 * g + 1) * r);
+    const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), scale, zero);  // zero - 8 s
+    for (int m = 0; m < MB; ++m) {
+      acc[m] = _mm512_fmadd_ps(scale, gacc[m], acc[m]);
+      acc[m] = _mm512_fmadd_ps(offset, _mm512_set1_ps(xsum[(m0 + m) * groups + g]), acc[m]);
+    }
+  }
+  for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
+}
+
+// int8, row-major: kRows8 weight rows at a time (independent chains); per 32-column block
+// each row's bytes are sign-extended to 16 bits and multiplied with the block's activations
+// by one vpmaddwd, then scaled in fp32.
+constexpr int kRows8 = 4;
+
+template <int MB, bool kPerChannel>
+FASTDECODE_VNNI void int8_rows(const QuantizedActivations& a, int64_t m0, const int8_t* q,
+                               const float* scales, int64_t n, int64_t K, int64_t G, float* y,
+                               int64_t ldy, bool prefetch) {
+  const int64_t blocks = (K + kActBlock - 1) / kActBlock, groups = K / G;
+  __m512 acc[MB][kRows8];
+  for (int m = 0; m < MB; ++m) {
+    for (int r = 0; r < kRows8; ++r) acc[m][r] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t k0 = b * kActBlock, left = K - k0;
+    const __mmask32 cols = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+    __m512i w[kRows8];
+    float wscale[kRows8];
+    for (int r = 0; r < kRows8; ++r) {
+      const int8_t* qr = q + (n + r) * K + k0;
+      if (prefetch && b % 2 == 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(qr + kRows8 * K), _MM_HINT_T0);
+      }
+      w[r] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(cols, qr));  // masked columns: 0
+      wscale[r] = kPerChannel ? 1.0f : scales[(n + r) * groups + k0 / G];
+    }
+    for (int m = 0; m < MB; ++m) {
+      const int64_t row = m0 + m;
+      const __m512i x = _mm512_loadu_si512(a.q + row * a.K + k0);
+      const float xs = a.scale[row * (a.K / kActBlock) + b];
+      for (int r = 0; r < kRows8; ++r) {
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], x));
+        acc[m][r] = _mm512_fmadd_ps(dot, _mm512_set1_ps(xs * wscale[r]), acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < MB; ++m) {
+    for (int r = 0; r < kRows8; ++r) {
+      const float total = _mm512_reduce_add_ps(acc[m][r]);
+      y[(m0 + m) * ldy + n + r] = kPerChannel ? total * scales[n + r] : total;
+    }
+  }
+}
+
+template <bool kPerChannel>
+FASTDECODE_VNNI void int8_rows_all_m(const QuantizedActivations& a, const int8_t* q,
+                                     const float* scales, int64_t n, int64_t K, int64_t G,
+                                     float* y, int64_t ldy, bool prefetch) {
+  int64_t m0 = 0;
+  for (; m0 + 4 <= a.M; m0 += 4) {
+    int8_rows<4, kPerChannel>(a, m0, q, scales, n, K, G, y, ldy, prefetch && m0 == 0);
+  }
+  for (; m0 < a.M; ++m0) {
+    int8_rows<1, kPerChannel>(a, m0, q, scales, n, K, G, y, ldy, prefetch && m0 == 0);
+  }
+}
+
+}  // namespace
+
+FASTDECODE_VNNI
+void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+                    const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                    float* y, int64_t ldy) {
+  const int64_t words = a.K / 8, groups = a.K / G;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const int32_t* wt = reinterpret_cast<const int32_t*>(packed) + n0 * words;
+    const float* st = sz + n0 * groups * 2;
+    int64_t m0 = 0;
+    for (; m0 + 4 <= a.M; m0 += 4) {
+      int4_tile<4>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    }
+    for (; m0 + 2 <= a.M; m0 += 2) {
+      int4_tile<2>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    }
+    for (; m0 < a.M; ++m0) int4_tile<1>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+  }
+}
+
+FASTDECODE_VNNI
+void int8_gemv_vnni(const QuantizedActivations& a, const int8_t* q, const float* scales,
+                    int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
+                    int64_t ldy) {
+  int64_t n = n_begin;
+  for (; n + kRows8 <= n_end; n += kRows8) {
+    const bool prefetch = n + 2 * kRows8 <= n_end;
+    if (G == K) {
+      int8_rows_all_m<true>(a, q, scales, n, K, G, y, ldy, prefetch);
+    } else {
+      int8_rows_all_m<false>(a, q, scales, n, K, G, y, ldy, prefetch);
+    }
+  }
+  if (n < n_end) int8_gemv_portable(a, q, scales, K, G, n, n_end, y, ldy);
+}
+
+}  // namespace fastdecode::kernels
+
+#endif  // FASTDECODE_X86_CLONES
