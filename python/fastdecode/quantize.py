@@ -75,7 +75,8 @@ class WeightOnlyInt8Linear(nn.Module):
         return _with_bias_of(mod, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.int8_linear(x, self.weight, self.scales, self.bias)
+        # the registered op directly: ~150 of these calls per decoded token
+        return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
     def extra_repr(self) -> str:
         g = "per channel" if self.groupsize is None else f"groupsize={self.groupsize}"
@@ -107,7 +108,8 @@ class WeightOnlyInt4Linear(nn.Module):
         return _with_bias_of(mod, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.int4_linear(x, self.weight, self.scales_and_zeros, self.groupsize, self.bias)
+        return torch.ops.fastdecode.int4_linear(x, self.weight, self.scales_and_zeros,
+                                                self.groupsize, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
