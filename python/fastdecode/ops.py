@@ -125,7 +125,8 @@ def quantize_int4_grouped(w: torch.Tensor, groupsize: int = 128):
 
     Asymmetric 4-bit groups of ``groupsize`` (32, 64, 128, 256) along K, ``K_pad`` = K
     rounded up to the group (zero padded): ``w ~ (q - 8) * scale + zero``. Layout in
-    docs/formats.md (GGML's nibble order inside 32-value blocks)."""
+    docs/formats.md: GGML's nibble order inside 32-value blocks, rows in 16-row tiles of
+    4-byte words (both outputs), so ``packed[n]`` is not row n."""
     return _ops.quantize_int4_grouped(w, groupsize)
 
 
@@ -139,8 +140,9 @@ def _quantize_int4_fake(w, groupsize):
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the int8 weight ``q [N, K]`` with ``scales`` ``[N]`` (per channel)
-    or ``[N, K / G]`` (groups of G, e.g. GGUF Q8_0), without dequantising the weight:
-    ``[..., N]`` in the dtype of ``x``."""
+    or ``[N, K / G]`` (groups of G, a multiple of 32, e.g. GGUF Q8_0), without dequantising
+    the weight: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are rounded to int16
+    per 32 values and multiplied as integers; more rows run a GEMM."""
     return _ops.int8_linear(x, q, scales, bias)
 
 
@@ -152,7 +154,9 @@ def _int8_linear_fake(x, q, scales, bias=None):
 def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
                 groupsize: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the packed int4 weight (see ``quantize_int4_grouped``), fused
-    dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``."""
+    dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are
+    rounded to int16 per 32 values and multiplied as integers (error at most
+    ``sum |q * scale| * step / 2``); more rows run a GEMM on the dequantised weight."""
     return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)
 
 
