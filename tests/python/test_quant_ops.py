@@ -6,9 +6,9 @@ opcheck, compile, bad input."""
 import pytest
 import torch
 from reference.quant import (activation_error_bound, dequantize_int4_ref, dequantize_int8_ref,
-                             int4_gemv_weight_ref, int4_linear_ref, int8_linear_ref, quantize_int4_grouped_ref,
-                             quantize_int8_per_channel_ref, scales_and_zeros_ref,
-                             unpack_int4_ref)
+                             int4_gemv_weight_ref, int4_linear_ref, int8_linear_ref,
+                             quantize_int4_grouped_ref, quantize_int8_per_channel_ref,
+                             scales_and_zeros_ref, unpack_int4_ref)
 
 from fastdecode import ops
 

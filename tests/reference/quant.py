@@ -100,7 +100,8 @@ def dequantize_int8_ref(q, scales):
 
 def quantize_activations_ref(x: torch.Tensor):
     """x [M, K] -> (x_hat [M, K] double = xq * s, s per column [M, K]) with, per block of 32
-    columns (the last one short), s = max|x| / 32767 and xq = round(x * (32767 / max|x|)) in fp32."""
+    columns (the last one short), s = max|x| / 32767 and xq = round(x * (32767 / max|x|)),
+    both in fp32."""
     x = x.float()
     m, k = x.shape
     k_pad = (k + 31) // 32 * 32
