@@ -69,7 +69,9 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 // ~150 of these calls, each allocation costs about half a microsecond).
 struct GemvActivations {
   at::Tensor rows;       // a converted or padded copy of x, when one was needed
-  at::Tensor workspace;  // q int16 [M, K_q] | scale fp32 [M, K_q / 32] | xsum fp32 [M, K_x / G]
+  // q int16 [M, K_q] | scale fp32 [M, K_q / 32] | int4: xsum fp32 [M, K_x / G], hi and lo
+  // int8 [M, K_q] each
+  at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
 };
@@ -90,8 +92,10 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   }
   const int64_t q_bytes = aligned64(M * K_q * 2);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
-  const int64_t sum_bytes = G > 0 ? M * (K_x / G) * 4 : 0;
-  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes}, x.options().dtype(at::kByte));
+  const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 4) : 0;
+  const int64_t split_bytes = G > 0 ? 2 * M * K_q : 0;  // int4: q as high and low bytes
+  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + split_bytes},
+                          x.options().dtype(at::kByte));
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
   auto* q = reinterpret_cast<int16_t*>(base);
   auto* scale = reinterpret_cast<float*>(base + q_bytes);
@@ -102,6 +106,12 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
     a.xsum = xsum;
   }
   a.view = {q, scale, M, K_q};
+  if (G > 0) {
+    auto* hi = reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes);
+    kernels::split_activations(a.view, hi, hi + M * K_q);
+    a.view.hi = hi;
+    a.view.lo = hi + M * K_q;
+  }
   return a;
 }
 

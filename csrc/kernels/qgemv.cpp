@@ -18,14 +18,21 @@ void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, i
       int16_t* qb = q + m * K_pad + k0;
       float amax = 0.0f;
       for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(x[m * K + k]));
-      scale[m * blocks + b] = amax / 32767.0f;
-      const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+      scale[m * blocks + b] = amax / kActMax;
+      const float inv = amax > 0.0f ? kActMax / amax : 0.0f;
       for (int64_t k = k0; k < k1; ++k) {
-        // |x * inv| <= 32767 up to one rounding, which nearbyint brings back to 32767
+        // |x * inv| <= 16383 up to one rounding, which nearbyint brings back to 16383
         qb[k - k0] = static_cast<int16_t>(std::nearbyint(x[m * K + k] * inv));
       }
       for (int64_t k = k1; k < k0 + kActBlock; ++k) qb[k - k0] = 0;
     }
+  }
+}
+
+void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {
+  for (int64_t i = 0; i < a.M * a.K; ++i) {
+    hi[i] = static_cast<int8_t>(a.q[i] >> 7);  // arithmetic shift: floor(q / 128)
+    lo[i] = static_cast<int8_t>(a.q[i] & 127);
   }
 }
 
@@ -129,7 +136,7 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
                const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy) {
 #if FASTDECODE_X86_CLONES
-  if (qgemv_vnni_available()) {
+  if (qgemv_vnni_available() && a.hi != nullptr) {
     return int4_gemv_vnni(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
 #endif

@@ -1,15 +1,18 @@
 // Torch-free weight-only quantized GEMV / skinny GEMM: y[m, n] = sum_k x[m, k] * w[n, k] with
 // w read from int8 or packed int4 bytes; no dequantised copy of the weight.
 //
-// The activations are quantized first, per block of 32 values, to int16 with one fp32
-// scale: x ~ xq * s, s = max|x_block| / 32767, xq = round_half_even(x * (32767 / max|x_block|)).
-// The weight-activation products are then exact integer dot products (AVX-512 VNNI's
-// vpdpwssd / AVX-512 BW's vpmaddwd: 32 multiply-adds per instruction), scaled once per block:
+// The activations are quantized first, per block of 32 values, to 15-bit integers (int16
+// storage) with one fp32 scale: x ~ xq * s, s = max|x_block| / 16383,
+// xq = round_half_even(x * (16383 / max|x_block|)). 15 bits split exactly into two bytes,
+// xq = 128 * hi + lo with hi in [-128, 127] and lo in [0, 127], which AVX-512 VNNI's
+// vpdpbusd (64 unsigned-by-signed byte products per instruction) takes against the unsigned
+// int4 nibbles; int8 weights use vpmaddwd on the 16-bit values. The weight-activation
+// products are exact integer dot products, scaled once per block:
 //   int8: y = sum_b s_b * sw_g(b) * (q_b . xq_b)                 (sw per channel or group)
 //   int4: y = sum_g scale_g * sum_{b in g} s_b * (q_b . xq_b) + (zero_g - 8 scale_g) * sum(x_g)
 // The int4 zero point enters through the exact fp32 sum of x over the group. The error
-// against the fp32 product is bounded by sum_k |w[n, k]| * s_b(k) / 2, about 1.5e-5 of the
-// block's largest activation per term (tests check the bound).
+// against the fp32 product is bounded by sum_k |w[n, k]| * s_b(k) / 2, 3e-5 of the block's
+// largest activation per term (tests check the bound).
 //
 // A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them
 // and the portable ones otherwise; both compute the same integer dot products.
@@ -22,19 +25,27 @@
 namespace fastdecode::kernels {
 
 constexpr int64_t kActBlock = 32;
+constexpr float kActMax = 16383.0f;  // 2^14 - 1: 15-bit values
 
-// x quantized per 32-value block. q: [M, K] int16, scale: [M, K / 32]; K is a multiple of 32
-// (columns past the real in-features are zero).
+// x quantized per 32-value block. q: [M, K] int16 in [-16383, 16383], scale: [M, K / 32];
+// K is a multiple of 32 (columns past the real in-features are zero). The int4 VNNI kernel
+// also reads q split into bytes, hi = q >> 7 and lo = q & 127 ([M, K] each; null when the
+// caller did not split).
 struct QuantizedActivations {
   const int16_t* q;
   const float* scale;
   int64_t M, K;
+  const int8_t* hi = nullptr;
+  const int8_t* lo = nullptr;
 };
 
 // x: [M, K] fp32 (row stride K) -> q: [M, K_pad], scale: [M, K_pad / 32] (K_pad >= K, a
 // multiple of 32; columns K..K_pad are zero). An all-zero block gets scale 0.
 void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
                           float* scale);
+
+// hi, lo: [a.M, a.K] each, filled from a.q.
+void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo);
 
 // xsum[m, g] = sum of x[m, g*G : (g+1)*G] (x: [M, K], K a multiple of G), summed in double.
 void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum);

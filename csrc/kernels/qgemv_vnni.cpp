@@ -1,6 +1,6 @@
 // AVX-512 kernels for the quantized GEMVs (x86-64 only; qgemv.cpp calls them where the CPU
-// has avx512_vnni). Both multiply 16-bit weights by the 16-bit activations in pairs:
-// vpdpwssd / vpmaddwd add the two products of each pair of 16-bit lanes into one int32 lane.
+// has avx512_vnni). int4: vpdpbusd adds four unsigned-by-signed byte products into each of
+// 16 int32 lanes; int8: vpmaddwd adds two 16-bit products into each lane.
 #include "kernels/qgemv.h"
 
 #if FASTDECODE_X86_CLONES
@@ -23,8 +23,8 @@ namespace {
 
 constexpr int64_t kPrefetchBytes = 2048;
 
-// Activations k and k + 1 of a row as one 32-bit word in all 16 lanes.
-FASTDECODE_VNNI inline __m512i broadcast_pair(const int16_t* p) {
+// Four activation bytes (columns k..k+3) in all 16 lanes.
+FASTDECODE_VNNI inline __m512i broadcast_quad(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof(v));
   return _mm512_set1_epi32(v);
@@ -32,30 +32,25 @@ FASTDECODE_VNNI inline __m512i broadcast_pair(const int16_t* p) {
 
 // int4, tiled layout: the 16 int32 lanes are the 16 rows of a tile, so nothing is summed
 // across lanes. A 64-byte load holds, per row, bytes b0..b3 = columns 4j..4j+3 (low nibbles)
-// and 16+4j..16+4j+3 (high nibbles) of a 32-column block; two byte shuffles spread them to
-// 16-bit lanes, (b0, b1) and (b2, b3), whose low and high nibbles pair with the activation
-// pairs (4j, 4j+1), (4j+2, 4j+3), (16+4j, 17+4j), (18+4j, 19+4j). MB activation rows share
-// each weight load.
+// and 16+4j..16+4j+3 (high nibbles) of a 32-column block: masked, the nibbles are unsigned
+// bytes that vpdpbusd multiplies with four activation bytes at once, once with the high
+// bytes of the 15-bit activations and once with the low ones (q = 128 hi + lo). MB
+// activation rows share each weight load.
 template <int MB>
 FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const float* xsum,
                                const int32_t* wt, const float* st, int64_t r, int64_t G,
                                float* y, int64_t ldy, bool prefetch) {
   const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
-  const __m512i nibble = _mm512_set1_epi16(0x0f);
-  // per 32-bit lane: bytes (b0, 0, b1, 0) and (b2, 0, b3, 0); -1 selects a zero byte; the
-  // indices count within each 128-bit lane
-  const __m512i spread01 = _mm512_broadcast_i32x4(
-      _mm_setr_epi8(0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1));
-  const __m512i spread23 = _mm512_broadcast_i32x4(
-      _mm_setr_epi8(2, -1, 3, -1, 6, -1, 7, -1, 10, -1, 11, -1, 14, -1, 15, -1));
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
   __m512 acc[MB];
   for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512 gacc[MB];
     for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
     for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
-      // four independent chains per row of four vpdpwssd each
+      // per row: high-byte and low-byte products, of low and high nibbles: four chains of
+      // four vpdpbusd
       __m512i dot[MB][4];
       for (int m = 0; m < MB; ++m) {
         for (int c = 0; c < 4; ++c) dot[m][c] = _mm512_setzero_si512();
@@ -66,23 +61,19 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
       }
       for (int j = 0; j < 4; ++j) {
         const __m512i w = _mm512_maskz_loadu_epi32(rows, wt + (b * 4 + j) * r);
-        const __m512i w01 = _mm512_shuffle_epi8(w, spread01);
-        const __m512i w23 = _mm512_shuffle_epi8(w, spread23);
-        const __m512i lo01 = _mm512_and_si512(w01, nibble);
-        const __m512i lo23 = _mm512_and_si512(w23, nibble);
-        const __m512i hi01 = _mm512_srli_epi16(w01, 4);  // bytes < 256: no mask needed
-        const __m512i hi23 = _mm512_srli_epi16(w23, 4);
+        const __m512i lo = _mm512_and_si512(w, nibble);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble);
         for (int m = 0; m < MB; ++m) {
-          const int16_t* xb = a.q + (m0 + m) * K + b * kActBlock + 4 * j;
-          dot[m][0] = _mm512_dpwssd_epi32(dot[m][0], lo01, broadcast_pair(xb));
-          dot[m][1] = _mm512_dpwssd_epi32(dot[m][1], lo23, broadcast_pair(xb + 2));
-          dot[m][2] = _mm512_dpwssd_epi32(dot[m][2], hi01, broadcast_pair(xb + 16));
-          dot[m][3] = _mm512_dpwssd_epi32(dot[m][3], hi23, broadcast_pair(xb + 18));
+          const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
+          dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.hi + k));
+          dot[m][1] = _mm512_dpbusd_epi32(dot[m][1], hi, broadcast_quad(a.hi + k + 16));
+          dot[m][2] = _mm512_dpbusd_epi32(dot[m][2], lo, broadcast_quad(a.lo + k));
+          dot[m][3] = _mm512_dpbusd_epi32(dot[m][3], hi, broadcast_quad(a.lo + k + 16));
         }
       }
       for (int m = 0; m < MB; ++m) {
-        const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(dot[m][0], dot[m][1]),
-                                             _mm512_add_epi32(dot[m][2], dot[m][3]));
+        const __m512i high = _mm512_slli_epi32(_mm512_add_epi32(dot[m][0], dot[m][1]), 7);
+        const __m512i sum = _mm512_add_epi32(high, _mm512_add_epi32(dot[m][2], dot[m][3]));
         const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
         gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
       }

@@ -141,8 +141,8 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the int8 weight ``q [N, K]`` with ``scales`` ``[N]`` (per channel)
     or ``[N, K / G]`` (groups of G, a multiple of 32, e.g. GGUF Q8_0), without dequantising
-    the weight: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are rounded to int16
-    per 32 values and multiplied as integers; more rows run a GEMM."""
+    the weight: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are rounded to 15-bit
+    integers per 32 values and multiplied as integers; more rows run a GEMM."""
     return _ops.int8_linear(x, q, scales, bias)
 
 
@@ -155,7 +155,7 @@ def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.T
                 groupsize: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the packed int4 weight (see ``quantize_int4_grouped``), fused
     dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are
-    rounded to int16 per 32 values and multiplied as integers (error at most
+    rounded to 15-bit integers per 32 values and multiplied as integers (error at most
     ``sum |q * scale| * step / 2``); more rows run a GEMM on the dequantised weight."""
     return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)
 

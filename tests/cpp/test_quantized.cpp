@@ -53,7 +53,8 @@ TEST_CASE("int4 quantizer packs GGML nibble order and bounds the error", "[quant
 }
 
 // Row-major int4 values of a tiled weight, and the reference sums of the GEMV path:
-// activations rounded to int16 per 32-block, exact integer dot products, fp32 scales.
+// activations rounded to 15-bit integers per 32-block, exact integer dot products, fp32
+// scales.
 namespace {
 struct Int4Weight {
   std::vector<uint8_t> packed;
@@ -130,7 +131,7 @@ TEST_CASE("quantize_activations rounds per 32-block within half a step", "[qgemv
         REQUIRE(q[m * K_pad + k] == 0);
         continue;
       }
-      REQUIRE(std::abs(q[m * K_pad + k]) <= 32767);
+      REQUIRE(std::abs(q[m * K_pad + k]) <= 16383);
       REQUIRE(std::fabs(q[m * K_pad + k] * s - x[m * K + k]) <= 0.5f * s * 1.0001f + 1e-30f);
     }
   }
@@ -147,7 +148,12 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         std::vector<float> xscale(M * K / 32), xsum(M * (K / G));
         quantize_activations(x.data(), M, K, K, xq.data(), xscale.data());
         group_sums(x.data(), M, K, G, xsum.data());
-        const QuantizedActivations a{xq.data(), xscale.data(), M, K};
+        std::vector<int8_t> hi(M * K), lo(M * K);
+        QuantizedActivations a{xq.data(), xscale.data(), M, K};
+        split_activations(a, hi.data(), lo.data());
+        for (int64_t i = 0; i < M * K; ++i) REQUIRE(128 * hi[i] + lo[i] == xq[i]);
+        a.hi = hi.data();
+        a.lo = lo.data();
 
         std::vector<int8_t> q(N * K);
         std::vector<float> scales(N * (K / G)), y8(M * N), y8p(M * N);

@@ -2,7 +2,7 @@
 ``dynamically_quantize_per_channel`` (int8) and ``get_group_qparams`` +
 ``group_quantize_tensor_from_qparams`` (int4), with fp32 parameters where gpt-fast rounds
 them to bf16, our packed nibble layout in 16-row tiles (docs/formats.md), and the GEMV
-path's arithmetic: activations quantized per block of 32 to int16."""
+path's arithmetic: activations quantized per block of 32 to 15-bit integers."""
 import torch
 
 TILE = 16
@@ -100,16 +100,16 @@ def dequantize_int8_ref(q, scales):
 
 def quantize_activations_ref(x: torch.Tensor):
     """x [M, K] -> (x_hat [M, K] double = xq * s, s per column [M, K]) with, per block of 32
-    columns (the last one short), s = max|x| / 32767 and xq = round(x * (32767 / max|x|)),
+    columns (the last one short), s = max|x| / 16383 and xq = round(x * (16383 / max|x|)),
     both in fp32."""
     x = x.float()
     m, k = x.shape
     k_pad = (k + 31) // 32 * 32
     blocks = torch.nn.functional.pad(x, (0, k_pad - k)).reshape(m, -1, 32)
     amax = blocks.abs().amax(dim=2, keepdim=True)
-    inv = torch.where(amax > 0, 32767.0 / amax, torch.zeros_like(amax))
+    inv = torch.where(amax > 0, 16383.0 / amax, torch.zeros_like(amax))
     xq = torch.round(blocks * inv)
-    scale = (amax / 32767.0).expand_as(blocks)
+    scale = (amax / 16383.0).expand_as(blocks)
     x_hat = (xq.double() * scale.double()).reshape(m, k_pad)[:, :k]
     return x_hat, scale.reshape(m, k_pad)[:, :k].double()
 
