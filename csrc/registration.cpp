@@ -53,4 +53,13 @@ TORCH_LIBRARY(fastdecode, m) {
   m.def(
       "decode_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor input_pos, "
       "Tensor rope, int n_head, int n_kv_head) -> Tensor");
+  // One pre-norm decoder layer at one decode position, fp32 activations x [B, 1, E]:
+  // h = x + wo(attention(wqkv(rms_norm(x)))), out = h + w2(silu(w1(n)) * w3(n)) with
+  // n = rms_norm(h) (attention as decode_attention, which writes the caches). The five
+  // linears' tensors follow one another in `weights`, kinds[i] = 0 (fp32: weight), 1 (int8:
+  // q, scales) or 2 (int4: packed, scales_and_zeros, groupsizes[i]); no biases.
+  m.def(
+      "decode_layer(Tensor x, Tensor attention_norm, Tensor ffn_norm, float eps, "
+      "Tensor[] weights, int[] kinds, int[] groupsizes, Tensor(a!) k_cache, "
+      "Tensor(b!) v_cache, Tensor input_pos, Tensor rope, int n_head, int n_kv_head) -> Tensor");
 }

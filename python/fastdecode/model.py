@@ -60,6 +60,13 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.linear(x, self.weight, self.bias)
 
+    def decode_layer_args(self):
+        """``([weight], kind 0, groupsize 0)`` for ``ops.decode_layer``; None when this
+        linear cannot join it (a bias, or not fp32)."""
+        if self.bias is not None or self.weight.dtype != torch.float32:
+            return None
+        return [self.weight], 0, 0
+
 
 class KVCache(nn.Module):
     """Static cache ``[B, Hkv, L, D]`` for keys and values, written in place."""
@@ -176,8 +183,33 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
+        if rope_table is not None:  # one decode position, fp32 on the CPU
+            args = self.decode_layer_args()
+            if args is not None:  # the whole layer in one C++ op
+                att = self.attention
+                return ops.decode_layer(x, self.attention_norm.weight, self.ffn_norm.weight,
+                                        self.attention_norm.eps, *args, att.kv_cache.k_cache,
+                                        att.kv_cache.v_cache, input_pos, rope_table,
+                                        att.n_head, att.n_local_heads)
         h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos, rope_table)
         return h + self.feed_forward(self.ffn_norm(h))
+
+    def decode_layer_args(self):
+        """``(weights, kinds, groupsizes)`` of the five linears for ``ops.decode_layer``, or
+        None when one of them cannot join (see ``decode_layer_args`` of the linears)."""
+        if self.attention_norm.eps != self.ffn_norm.eps:
+            return None
+        weights, kinds, groupsizes = [], [], []
+        for mod in (self.attention.wqkv, self.attention.wo, self.feed_forward.w1,
+                    self.feed_forward.w3, self.feed_forward.w2):
+            get = getattr(mod, "decode_layer_args", None)
+            args = get() if get is not None else None
+            if args is None:
+                return None
+            weights += args[0]
+            kinds.append(args[1])
+            groupsizes.append(args[2])
+        return weights, kinds, groupsizes
 
 
 class Transformer(nn.Module):
@@ -195,9 +227,9 @@ class Transformer(nn.Module):
         self.freqs_cis: Optional[torch.Tensor] = None
         self.rope_table: Optional[torch.Tensor] = None
         self.causal_mask: Optional[torch.Tensor] = None
-        # Decode steps (one new position) run attention as one fused C++ op
-        # (ops.decode_attention) when activations and caches are fp32 on the CPU; False
-        # forces the composite path (the tests compare the two).
+        # Decode steps (one new position) run each layer as one C++ op (ops.decode_layer,
+        # attention through ops.decode_attention) when activations and caches are fp32 on
+        # the CPU; False forces the composite path (the tests compare the two).
         self.fused_decode = True
 
     def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:

@@ -5,7 +5,7 @@ The fake kernels give output shapes and dtypes without computing anything, which
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 
@@ -14,6 +14,7 @@ from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 __all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear",
            "quantize_int8_per_channel",
            "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
+           "decode_layer",
            "speculative_accept"]
 
 _ops = torch.ops.fastdecode
@@ -222,3 +223,25 @@ def _speculative_accept_fake(draft_tokens, draft_probs, target_probs, generator=
     bsz, k = draft_tokens.shape
     return (draft_tokens.new_empty((bsz, k + 1), dtype=torch.int64),
             draft_tokens.new_empty((bsz,), dtype=torch.int64))
+
+
+def decode_layer(x: torch.Tensor, attention_norm: torch.Tensor, ffn_norm: torch.Tensor,
+                 eps: float, weights: List[torch.Tensor], kinds: List[int],
+                 groupsizes: List[int], k_cache: torch.Tensor, v_cache: torch.Tensor,
+                 input_pos: torch.Tensor, rope: torch.Tensor, n_head: int,
+                 n_kv_head: int) -> torch.Tensor:
+    """One pre-norm decoder layer at one decode position: ``x [B, 1, E]`` fp32 ->
+    ``h + w2(silu(w1(n)) * w3(n))`` with ``h = x + wo(attention(wqkv(rms_norm(x))))`` and
+    ``n = rms_norm(h)``; attention as ``decode_attention`` (which writes the caches).
+    ``weights`` holds the tensors of wqkv, wo, w1, w3, w2 in that order, ``kinds[i]`` says
+    which: 0 fp32 ``[weight]``, 1 int8 ``[q, scales]``, 2 int4 ``[packed, scales_and_zeros]``
+    with ``groupsizes[i]``. Same arithmetic as the modules, without ~20 Python calls and
+    dispatcher trips per layer."""
+    return _ops.decode_layer(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes,
+                             k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
+
+
+@torch.library.register_fake("fastdecode::decode_layer")
+def _decode_layer_fake(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes, k_cache,
+                       v_cache, input_pos, rope, n_head, n_kv_head):
+    return torch.empty_like(x)

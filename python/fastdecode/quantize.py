@@ -78,6 +78,10 @@ class WeightOnlyInt8Linear(nn.Module):
         # the registered op directly: ~150 of these calls per decoded token
         return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
+    def decode_layer_args(self):
+        """``([q, scales], kind 1, 0)`` for ``ops.decode_layer``; None with a bias."""
+        return None if self.bias is not None else ([self.weight, self.scales], 1, 0)
+
     def extra_repr(self) -> str:
         g = "per channel" if self.groupsize is None else f"groupsize={self.groupsize}"
         return f"in_features={self.in_features}, out_features={self.out_features}, {g}"
@@ -110,6 +114,13 @@ class WeightOnlyInt4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.fastdecode.int4_linear(x, self.weight, self.scales_and_zeros,
                                                 self.groupsize, self.bias)
+
+    def decode_layer_args(self):
+        """``([packed, scales_and_zeros], kind 2, groupsize)`` for ``ops.decode_layer``; None
+        with a bias."""
+        if self.bias is not None:
+            return None
+        return [self.weight, self.scales_and_zeros], 2, self.groupsize
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

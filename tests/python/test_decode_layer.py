@@ -1,0 +1,137 @@
+"""fastdecode::decode_layer (one decoder layer at one decode position in one C++ op) against
+the model's module-by-module path, in fp32, int8 and int4; opcheck, compile, bad input."""
+import pytest
+import torch
+from conftest import tiny_model
+
+import fastdecode
+from fastdecode import ops
+from fastdecode.quantize import quantize_model
+
+
+def _decode(model, ids, steps, fused):
+    """Logits of `steps` greedy decode steps after a prefill of ids, and layer 0's k cache;
+    fused=False runs the same decode step module by module (decode_attention included)."""
+    for layer in model.layers:
+        if fused:
+            layer.__dict__.pop("decode_layer_args", None)
+        else:
+            layer.decode_layer_args = lambda: None  # instance attribute: hides the method
+    with torch.no_grad():
+        model.setup_caches(ids.shape[0], ids.shape[1] + steps)
+        model(ids, torch.arange(ids.shape[1]))
+        tok, logits = ids[:, -1:], []
+        for i in range(steps):
+            out = model(tok, torch.tensor([ids.shape[1] + i]))
+            logits.append(out)
+            tok = out[:, -1].argmax(-1, keepdim=True)
+    for layer in model.layers:
+        layer.__dict__.pop("decode_layer_args", None)
+    return torch.cat(logits, 1), model.layers[0].attention.kv_cache.k_cache.clone()
+
+
+def _calls_decode_layer(model, ids):
+    """Whether a decode step of `model` goes through ops.decode_layer."""
+    seen = []
+    real = ops.decode_layer
+    ops.decode_layer = lambda *a: seen.append(1) or real(*a)
+    try:
+        _decode(model, ids, 1, True)
+    finally:
+        ops.decode_layer = real
+    return bool(seen)
+
+
+@pytest.mark.parametrize("mode", [None, "int8", "int4"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_decode_layer_equals_module_path(mode, batch):
+    model = tiny_model(seed=3, n_local_heads=2)
+    if mode is not None:
+        quantize_model(model, mode, 32)
+    ids = torch.randint(0, 101, (batch, 5))
+    assert _calls_decode_layer(model, ids)
+    fused, k_fused = _decode(model, ids, 6, True)
+    composite, k_comp = _decode(model, ids, 6, False)
+    # quantized: the GEMV rounds its activations to 15 bits, so a last-bit difference
+    # between ATen's silu and ours can move a product by one rounding step (3e-5 of the
+    # block's largest activation), and such steps add up over layers
+    scale = composite.abs().max().item()
+    tol = 1e-5 if mode is None else 1e-3
+    torch.testing.assert_close(fused, composite, rtol=0, atol=tol * scale)
+    torch.testing.assert_close(k_fused, k_comp, rtol=0, atol=tol * k_comp.abs().max().item())
+
+
+@pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 3e-3)])
+def test_decode_layer_on_the_default_model(quantized, tol):
+    """fp32: equal to rounding; the GGUF's int4 blocks: within the accumulated 15-bit
+    activation rounding (measured 9e-4 of the largest logit), same greedy tokens."""
+    model, tok = fastdecode.load("default", quantized=quantized)
+    ids = torch.tensor([tok.encode("The capital of France is")])
+    fused, _ = _decode(model, ids, 6, True)
+    composite, _ = _decode(model, ids, 6, False)
+    scale = composite.abs().max().item()
+    torch.testing.assert_close(fused, composite, rtol=0, atol=tol * scale)
+    assert torch.equal(fused.argmax(-1), composite.argmax(-1))
+
+
+def test_a_linear_with_bias_keeps_the_module_path():
+    model = tiny_model(seed=4)
+    layer = model.layers[0]
+    wo = layer.attention.wo
+    biased = fastdecode.model.Linear(wo.in_features, wo.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(wo.weight)
+        biased.bias.normal_()
+    layer.attention.wo = biased
+    assert layer.decode_layer_args() is None
+    assert model.layers[1].decode_layer_args() is not None
+    ids = torch.randint(0, 101, (1, 4))
+    fused, _ = _decode(model, ids, 3, True)
+    composite, _ = _decode(model, ids, 3, False)
+    torch.testing.assert_close(fused, composite, rtol=1e-4, atol=1e-5)
+
+
+def _layer_args(mode=None):
+    model = tiny_model(seed=5, n_local_heads=2)
+    if mode is not None:
+        quantize_model(model, mode, 32)
+    model.setup_caches(2, 8)
+    layer = model.layers[0]
+    att = layer.attention
+    weights, kinds, groupsizes = layer.decode_layer_args()
+    x = torch.randn(2, 1, model.config.dim)
+    return (x, layer.attention_norm.weight.detach(), layer.ffn_norm.weight.detach(),
+            layer.attention_norm.eps, [w.detach() for w in weights], kinds, groupsizes,
+            att.kv_cache.k_cache, att.kv_cache.v_cache, torch.tensor([3]), model.rope_table,
+            att.n_head, att.n_local_heads)
+
+
+@pytest.mark.parametrize("mode", [None, "int4"])
+def test_opcheck_decode_layer(mode):
+    torch.library.opcheck(torch.ops.fastdecode.decode_layer.default, _layer_args(mode))
+
+
+def test_compile_fullgraph_around_decode_layer():
+    args = _layer_args("int8")
+
+    def f(x):
+        return torch.tanh(ops.decode_layer(x, *args[1:])) * 2
+
+    x = args[0]
+    want = f(x)
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda a: a[:5] + (a[5][:4],) + a[6:], "kinds and groupsizes must have 5 entries"),
+    (lambda a: a[:5] + ([0, 0, 3, 0, 0],) + a[6:], r"kinds\[2\] \(w1\) must be 0"),
+    (lambda a: a[:4] + (a[4][:-1],) + a[5:], "too few"),
+    (lambda a: a[:4] + (a[4] + a[4][:1],) + a[5:], "take 5"),
+    (lambda a: a[:5] + ([0, 0, 1, 0, 0],) + a[6:], "too few|take|int8"),
+    (lambda a: (a[0].double(),) + a[1:], "x must be a float32 CPU tensor"),
+    (lambda a: (a[0][:, :, :-1],) + a[1:], "weight must have shape"),
+])
+def test_bad_input_is_a_clear_error(change, match):
+    with pytest.raises(RuntimeError, match=match):
+        ops.decode_layer(*change(_layer_args()))
