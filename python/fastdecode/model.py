@@ -62,10 +62,13 @@ class Linear(nn.Linear):
 
     def decode_layer_args(self):
         """``([weight], kind 0, groupsize 0)`` for ``ops.decode_layer``; None when this
-        linear cannot join it (a bias, or not fp32)."""
-        if self.bias is not None or self.weight.dtype != torch.float32:
+        linear cannot join it (a bias, or not fp32). Read through the module's dicts: every
+        ``nn.Module.__getattr__`` costs about a microsecond, and a step makes ~200 of these."""
+        params = self._parameters
+        weight = params["weight"]
+        if params.get("bias") is not None or weight.dtype != torch.float32:
             return None
-        return [self.weight], 0, 0
+        return [weight], 0, 0
 
 
 class KVCache(nn.Module):
@@ -186,22 +189,26 @@ class TransformerBlock(nn.Module):
         if rope_table is not None:  # one decode position, fp32 on the CPU
             args = self.decode_layer_args()
             if args is not None:  # the whole layer in one C++ op
-                att = self.attention
-                return ops.decode_layer(x, self.attention_norm.weight, self.ffn_norm.weight,
-                                        self.attention_norm.eps, *args, att.kv_cache.k_cache,
-                                        att.kv_cache.v_cache, input_pos, rope_table,
-                                        att.n_head, att.n_local_heads)
+                mods = self._modules  # dict reads: see Linear.decode_layer_args
+                att = mods["attention"]
+                cache = att._modules["kv_cache"]._buffers
+                return ops.decode_layer(x, mods["attention_norm"]._parameters["weight"],
+                                        mods["ffn_norm"]._parameters["weight"],
+                                        mods["attention_norm"].eps, *args, cache["k_cache"],
+                                        cache["v_cache"], input_pos, rope_table, att.n_head,
+                                        att.n_local_heads)
         h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos, rope_table)
         return h + self.feed_forward(self.ffn_norm(h))
 
     def decode_layer_args(self):
         """``(weights, kinds, groupsizes)`` of the five linears for ``ops.decode_layer``, or
         None when one of them cannot join (see ``decode_layer_args`` of the linears)."""
-        if self.attention_norm.eps != self.ffn_norm.eps:
+        mods = self._modules
+        if mods["attention_norm"].eps != mods["ffn_norm"].eps:
             return None
+        att, ffn = mods["attention"]._modules, mods["feed_forward"]._modules
         weights, kinds, groupsizes = [], [], []
-        for mod in (self.attention.wqkv, self.attention.wo, self.feed_forward.w1,
-                    self.feed_forward.w3, self.feed_forward.w2):
+        for mod in (att["wqkv"], att["wo"], ffn["w1"], ffn["w3"], ffn["w2"]):
             get = getattr(mod, "decode_layer_args", None)
             args = get() if get is not None else None
             if args is None:

@@ -79,8 +79,12 @@ class WeightOnlyInt8Linear(nn.Module):
         return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
     def decode_layer_args(self):
-        """``([q, scales], kind 1, 0)`` for ``ops.decode_layer``; None with a bias."""
-        return None if self.bias is not None else ([self.weight, self.scales], 1, 0)
+        """``([q, scales], kind 1, 0)`` for ``ops.decode_layer``; None with a bias (read
+        through the module's dicts, see ``model.Linear.decode_layer_args``)."""
+        if self._parameters.get("bias") is not None:
+            return None
+        buffers = self._buffers
+        return [buffers["weight"], buffers["scales"]], 1, 0
 
     def extra_repr(self) -> str:
         g = "per channel" if self.groupsize is None else f"groupsize={self.groupsize}"
@@ -118,9 +122,10 @@ class WeightOnlyInt4Linear(nn.Module):
     def decode_layer_args(self):
         """``([packed, scales_and_zeros], kind 2, groupsize)`` for ``ops.decode_layer``; None
         with a bias."""
-        if self.bias is not None:
+        if self._parameters.get("bias") is not None:
             return None
-        return [self.weight, self.scales_and_zeros], 2, self.groupsize
+        buffers = self._buffers
+        return [buffers["weight"], buffers["scales_and_zeros"]], 2, self.groupsize
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
