@@ -4,11 +4,18 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/decode_attention.h"
 
 namespace fastdecode::cpu {
+namespace {
+
+// Multiply-adds below which a batch of (row, head) tasks is not split across threads.
+constexpr int64_t kMinWorkPerTask = 1 << 16;
+
+}  // namespace
 
 at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                             const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
@@ -64,7 +71,12 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
     kernels::write_rotated_kv(xp + b * row_qkv, rp + row_pos[b] * D, row_pos[b], shape,
                               kp + b * row_cache, vp + b * row_cache);
   }
-  at::parallel_for(0, B * n_head, 1, [&](int64_t begin, int64_t end) {
+  // (row, head) tasks cost ~2 (pos + 1) D multiply-adds each: early in a sequence a whole
+  // step is a few thousand, less than waking the thread pool costs, so it runs on one thread
+  int64_t max_pos = 0;
+  for (int64_t p : row_pos) max_pos = std::max(max_pos, p);
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerTask / (2 * (max_pos + 1) * D));
+  at::parallel_for(0, B * n_head, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(L);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / n_head, h = i % n_head;
