@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <tuple>
 #include <vector>
 
 #include "cpu/ops.h"
@@ -57,6 +58,19 @@ at::Tensor apply(const LinearArgs& l, const at::Tensor& x) {
   }
 }
 
+// gate and up: one pass when both are int8 or both int4.
+std::tuple<at::Tensor, at::Tensor> apply_pair(const LinearArgs& a, const LinearArgs& b,
+                                              const at::Tensor& x) {
+  if (a.kind == kInt8 && b.kind == kInt8) {
+    return cpu::int8_linear_pair(x, *a.t[0], *a.t[1], *b.t[0], *b.t[1]);
+  }
+  if (a.kind == kInt4 && b.kind == kInt4) {
+    return cpu::int4_linear_pair(x, *a.t[0], *a.t[1], a.groupsize, *b.t[0], *b.t[1],
+                                 b.groupsize);
+  }
+  return {apply(a, x), apply(b, x)};
+}
+
 }  // namespace
 
 at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
@@ -83,8 +97,8 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
   kernels::add_rows(xc.data_ptr<float>(), attn.data_ptr<float>(), n, h.data_ptr<float>());
 
   const at::Tensor normed = rms_norm(h, ffn_norm, eps);
-  at::Tensor gate = apply(l[2], normed);
-  const at::Tensor up = apply(l[3], normed);
+  at::Tensor gate, up;
+  std::tie(gate, up) = apply_pair(l[2], l[3], normed);
   TORCH_CHECK(gate.sizes() == up.sizes(), op, ": w1 and w3 must have the same out-features, got ",
               gate.sizes(), " and ", up.sizes());
   kernels::silu_mul(gate.data_ptr<float>(), up.data_ptr<float>(), gate.numel(),

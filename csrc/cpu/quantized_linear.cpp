@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
@@ -127,6 +128,112 @@ at::Tensor finish_gemv(at::Tensor y, const at::Tensor& x, const std::optional<at
   return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
 }
 
+// fn(j, begin, end) over the ranges [0, counts[j]) of several weights in one parallel
+// region: a decoder layer's gate and up projections share their input, their activation
+// quantization and one fork-join.
+template <typename Fn>
+void parallel_over_weights(const std::vector<int64_t>& counts, int64_t grain, const Fn& fn) {
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
+    int64_t base = 0;
+    for (size_t j = 0; j < counts.size(); ++j) {
+      const int64_t lo = std::max(begin, base), hi = std::min(end, base + counts[j]);
+      if (lo < hi) fn(j, lo - base, hi - base);
+      base += counts[j];
+    }
+  });
+}
+
+// The checked arguments of one int8 / int4 linear.
+struct Int8Weight {
+  at::Tensor q, scales;
+  int64_t N, K, G;
+};
+struct Int4Weight {
+  at::Tensor packed, sz;
+  int64_t N, K_pad, G;
+};
+
+Int8Weight check_int8(const char* op, const at::Tensor& x, const at::Tensor& q,
+                      const at::Tensor& scales) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar, op,
+              ": q must be int8 [N, K], got ", q.scalar_type(), " ", q.sizes());
+  const int64_t N = q.size(0), K = q.size(1);
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.size(0) == N &&
+                  (scales.dim() == 1 || (scales.dim() == 2 && scales.size(1) > 0 &&
+                                         K % scales.size(1) == 0)),
+              op, ": scales must be float32 [N] (per channel) or [N, K / G] (groups of G), "
+              "with N = ", N, " and K = ", K, "; got ", scales.scalar_type(), " ", scales.sizes());
+  check_x(op, x, K);
+  const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
+  TORCH_CHECK(G == K || G % 32 == 0, op, ": grouped scales need a group size that is a "
+              "multiple of 32, got ", G, " (K = ", K, ", ", scales.size(1), " groups)");
+  return {q.contiguous(), scales.contiguous(), N, K, G};
+}
+
+Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& packed,
+                      const at::Tensor& sz, int64_t groupsize) {
+  TORCH_CHECK(allowed_groupsize(groupsize), op,
+              ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+  TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte, op,
+              ": packed must be uint8 [N, K_pad / 2], got ", packed.scalar_type(), " ",
+              packed.sizes());
+  const int64_t N = packed.size(0), K_pad = packed.size(1) * 2;
+  TORCH_CHECK(K_pad % groupsize == 0, op, ": packed holds ", K_pad,
+              " columns, not a multiple of groupsize ", groupsize);
+  TORCH_CHECK(sz.scalar_type() == at::kFloat && sz.dim() == 3 && sz.size(0) == N &&
+                  sz.size(1) == K_pad / groupsize && sz.size(2) == 2,
+              op, ": scales_and_zeros must be float32 [N, K_pad / groupsize, 2] = [", N, ", ",
+              K_pad / groupsize, ", 2], got ", sz.scalar_type(), " ", sz.sizes());
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) <= K_pad && x.size(-1) > K_pad - groupsize, op,
+              ": x must have shape [..., K] with K in (", K_pad - groupsize, ", ", K_pad,
+              "] (the packed in-features, padded to the group), got ", x.sizes());
+  check_x(op, x, x.size(-1));
+  return {packed.contiguous(), sz.contiguous(), N, K_pad, groupsize};
+}
+
+// The GEMV path (up to kMaxGemvRows rows of x) of int8 weights sharing K: fp32 outputs.
+std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<Int8Weight>& ws) {
+  const int64_t K = ws[0].K;
+  const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
+  std::vector<at::Tensor> ys;
+  std::vector<int64_t> rows;
+  for (const Int8Weight& w : ws) {
+    ys.push_back(gemv_output(x, w.N));
+    rows.push_back(w.N);
+  }
+  parallel_over_weights(rows, std::max<int64_t>(1, kWeightsPerTask / K),
+                        [&](size_t j, int64_t b, int64_t e) {
+                          const Int8Weight& w = ws[j];
+                          kernels::int8_gemv(a.view, w.q.data_ptr<int8_t>(),
+                                             w.scales.data_ptr<float>(), K, w.G, b, e,
+                                             ys[j].data_ptr<float>(), w.N);
+                        });
+  return ys;
+}
+
+// The GEMV path of int4 weights sharing K_pad and the group size.
+std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<Int4Weight>& ws) {
+  const int64_t K = x.size(-1), K_pad = ws[0].K_pad, G = ws[0].G;
+  const GemvActivations a = gemv_activations(x, K, K_pad, K_pad, G);
+  std::vector<at::Tensor> ys;
+  std::vector<int64_t> tiles;
+  for (const Int4Weight& w : ws) {
+    ys.push_back(gemv_output(x, w.N));
+    tiles.push_back((w.N + kernels::kInt4TileRows - 1) / kernels::kInt4TileRows);
+  }
+  parallel_over_weights(tiles,
+                        std::max<int64_t>(1, kWeightsPerTask / (kernels::kInt4TileRows * K_pad)),
+                        [&](size_t j, int64_t b, int64_t e) {
+                          const Int4Weight& w = ws[j];
+                          kernels::int4_gemv(a.view, a.xsum, w.packed.data_ptr<uint8_t>(),
+                                             w.sz.data_ptr<float>(), w.N, G, b, e,
+                                             ys[j].data_ptr<float>(), w.N);
+                        });
+  return ys;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w) {
@@ -177,78 +284,61 @@ std::tuple<at::Tensor, at::Tensor> quantize_int4_grouped(const at::Tensor& w, in
 at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scales,
                        const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "fastdecode::int8_linear";
-  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar, op,
-              ": q must be int8 [N, K], got ", q.scalar_type(), " ", q.sizes());
-  const int64_t N = q.size(0), K = q.size(1);
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.size(0) == N &&
-                  (scales.dim() == 1 || (scales.dim() == 2 && scales.size(1) > 0 &&
-                                         K % scales.size(1) == 0)),
-              op, ": scales must be float32 [N] (per channel) or [N, K / G] (groups of G), "
-              "with N = ", N, " and K = ", K, "; got ", scales.scalar_type(), " ", scales.sizes());
-  check_x(op, x, K);
-  check_bias(op, bias, N);
-  const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
-  TORCH_CHECK(G == K || G % 32 == 0, op, ": grouped scales need a group size that is a "
-              "multiple of 32, got ", G, " (K = ", K, ", ", scales.size(1), " groups)");
+  const Int8Weight w = check_int8(op, x, q, scales);
+  check_bias(op, bias, w.N);
+  const int64_t N = w.N, K = w.K, G = w.G;
   if (x.numel() / K > kMaxGemvRows) {  // dequantise once, then GEMM
-    const at::Tensor w = (q.to(at::kFloat).view({N, K / G, G}) *
-                          scales.reshape({N, K / G, 1})).view({N, K});
-    return finish(at::matmul(activations(x, K, K), w.t()), x, bias);
+    const at::Tensor wf = (w.q.to(at::kFloat).view({N, K / G, G}) *
+                           w.scales.reshape({N, K / G, 1})).view({N, K});
+    return finish(at::matmul(activations(x, K, K), wf.t()), x, bias);
   }
-  const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
-  const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
-  at::Tensor y = gemv_output(x, N);
-  const int8_t* qp = qc.data_ptr<int8_t>();
-  const float* sp = sc.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, std::max<int64_t>(1, kWeightsPerTask / K), [&](int64_t b, int64_t e) {
-    kernels::int8_gemv(a.view, qp, sp, K, G, b, e, yp, N);
-  });
-  return finish_gemv(y, x, bias);
+  return finish_gemv(int8_gemv_many(x, {w})[0], x, bias);
 }
 
 at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed,
                        const at::Tensor& scales_and_zeros, int64_t groupsize,
                        const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "fastdecode::int4_linear";
-  TORCH_CHECK(allowed_groupsize(groupsize), op,
-              ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
-  TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte, op,
-              ": packed must be uint8 [N, K_pad / 2], got ", packed.scalar_type(), " ",
-              packed.sizes());
-  const int64_t N = packed.size(0), K_pad = packed.size(1) * 2;
-  TORCH_CHECK(K_pad % groupsize == 0, op, ": packed holds ", K_pad,
-              " columns, not a multiple of groupsize ", groupsize);
-  const at::Tensor& sz = scales_and_zeros;
-  TORCH_CHECK(sz.scalar_type() == at::kFloat && sz.dim() == 3 && sz.size(0) == N &&
-                  sz.size(1) == K_pad / groupsize && sz.size(2) == 2,
-              op, ": scales_and_zeros must be float32 [N, K_pad / groupsize, 2] = [", N, ", ",
-              K_pad / groupsize, ", 2], got ", sz.scalar_type(), " ", sz.sizes());
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) <= K_pad && x.size(-1) > K_pad - groupsize, op,
-              ": x must have shape [..., K] with K in (", K_pad - groupsize, ", ", K_pad,
-              "] (the packed in-features, padded to the group), got ", x.sizes());
+  const Int4Weight w = check_int4(op, x, packed, scales_and_zeros, groupsize);
+  check_bias(op, bias, w.N);
   const int64_t K = x.size(-1);
-  check_x(op, x, K);
-  check_bias(op, bias, N);
-  const at::Tensor pc = packed.contiguous(), szc = sz.contiguous();
   if (x.numel() / K > kMaxGemvRows) {  // dequantise once, then GEMM
-    at::Tensor w = at::empty({N, K_pad}, x.options().dtype(at::kFloat));
-    kernels::dequantize_int4(pc.data_ptr<uint8_t>(), szc.data_ptr<float>(), N, K_pad, groupsize,
-                             w.data_ptr<float>());
-    return finish(at::matmul(activations(x, K, K_pad), w.t()), x, bias);
+    at::Tensor wf = at::empty({w.N, w.K_pad}, x.options().dtype(at::kFloat));
+    kernels::dequantize_int4(w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(), w.N,
+                             w.K_pad, groupsize, wf.data_ptr<float>());
+    return finish(at::matmul(activations(x, K, w.K_pad), wf.t()), x, bias);
   }
-  const GemvActivations a = gemv_activations(x, K, K_pad, K_pad, groupsize);
-  at::Tensor y = gemv_output(x, N);
-  const uint8_t* pp = pc.data_ptr<uint8_t>();
-  const float* szp = szc.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const int64_t tiles = (N + kernels::kInt4TileRows - 1) / kernels::kInt4TileRows;
-  const int64_t tiles_per_task =
-      std::max<int64_t>(1, kWeightsPerTask / (kernels::kInt4TileRows * K_pad));
-  at::parallel_for(0, tiles, tiles_per_task, [&](int64_t b, int64_t e) {
-    kernels::int4_gemv(a.view, a.xsum, pp, szp, N, groupsize, b, e, yp, N);
-  });
-  return finish_gemv(y, x, bias);
+  return finish_gemv(int4_gemv_many(x, {w})[0], x, bias);
+}
+
+std::tuple<at::Tensor, at::Tensor> int8_linear_pair(const at::Tensor& x, const at::Tensor& q_a,
+                                                    const at::Tensor& scales_a,
+                                                    const at::Tensor& q_b,
+                                                    const at::Tensor& scales_b) {
+  constexpr const char* op = "fastdecode::int8_linear";
+  const Int8Weight a = check_int8(op, x, q_a, scales_a), b = check_int8(op, x, q_b, scales_b);
+  if (x.numel() / a.K > kMaxGemvRows || x.scalar_type() != at::kFloat) {
+    return {int8_linear(x, q_a, scales_a, std::nullopt),
+            int8_linear(x, q_b, scales_b, std::nullopt)};
+  }
+  std::vector<at::Tensor> ys = int8_gemv_many(x, {a, b});
+  return {ys[0], ys[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
+                                                    const at::Tensor& packed_a,
+                                                    const at::Tensor& sz_a, int64_t groupsize_a,
+                                                    const at::Tensor& packed_b,
+                                                    const at::Tensor& sz_b, int64_t groupsize_b) {
+  constexpr const char* op = "fastdecode::int4_linear";
+  const Int4Weight a = check_int4(op, x, packed_a, sz_a, groupsize_a);
+  const Int4Weight b = check_int4(op, x, packed_b, sz_b, groupsize_b);
+  if (x.numel() / x.size(-1) > kMaxGemvRows || x.scalar_type() != at::kFloat || a.G != b.G) {
+    return {int4_linear(x, packed_a, sz_a, groupsize_a, std::nullopt),
+            int4_linear(x, packed_b, sz_b, groupsize_b, std::nullopt)};
+  }
+  std::vector<at::Tensor> ys = int4_gemv_many(x, {a, b});
+  return {ys[0], ys[1]};
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {

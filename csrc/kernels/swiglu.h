@@ -5,7 +5,7 @@
 
 namespace fastdecode::kernels {
 
-// gate, up, out: [n] (out may alias gate or up).
+// gate, up, out: [n] (out may alias gate or up). exp to ~2 ulp (fast_exp.h).
 void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 
 // out = a + b, [n] each (out may alias a or b).

@@ -6,7 +6,7 @@ from conftest import tiny_model
 
 import fastdecode
 from fastdecode import ops
-from fastdecode.quantize import quantize_model
+from fastdecode.quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
 
 
 def _decode(model, ids, steps, fused):
@@ -59,6 +59,27 @@ def test_decode_layer_equals_module_path(mode, batch):
     tol = 1e-5 if mode is None else 1e-3
     torch.testing.assert_close(fused, composite, rtol=0, atol=tol * scale)
     torch.testing.assert_close(k_fused, k_comp, rtol=0, atol=tol * k_comp.abs().max().item())
+
+
+@pytest.mark.parametrize("w3_kind", ["int8", "int4 g64", "fp32"])
+def test_gate_and_up_of_different_kinds(w3_kind):
+    """gate and up share one pass when both are int8 or int4 with one group size; other
+    pairs run one after the other and must give the same result."""
+    model = tiny_model(seed=6, n_local_heads=2)
+    dense_w3 = {i: layer.feed_forward.w3 for i, layer in enumerate(model.layers)}
+    quantize_model(model, "int4", 32)
+    for i, layer in enumerate(model.layers):
+        if w3_kind == "int8":
+            layer.feed_forward.w3 = WeightOnlyInt8Linear.from_float(dense_w3[i], 32)
+        elif w3_kind == "int4 g64":
+            layer.feed_forward.w3 = WeightOnlyInt4Linear.from_float(dense_w3[i], 64)
+        else:
+            layer.feed_forward.w3 = dense_w3[i]
+    ids = torch.randint(0, 101, (2, 5))
+    assert _calls_decode_layer(model, ids)
+    fused, _ = _decode(model, ids, 4, True)
+    composite, _ = _decode(model, ids, 4, False)
+    torch.testing.assert_close(fused, composite, rtol=0, atol=1e-3 * composite.abs().max().item())
 
 
 @pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 3e-3)])
