@@ -8,12 +8,16 @@
     int8 head) and the GGUF's own Q4_1/Q8_0 blocks, each next to its roofline
     (measured read bandwidth / weight bytes per token) and as a ratio to fp32.
 
-    python benchmarks/bench_quant.py [--new-tokens 64] [--repeats 3]
+    python benchmarks/bench_quant.py [--new-tokens 64] [--repeats 3] [--rounds 5]
+
+The decode figures are medians over interleaved rounds (each round runs every model once),
+and the ratio to fp32 is the median of the per-round ratios, with its range.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 import torch
@@ -59,20 +63,22 @@ def bench_linears(repeats: int) -> None:
               f"{ref8 / ours8:6.1f}x {ours4 * 1e6:9.1f} {ref4 * 1e6:8.1f} {ref4 / ours4:6.1f}x")
 
 
-def decode_tps(model, ids, n, repeats):
+def decode_tps(model, ids, n):
+    """tokens/s of one greedy run of n new tokens, less the prefill (a 1-token run)."""
     def run(k):
         return fastdecode.generate(model, ids, k, temperature=0)
 
-    t_n = median_seconds(lambda: run(n), repeats=repeats)
-    t_1 = median_seconds(lambda: run(1), repeats=repeats)
+    t_n = median_seconds(lambda: run(n), repeats=1, warmup=0)
+    t_1 = median_seconds(lambda: run(1), repeats=1, warmup=0)
     return (n - 1) / (t_n - t_1)
 
 
-def bench_decode(new_tokens: int, repeats: int) -> None:
+def bench_decode(new_tokens: int, rounds: int) -> None:
     bw = read_bandwidth_gbs()
-    print(f"\n(b) decode, batch 1, greedy, {new_tokens} new tokens; read bandwidth {bw:.1f} GB/s")
+    print(f"\n(b) decode, batch 1, greedy, {new_tokens} new tokens; read bandwidth {bw:.1f} GB/s; "
+          f"median of {rounds} interleaved rounds")
     print(f"{'model':34s} {'MB/token':>9s} {'tokens/s':>9s} {'roofline':>9s} {'of roof':>8s} "
-          f"{'vs fp32':>8s}")
+          f"{'vs fp32':>8s} {'range':>12s}")
     variants = [
         ("fp32", lambda: fastdecode.load("default")[0]),
         ("int8 (groups of 32)", lambda: quantize_model(fastdecode.load("default")[0], "int8")),
@@ -82,28 +88,38 @@ def bench_decode(new_tokens: int, repeats: int) -> None:
     ]
     tok = fastdecode.load("default")[1]
     ids = torch.tensor(tok.encode("The three most important inventions of the last century are"))
-    base = None
-    for name, make in variants:
-        model = make()
+    models = [(name, make()) for name, make in variants]
+    for _, model in models:
+        decode_tps(model, ids, 8)  # warm-up
+    # rounds interleave the models, so that the shared host's drift hits them alike; the
+    # ratio to fp32 is taken within each round
+    tps = {name: [] for name, _ in models}
+    for _ in range(rounds):
+        for name, model in models:
+            tps[name].append(decode_tps(model, ids, new_tokens))
+    fp32 = tps["fp32"]
+    for name, model in models:
         nbytes = weight_bytes_per_token(model)
         if name != "fp32":  # the float embedding table is looked up, not streamed
-            nbytes -= model.tok_embeddings.weight.numel() * model.tok_embeddings.weight.element_size()
-        tps = decode_tps(model, ids, new_tokens, repeats)
-        base = base or tps
+            table = model.tok_embeddings.weight
+            nbytes -= table.numel() * table.element_size()
+        ratios = [t / f for t, f in zip(tps[name], fp32)]
+        med = statistics.median(tps[name])
         roof = bw * 1e9 / nbytes
-        print(f"{name:34s} {nbytes / 1e6:9.1f} {tps:9.1f} {roof:9.1f} {tps / roof:7.0%} "
-              f"{tps / base:7.2f}x")
+        print(f"{name:34s} {nbytes / 1e6:9.1f} {med:9.1f} {roof:9.1f} {med / roof:7.0%} "
+              f"{statistics.median(ratios):7.2f}x {min(ratios):5.2f}-{max(ratios):4.2f}x")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per linear")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved decode rounds")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"ISA {fastdecode.build_info()['active_isa']}")
     bench_linears(args.repeats)
-    bench_decode(args.new_tokens, args.repeats)
+    bench_decode(args.new_tokens, args.rounds)
     return 0
 
 
