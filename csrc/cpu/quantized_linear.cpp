@@ -94,7 +94,9 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   const int64_t q_bytes = aligned64(M * K_q * 2);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
   const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 4) : 0;
-  const int64_t split_bytes = G > 0 ? 2 * M * K_q : 0;  // int4: q as high and low bytes
+  // int4 on VNNI CPUs: q as high and low bytes (the portable kernel reads q itself)
+  const bool split = G > 0 && kernels::qgemv_vnni_available();
+  const int64_t split_bytes = split ? 2 * M * K_q : 0;
   a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + split_bytes},
                           x.options().dtype(at::kByte));
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
@@ -107,7 +109,7 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
     a.xsum = xsum;
   }
   a.view = {q, scale, M, K_q};
-  if (G > 0) {
+  if (split) {
     auto* hi = reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes);
     kernels::split_activations(a.view, hi, hi + M * K_q);
     a.view.hi = hi;

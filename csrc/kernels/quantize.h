@@ -9,9 +9,10 @@
 //   q = clamp(round_half_even((w - (zero - 8 * scale)) / scale), 0, 15),
 // so that w ~ (q - 8) * scale + zero.
 //
-// Packed int4 layout (docs/formats.md): per row, K/2 bytes in 32-value blocks; byte j of a
-// block holds value j in its low nibble and value j + 16 in its high nibble (GGML's order,
-// so GGUF Q4_0/Q4_1 blocks are copied, not repacked).
+// Packed int4 row (docs/formats.md): K/2 bytes in 32-value blocks; byte j of a block holds
+// value j in its low nibble and value j + 16 in its high nibble (GGML's order, so GGUF
+// Q4_0/Q4_1 blocks keep their bytes). The ops then regroup rows in 16-row tiles
+// (int4_layout.h).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 """Quantized models end to end on the default model: perplexity against fp32, GGUF blocks
 loaded without a float round trip, the quantize tool's checkpoints, bad arguments."""
+import json
 import math
 import subprocess
 import sys
@@ -99,6 +100,13 @@ def test_save_and_load_quantized_checkpoint(tmp_path):
     a, _ = fastdecode.generate(model, ids, 12, temperature=0)
     b, _ = fastdecode.generate(loaded, ids, 12, temperature=0)
     assert torch.equal(a, b)
+    # a checkpoint of the row-major int4 format (version 1) is refused, not misread
+    meta_path = tmp_path / "fastdecode.json"
+    meta = json.loads(meta_path.read_text())
+    meta["version"] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format version 1, this fastdecode reads version 2"):
+        fastdecode.load(tmp_path)
 
 
 def test_bf16_activations_keep_fp32_scales():
