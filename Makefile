@@ -63,6 +63,9 @@ bench: setup
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_sampling.py
 	$(PY) benchmarks/bench_quant.py
+	$(PY) benchmarks/bench_decode_step.py
+	$(PY) benchmarks/bench_perplexity.py
+	$(PY) benchmarks/bench_speculative.py
 
 clean:
 	rm -rf build $(VENV) python/fastdecode/_C*.so

@@ -13,6 +13,7 @@ from .model import KVCache, ModelArgs, Transformer
 from .sampling import (logits_to_probs, logits_to_probs_agent, multinomial_sample_one_no_sync,
                        multinomial_sample_one_no_sync_agent, sample, sample_agent)
 from .quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
+from . import evaluate
 from .tokenizer import Tokenizer
 from .speculative import early_exit_draft, quantized_draft
 from .segmentation import split_text
@@ -38,4 +39,4 @@ __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one
            "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "early_exit_draft",
            "quantized_draft", "split_text", "generate_long", "GenerateResponse",
            "GenerateRequest", "WrappedGenerateResponse", "launch_thread_safe_queue",
-           "launch_thread_safe_queue_agent"]
+           "launch_thread_safe_queue_agent", "evaluate"]

@@ -1,7 +1,6 @@
 """Quantized models end to end on the default model: perplexity against fp32, GGUF blocks
 loaded without a float round trip, the quantize tool's checkpoints, bad arguments."""
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,17 +16,15 @@ TEXT = (Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1.
 
 
 def perplexity(model, tokenizer, chunk: int = 0) -> float:
-    """Perplexity of TEXT in one forward pass, or in passes of ``chunk`` tokens through the
-    KV cache: chunks of up to 16 rows run the quantized GEMV kernels that decoding uses."""
-    ids = torch.tensor([tokenizer.encode(TEXT)])
-    n = ids.shape[1]
-    step = chunk or n
-    with torch.no_grad():
-        model.setup_caches(1, n)
-        logits = torch.cat([model(ids[:, s:s + step], torch.arange(s, min(n, s + step)))
-                            for s in range(0, n, step)], dim=1)
-    nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
-    return math.exp(float(nll))
+    return fastdecode.evaluate.perplexity(model, torch.tensor(tokenizer.encode(TEXT)), chunk)
+
+
+def test_perplexity_checks_its_arguments(default_model):
+    model, _ = default_model
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        fastdecode.evaluate.perplexity(model, torch.tensor([1]))
+    with pytest.raises(ValueError, match="chunk must be >= 0"):
+        fastdecode.evaluate.perplexity(model, torch.tensor([1, 2, 3]), -1)
 
 
 @pytest.fixture(scope="module")
