@@ -7,13 +7,18 @@ each quantized form, on both paths of the quantized linears: one forward pass ov
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
 
-import fastdecode
-from fastdecode.evaluate import perplexity
-from fastdecode.quantize import quantize_model
+sys.path.insert(0, os.path.dirname(__file__))
+from common import default_model_precisions  # noqa: E402
+
+import fastdecode  # noqa: E402
+from fastdecode.evaluate import perplexity  # noqa: E402
+from fastdecode.quantize import quantize_model  # noqa: E402
 
 TEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "pride_and_prejudice_ch1.txt"
 
@@ -21,14 +26,9 @@ TEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "pride_and_preju
 def main() -> int:
     tok = fastdecode.load("default")[1]
     ids = torch.tensor(tok.encode(TEXT.read_text()))
-    variants = [
-        ("fp32 (the GGUF dequantised)", lambda: fastdecode.load("default")[0]),
-        ("int8, groups of 32", lambda: quantize_model(fastdecode.load("default")[0], "int8")),
-        ("int4, groups of 32, int8 head",
-         lambda: quantize_model(fastdecode.load("default")[0], "int4")),
-        ("GGUF Q4_1 + Q8_0 head as stored", lambda: fastdecode.load("default", quantized=True)[0]),
+    variants = default_model_precisions() + [
         ("int8 per channel", lambda: quantize_model(fastdecode.load("default")[0], "int8", None)),
-        ("int4, groups of 32, int4 head",
+        ("int4 (groups of 32, int4 head)",
          lambda: quantize_model(fastdecode.load("default")[0], "int4", head_int8=False)),
     ]
     print(f"{ids.numel()} tokens")

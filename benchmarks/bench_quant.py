@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import median_seconds, read_bandwidth_gbs, weight_bytes_per_token  # noqa: E402
+from common import (default_model_precisions, median_seconds, read_bandwidth_gbs,  # noqa: E402
+                    weight_bytes_per_token)
 
 import fastdecode  # noqa: E402
 from fastdecode import ops  # noqa: E402
-from fastdecode.quantize import quantize_model  # noqa: E402
 
 SHAPES = {"wqkv": (960, 576), "wo": (576, 576), "w1/w3": (1536, 576), "w2": (576, 1536),
           "output": (49152, 576)}
@@ -79,13 +79,7 @@ def bench_decode(new_tokens: int, rounds: int) -> None:
           f"median of {rounds} interleaved rounds")
     print(f"{'model':34s} {'MB/token':>9s} {'tokens/s':>9s} {'roofline':>9s} {'of roof':>8s} "
           f"{'vs fp32':>8s} {'range':>12s}")
-    variants = [
-        ("fp32", lambda: fastdecode.load("default")[0]),
-        ("int8 (groups of 32)", lambda: quantize_model(fastdecode.load("default")[0], "int8")),
-        ("int4 (groups of 32, int8 head)",
-         lambda: quantize_model(fastdecode.load("default")[0], "int4")),
-        ("GGUF Q4_1 + Q8_0 head, as stored", lambda: fastdecode.load("default", quantized=True)[0]),
-    ]
+    variants = default_model_precisions()
     tok = fastdecode.load("default")[1]
     ids = torch.tensor(tok.encode("The three most important inventions of the last century are"))
     models = [(name, make()) for name, make in variants]

@@ -49,3 +49,18 @@ def load_hf_peer(path, dtype=torch.float32):
         str(path.parent), gguf_file=path.name, dtype=dtype).eval()
     model.generation_config.eos_token_id = None  # always generate the full length
     return model
+
+
+def default_model_precisions():
+    """(label, constructor) of the default model in fp32, int8 and int4 (quantize_model,
+    groups of 32, int8 head) and as the GGUF's own Q4_1 / Q8_0 blocks."""
+    import fastdecode
+    from fastdecode.quantize import quantize_model
+
+    return [
+        ("fp32", lambda: fastdecode.load("default")[0]),
+        ("int8 (groups of 32)", lambda: quantize_model(fastdecode.load("default")[0], "int8")),
+        ("int4 (groups of 32, int8 head)",
+         lambda: quantize_model(fastdecode.load("default")[0], "int4")),
+        ("GGUF Q4_1 + Q8_0 head, as stored", lambda: fastdecode.load("default", quantized=True)[0]),
+    ]
