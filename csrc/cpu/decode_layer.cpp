@@ -47,6 +47,27 @@ std::vector<LinearArgs> split_weights(const char* op, const std::vector<at::Tens
   return out;
 }
 
+// A linear's out-features, after checking the dtypes of its tensors and that it takes `in`
+// features (int4: its packed columns, padded to the group). Run for all five linears before
+// any work: the attention writes the KV cache, so a later mismatch would leave it changed.
+int64_t check_linear(const char* op, int64_t i, const LinearArgs& l, int64_t in) {
+  const at::Tensor& w = *l.t[0];
+  const at::ScalarType want = l.kind == kInt8 ? at::kChar : l.kind == kInt4 ? at::kByte
+                                                                              : at::kFloat;
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == want, op, ": ", kNames[i], " (kind ", l.kind,
+              ") must start with a 2-D ", want, " tensor, got ", w.scalar_type(), " ",
+              w.sizes());
+  if (l.kind != kFloat32) {
+    TORCH_CHECK(l.t[1]->scalar_type() == at::kFloat, op, ": ", kNames[i],
+                " scales must be float32, got ", l.t[1]->scalar_type());
+  }
+  const int64_t cols = l.kind == kInt4 ? 2 * w.size(1) : w.size(1);
+  const bool fits = l.kind == kInt4 ? in <= cols && in > cols - l.groupsize : in == cols;
+  TORCH_CHECK(fits, op, ": ", kNames[i], " takes ", cols, " in-features",
+              l.kind == kInt4 ? " (padded to its group)" : "", ", the layer gives it ", in);
+  return w.size(0);
+}
+
 at::Tensor apply(const LinearArgs& l, const at::Tensor& x) {
   switch (l.kind) {
     case kInt8:
@@ -85,27 +106,32 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
               op, ": x must be a float32 CPU tensor [B, 1, E], got ", x.scalar_type(), " ",
               x.sizes());
   const std::vector<LinearArgs> l = split_weights(op, weights, kinds, groupsizes);
+  const int64_t E = x.size(2);
+  check_linear(op, 0, l[0], E);  // wqkv's out-features: decode_attention checks them first
+  if (k_cache.dim() == 4) {      // else decode_attention's own check fails before its work
+    TORCH_CHECK(check_linear(op, 1, l[1], n_head * k_cache.size(3)) == E, op,
+                ": wo must map back to E = ", E, " features");
+  }
+  const int64_t hidden = check_linear(op, 2, l[2], E);
+  TORCH_CHECK(check_linear(op, 3, l[3], E) == hidden, op,
+              ": w1 and w3 must have the same out-features");
+  TORCH_CHECK(check_linear(op, 4, l[4], hidden) == E, op, ": w2 must map back to E = ", E,
+              " features");
   const at::Tensor xc = x.contiguous();
   const int64_t n = xc.numel();
 
-  const at::Tensor attn = apply(l[1], decode_attention(apply(l[0], rms_norm(xc, attention_norm, eps)),
-                                                       k_cache, v_cache, input_pos, rope, n_head,
-                                                       n_kv_head));
-  TORCH_CHECK(attn.sizes() == xc.sizes(), op, ": wo must map back to E = ", xc.size(2),
-              " features, got ", attn.sizes());
+  const at::Tensor qkv = apply(l[0], rms_norm(xc, attention_norm, eps));
+  const at::Tensor attn = apply(
+      l[1], decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head));
   at::Tensor h = at::empty_like(xc);
   kernels::add_rows(xc.data_ptr<float>(), attn.data_ptr<float>(), n, h.data_ptr<float>());
 
   const at::Tensor normed = rms_norm(h, ffn_norm, eps);
   at::Tensor gate, up;
   std::tie(gate, up) = apply_pair(l[2], l[3], normed);
-  TORCH_CHECK(gate.sizes() == up.sizes(), op, ": w1 and w3 must have the same out-features, got ",
-              gate.sizes(), " and ", up.sizes());
   kernels::silu_mul(gate.data_ptr<float>(), up.data_ptr<float>(), gate.numel(),
                     gate.data_ptr<float>());
   const at::Tensor down = apply(l[4], gate);
-  TORCH_CHECK(down.sizes() == xc.sizes(), op, ": w2 must map back to E = ", xc.size(2),
-              " features, got ", down.sizes());
   kernels::add_rows(h.data_ptr<float>(), down.data_ptr<float>(), n, h.data_ptr<float>());
   return h;
 }

@@ -17,9 +17,9 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tenso
 at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed,
                        const at::Tensor& scales_and_zeros, int64_t groupsize,
                        const std::optional<at::Tensor>& bias);
-// x times two weights of one kind that share x (gate and up): on the GEMV path one
-// activation quantization and one parallel region; fp32 activations only. Not ops of the
-// library: decode_layer's helpers.
+// x times two weights of one kind that share x (gate and up), no bias: on the GEMV path one
+// activation quantization and one parallel region. Not ops of the library: decode_layer's
+// helpers.
 std::tuple<at::Tensor, at::Tensor> int8_linear_pair(const at::Tensor& x, const at::Tensor& q_a,
                                                     const at::Tensor& scales_a,
                                                     const at::Tensor& q_b,

@@ -236,6 +236,23 @@ std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<In
   return ys;
 }
 
+// More than kMaxGemvRows rows: dequantise the weight once, then ATen's GEMM.
+at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,
+                     const std::optional<at::Tensor>& bias) {
+  const int64_t N = w.N, K = w.K, G = w.G;
+  const at::Tensor wf = (w.q.to(at::kFloat).view({N, K / G, G}) *
+                         w.scales.reshape({N, K / G, 1})).view({N, K});
+  return finish(at::matmul(activations(x, K, K), wf.t()), x, bias);
+}
+
+at::Tensor int4_gemm(const at::Tensor& x, const Int4Weight& w,
+                     const std::optional<at::Tensor>& bias) {
+  at::Tensor wf = at::empty({w.N, w.K_pad}, x.options().dtype(at::kFloat));
+  kernels::dequantize_int4(w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(), w.N, w.K_pad,
+                           w.G, wf.data_ptr<float>());
+  return finish(at::matmul(activations(x, x.size(-1), w.K_pad), wf.t()), x, bias);
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w) {
@@ -288,12 +305,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tenso
   constexpr const char* op = "fastdecode::int8_linear";
   const Int8Weight w = check_int8(op, x, q, scales);
   check_bias(op, bias, w.N);
-  const int64_t N = w.N, K = w.K, G = w.G;
-  if (x.numel() / K > kMaxGemvRows) {  // dequantise once, then GEMM
-    const at::Tensor wf = (w.q.to(at::kFloat).view({N, K / G, G}) *
-                           w.scales.reshape({N, K / G, 1})).view({N, K});
-    return finish(at::matmul(activations(x, K, K), wf.t()), x, bias);
-  }
+  if (x.numel() / w.K > kMaxGemvRows) return int8_gemm(x, w, bias);
   return finish_gemv(int8_gemv_many(x, {w})[0], x, bias);
 }
 
@@ -303,13 +315,7 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed,
   constexpr const char* op = "fastdecode::int4_linear";
   const Int4Weight w = check_int4(op, x, packed, scales_and_zeros, groupsize);
   check_bias(op, bias, w.N);
-  const int64_t K = x.size(-1);
-  if (x.numel() / K > kMaxGemvRows) {  // dequantise once, then GEMM
-    at::Tensor wf = at::empty({w.N, w.K_pad}, x.options().dtype(at::kFloat));
-    kernels::dequantize_int4(w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(), w.N,
-                             w.K_pad, groupsize, wf.data_ptr<float>());
-    return finish(at::matmul(activations(x, K, w.K_pad), wf.t()), x, bias);
-  }
+  if (x.numel() / x.size(-1) > kMaxGemvRows) return int4_gemm(x, w, bias);
   return finish_gemv(int4_gemv_many(x, {w})[0], x, bias);
 }
 
@@ -319,12 +325,11 @@ std::tuple<at::Tensor, at::Tensor> int8_linear_pair(const at::Tensor& x, const a
                                                     const at::Tensor& scales_b) {
   constexpr const char* op = "fastdecode::int8_linear";
   const Int8Weight a = check_int8(op, x, q_a, scales_a), b = check_int8(op, x, q_b, scales_b);
-  if (x.numel() / a.K > kMaxGemvRows || x.scalar_type() != at::kFloat) {
-    return {int8_linear(x, q_a, scales_a, std::nullopt),
-            int8_linear(x, q_b, scales_b, std::nullopt)};
+  if (x.numel() / a.K > kMaxGemvRows) {
+    return {int8_gemm(x, a, std::nullopt), int8_gemm(x, b, std::nullopt)};
   }
-  std::vector<at::Tensor> ys = int8_gemv_many(x, {a, b});
-  return {ys[0], ys[1]};
+  const std::vector<at::Tensor> ys = int8_gemv_many(x, {a, b});
+  return {finish_gemv(ys[0], x, std::nullopt), finish_gemv(ys[1], x, std::nullopt)};
 }
 
 std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
@@ -335,12 +340,15 @@ std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
   constexpr const char* op = "fastdecode::int4_linear";
   const Int4Weight a = check_int4(op, x, packed_a, sz_a, groupsize_a);
   const Int4Weight b = check_int4(op, x, packed_b, sz_b, groupsize_b);
-  if (x.numel() / x.size(-1) > kMaxGemvRows || x.scalar_type() != at::kFloat || a.G != b.G) {
-    return {int4_linear(x, packed_a, sz_a, groupsize_a, std::nullopt),
-            int4_linear(x, packed_b, sz_b, groupsize_b, std::nullopt)};
+  if (x.numel() / x.size(-1) > kMaxGemvRows) {
+    return {int4_gemm(x, a, std::nullopt), int4_gemm(x, b, std::nullopt)};
   }
-  std::vector<at::Tensor> ys = int4_gemv_many(x, {a, b});
-  return {ys[0], ys[1]};
+  // the shared activation pass includes group sums: one group size for both
+  const std::vector<at::Tensor> ys = a.G == b.G ? int4_gemv_many(x, {a, b})
+                                                : std::vector<at::Tensor>{
+                                                      int4_gemv_many(x, {a})[0],
+                                                      int4_gemv_many(x, {b})[0]};
+  return {finish_gemv(ys[0], x, std::nullopt), finish_gemv(ys[1], x, std::nullopt)};
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {

@@ -47,8 +47,9 @@ void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
 }
 
 FASTDECODE_MULTIVERSION
-void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
-                        int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales,
+                        int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
+                        int64_t ldy) {
   const bool per_channel = G == K;
   const int64_t groups = K / G, blocks = (K + kActBlock - 1) / kActBlock;
   for (int64_t n = n_begin; n < n_end; ++n) {
@@ -71,9 +72,9 @@ void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const fl
 
 // Lane-parallel over the (up to) 16 rows of a tile: the loops over i vectorise.
 FASTDECODE_MULTIVERSION
-void int4_gemv_portable(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-                        const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
-                        float* y, int64_t ldy) {
+void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
+                        const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                        int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
   const int64_t K = a.K, words = K / 8, groups = K / G, blocks_per_group = G / kActBlock;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;

@@ -151,8 +151,23 @@ def test_compile_fullgraph_around_decode_layer():
     (lambda a: a[:4] + (a[4] + a[4][:1],) + a[5:], "take 5"),
     (lambda a: a[:5] + ([0, 0, 1, 0, 0],) + a[6:], "too few|take|int8"),
     (lambda a: (a[0].double(),) + a[1:], "x must be a float32 CPU tensor"),
-    (lambda a: (a[0][:, :, :-1],) + a[1:], "weight must have shape"),
+    (lambda a: (a[0][:, :, :-1],) + a[1:], "wqkv takes 32 in-features, the layer gives it 31"),
 ])
 def test_bad_input_is_a_clear_error(change, match):
     with pytest.raises(RuntimeError, match=match):
         ops.decode_layer(*change(_layer_args()))
+
+
+@pytest.mark.parametrize("which,match", [
+    (1, "wo takes"), (4, "w2 takes"), (3, "w3 takes|w1 and w3"),
+])
+def test_a_mismatched_later_linear_fails_before_the_cache_is_written(which, match):
+    args = _layer_args("int8")
+    weights = list(args[4])
+    q, scales = weights[2 * which], weights[2 * which + 1]
+    weights[2 * which] = q[:, :-32]  # 32 in-features short
+    weights[2 * which + 1] = scales[:, :-1] if scales.dim() == 2 else scales  # groups of 32
+    k_before, v_before = args[7].clone(), args[8].clone()
+    with pytest.raises(RuntimeError, match=match):
+        ops.decode_layer(*args[:4], weights, *args[5:])
+    assert torch.equal(args[7], k_before) and torch.equal(args[8], v_before)
