@@ -66,6 +66,7 @@ bench: setup
 	$(PY) benchmarks/bench_decode_step.py
 	$(PY) benchmarks/bench_perplexity.py
 	$(PY) benchmarks/bench_speculative.py
+	$(PY) benchmarks/bench_llm.py
 
 clean:
 	rm -rf build $(VENV) python/fastdecode/_C*.so

@@ -51,10 +51,10 @@ def main() -> int:
     same = torch.equal(ours(n), theirs(n))
     rows = [("fastdecode generate (eager)", decode_tokens_per_s(ours, n, args.repeats))]
     if args.compile:
-        fastdecode.compile_decode_step()
+        fastdecode.compile_decode_step(model)
         rows.append(("fastdecode generate (compiled step)",
                      decode_tokens_per_s(ours, n, args.repeats)))
-        fastdecode.compile_decode_step(enable=False)
+        fastdecode.compile_decode_step(model, enable=False)
     hf_tps = decode_tokens_per_s(theirs, n, args.repeats)
     bw = read_bandwidth_gbs()
     wbytes = weight_bytes_per_token(model)

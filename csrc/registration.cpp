@@ -11,6 +11,11 @@ TORCH_LIBRARY(fastdecode, m) {
       "logits_to_probs(Tensor logits, Tensor? previous_tokens=None, float temperature=1.0, "
       "int? top_k=None, float top_p=1.0, float min_p=0.0, float repetition_penalty=1.0, "
       "Tensor? row_params=None) -> Tensor");
+  // The range check of logits_to_probs's knobs on its own (a ValueError naming the knob),
+  // so callers can reject bad knobs before any model work; row_params [B, 5] as above.
+  m.def(
+      "check_sampling_params(float temperature=1.0, int? top_k=None, float top_p=1.0, "
+      "float min_p=0.0, float repetition_penalty=1.0, Tensor? row_params=None) -> ()");
   // probs [V] or [B, V] (non-negative, need not be normalised) -> int32 index [1] or [B, 1]:
   // argmax(probs / E), E ~ Exp(1), a draw from probs with no host synchronisation. E is
   // `noise` when given (same shape as probs), else drawn in the kernel from `generator`.

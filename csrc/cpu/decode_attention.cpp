@@ -21,9 +21,9 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
                             const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
                             int64_t n_kv_head) {
   constexpr const char* op = "fastdecode::decode_attention";
-  TORCH_CHECK(n_head > 0 && n_kv_head > 0 && n_head % n_kv_head == 0, op,
-              ": n_head must be a positive multiple of n_kv_head, got ", n_head, " and ",
-              n_kv_head);
+  TORCH_CHECK_VALUE(n_head > 0 && n_kv_head > 0 && n_head % n_kv_head == 0, op,
+                    ": n_head must be a positive multiple of n_kv_head, got ", n_head, " and ",
+                    n_kv_head);
   TORCH_CHECK(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes() &&
                   k_cache.size(1) == n_kv_head,
               op, ": k_cache and v_cache must both be [B_max, n_kv_head, L, D], got ",
@@ -52,8 +52,8 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   std::vector<int64_t> row_pos(B);
   for (int64_t b = 0; b < B; ++b) {
     row_pos[b] = pos[input_pos.numel() == 1 ? 0 : b];
-    TORCH_CHECK(row_pos[b] >= 0 && row_pos[b] < L && row_pos[b] < rope.size(0), op,
-                ": input_pos ", row_pos[b], " outside the cache (length ", L, ")");
+    TORCH_CHECK_VALUE(row_pos[b] >= 0 && row_pos[b] < L && row_pos[b] < rope.size(0), op,
+                      ": input_pos ", row_pos[b], " outside the cache (length ", L, ")");
   }
 
   const at::Tensor x = qkv.contiguous();

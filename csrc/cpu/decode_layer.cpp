@@ -34,8 +34,8 @@ std::vector<LinearArgs> split_weights(const char* op, const std::vector<at::Tens
   std::vector<LinearArgs> out(kLinears);
   size_t next = 0;
   for (int64_t i = 0; i < kLinears; ++i) {
-    TORCH_CHECK(kinds[i] >= kFloat32 && kinds[i] <= kInt4, op, ": kinds[", i, "] (",
-                kNames[i], ") must be 0 (fp32), 1 (int8) or 2 (int4), got ", kinds[i]);
+    TORCH_CHECK_VALUE(kinds[i] >= kFloat32 && kinds[i] <= kInt4, op, ": kinds[", i, "] (",
+                      kNames[i], ") must be 0 (fp32), 1 (int8) or 2 (int4), got ", kinds[i]);
     const size_t n = kinds[i] == kFloat32 ? 1 : 2;
     TORCH_CHECK(next + n <= weights.size(), op, ": weights holds ", weights.size(),
                 " tensors, too few for the kinds ", kinds);

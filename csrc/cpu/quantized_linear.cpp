@@ -176,8 +176,8 @@ Int8Weight check_int8(const char* op, const at::Tensor& x, const at::Tensor& q,
 
 Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& packed,
                       const at::Tensor& sz, int64_t groupsize) {
-  TORCH_CHECK(allowed_groupsize(groupsize), op,
-              ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+  TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
+                    ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
   TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte, op,
               ": packed must be uint8 [N, K_pad / 2], got ", packed.scalar_type(), " ",
               packed.sizes());
@@ -274,8 +274,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w
 std::tuple<at::Tensor, at::Tensor> quantize_int4_grouped(const at::Tensor& w, int64_t groupsize) {
   constexpr const char* op = "fastdecode::quantize_int4_grouped";
   check_weight_input(op, w);
-  TORCH_CHECK(allowed_groupsize(groupsize), op,
-              ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+  TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
+                    ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
   const int64_t N = w.size(0), K = w.size(1);
   const int64_t K_pad = (K + groupsize - 1) / groupsize * groupsize;
   at::Tensor wf = w.to(at::kFloat).contiguous();

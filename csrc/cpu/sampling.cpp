@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -43,43 +44,39 @@ namespace {
 // Column order of the optional per-row parameter table row_params [B, 5] (float32).
 enum ParamColumn { kTemperature = 0, kTopK, kTopP, kMinP, kRepetitionPenalty, kNumParams };
 
-// Range checks shared by the scalar and the per-row forms; `row` < 0 means "scalar".
+// Range checks shared by the scalar and the per-row forms; `row` < 0 means "scalar". Value
+// errors (TORCH_CHECK_VALUE), so Python sees ValueError naming the knob and its range.
 void check_row_params(const char* op, int64_t row, const kernels::RowSamplingParams& p,
                       double top_k_raw) {
   const std::string where = row < 0 ? std::string() : " (row " + std::to_string(row) + ")";
-  TORCH_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f, op, ": temperature",
-              where, " must be a finite number >= 0 (0 = greedy), got ", p.temperature);
-  TORCH_CHECK(top_k_raw >= 0 && top_k_raw == std::floor(top_k_raw), op, ": top_k", where,
-              " must be None or an integer >= 0 (0/None = off), got ", top_k_raw);
-  TORCH_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, op, ": top_p", where,
-              " must be in (0, 1] (1 = off), got ", p.top_p);
-  TORCH_CHECK(p.min_p >= 0.0f && p.min_p < 1.0f, op, ": min_p", where,
-              " must be in [0, 1) (0 = off), got ", p.min_p);
-  TORCH_CHECK(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f, op,
-              ": repetition_penalty", where, " must be a finite number > 0 (1 = off), got ",
-              p.repetition_penalty);
+  TORCH_CHECK_VALUE(std::isfinite(p.temperature) && p.temperature >= 0.0f, op, ": temperature",
+                    where, " must be a finite number >= 0 (0 = greedy), got ", p.temperature);
+  TORCH_CHECK_VALUE(top_k_raw >= 0 && top_k_raw == std::floor(top_k_raw), op, ": top_k", where,
+                    " must be None or an integer >= 0 (0/None = off), got ", top_k_raw);
+  TORCH_CHECK_VALUE(p.top_p > 0.0f && p.top_p <= 1.0f, op, ": top_p", where,
+                    " must be in (0, 1] (1 = off), got ", p.top_p);
+  TORCH_CHECK_VALUE(p.min_p >= 0.0f && p.min_p < 1.0f, op, ": min_p", where,
+                    " must be in [0, 1) (0 = off), got ", p.min_p);
+  TORCH_CHECK_VALUE(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f, op,
+                    ": repetition_penalty", where, " must be a finite number > 0 (1 = off), got ",
+                    p.repetition_penalty);
 }
 
-}  // namespace
-
-at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Tensor>& previous_tokens,
-                           double temperature, std::optional<int64_t> top_k, double top_p,
-                           double min_p, double repetition_penalty,
-                           const std::optional<at::Tensor>& row_params) {
-  constexpr const char* op = "fastdecode::logits_to_probs";
-  check_sampling_input(op, "logits", logits);
-  const int64_t rows = logits.dim() == 2 ? logits.size(0) : 1;
-  const int64_t vocab = logits.size(-1);
-
-  // Parameters: one set for every row, or a [B, 5] table. All checked before any work.
-  std::vector<kernels::RowSamplingParams> params(rows);
+// The knobs of `rows` rows, every one range-checked: one set for every row, or the [B, 5]
+// table row_params (B = rows; rows < 0 takes B from the table).
+std::vector<kernels::RowSamplingParams> read_sampling_params(
+    const char* op, int64_t rows, double temperature, std::optional<int64_t> top_k,
+    double top_p, double min_p, double repetition_penalty,
+    const std::optional<at::Tensor>& row_params) {
   if (row_params.has_value()) {
     const at::Tensor& t = *row_params;
+    if (rows < 0 && t.dim() == 2) rows = t.size(0);
     TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == kNumParams, op,
                 ": row_params must have shape [B, 5] = [", rows, ", 5], got ", t.sizes());
     TORCH_CHECK(t.device().is_cpu(), op, ": row_params must be a CPU tensor");
     const at::Tensor tf = t.to(at::kDouble).contiguous();
     const double* v = tf.data_ptr<double>();
+    std::vector<kernels::RowSamplingParams> params(rows);
     for (int64_t r = 0; r < rows; ++r) {
       const double* c = v + r * kNumParams;
       kernels::RowSamplingParams& p = params[r];
@@ -90,16 +87,38 @@ at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Ten
       p.repetition_penalty = static_cast<float>(c[kRepetitionPenalty]);
       check_row_params(op, r, p, c[kTopK]);
     }
-  } else {
-    kernels::RowSamplingParams p;
-    p.temperature = static_cast<float>(temperature);
-    p.top_k = top_k.value_or(0);
-    p.top_p = static_cast<float>(top_p);
-    p.min_p = static_cast<float>(min_p);
-    p.repetition_penalty = static_cast<float>(repetition_penalty);
-    check_row_params(op, -1, p, static_cast<double>(p.top_k));
-    std::fill(params.begin(), params.end(), p);
+    return params;
   }
+  kernels::RowSamplingParams p;
+  p.temperature = static_cast<float>(temperature);
+  p.top_k = top_k.value_or(0);
+  p.top_p = static_cast<float>(top_p);
+  p.min_p = static_cast<float>(min_p);
+  p.repetition_penalty = static_cast<float>(repetition_penalty);
+  check_row_params(op, -1, p, static_cast<double>(p.top_k));
+  return std::vector<kernels::RowSamplingParams>(std::max<int64_t>(rows, 1), p);
+}
+
+}  // namespace
+
+void check_sampling_params(double temperature, std::optional<int64_t> top_k, double top_p,
+                           double min_p, double repetition_penalty,
+                           const std::optional<at::Tensor>& row_params) {
+  read_sampling_params("fastdecode::check_sampling_params", -1, temperature, top_k, top_p,
+                       min_p, repetition_penalty, row_params);
+}
+
+at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Tensor>& previous_tokens,
+                           double temperature, std::optional<int64_t> top_k, double top_p,
+                           double min_p, double repetition_penalty,
+                           const std::optional<at::Tensor>& row_params) {
+  constexpr const char* op = "fastdecode::logits_to_probs";
+  check_sampling_input(op, "logits", logits);
+  const int64_t rows = logits.dim() == 2 ? logits.size(0) : 1;
+  const int64_t vocab = logits.size(-1);
+  // Parameters: one set for every row, or a [B, 5] table. All checked before any work.
+  const std::vector<kernels::RowSamplingParams> params = read_sampling_params(
+      op, rows, temperature, top_k, top_p, min_p, repetition_penalty, row_params);
 
   // previous_tokens: [T] (shared by every row) or [B, T]; ids in [0, V).
   at::Tensor prev;
@@ -116,8 +135,8 @@ at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Ten
     prev = t.to(at::kLong).contiguous();
     const int64_t lo = prev.min().item<int64_t>();
     const int64_t hi = prev.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < vocab, op, ": previous_tokens ids must be in [0, ", vocab,
-                ") (the vocabulary of logits), got ids in [", lo, ", ", hi, "]");
+    TORCH_CHECK_VALUE(lo >= 0 && hi < vocab, op, ": previous_tokens ids must be in [0, ", vocab,
+                      ") (the vocabulary of logits), got ids in [", lo, ", ", hi, "]");
     prev_per_row = t.dim() == 2;
     n_prev = prev.size(-1);
   }
@@ -137,9 +156,10 @@ at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Ten
     }
   });
   for (int64_t r = 0; r < rows; ++r) {
-    TORCH_CHECK(status[r] != kernels::RowStatus::kNaN, op, ": logits row ", r, " contains NaN");
-    TORCH_CHECK(status[r] != kernels::RowStatus::kNoFiniteMax, op, ": logits row ", r,
-                " has no finite maximum (all -inf, or +inf present)");
+    TORCH_CHECK_VALUE(status[r] != kernels::RowStatus::kNaN, op, ": logits row ", r,
+                      " contains NaN");
+    TORCH_CHECK_VALUE(status[r] != kernels::RowStatus::kNoFiniteMax, op, ": logits row ", r,
+                      " has no finite maximum (all -inf, or +inf present)");
   }
   return probs.view(logits.sizes()).to(logits.scalar_type());
 }
@@ -194,6 +214,11 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
   m.impl("logits_to_probs", &logits_to_probs);
   m.impl("multinomial_sample_one_no_sync", &multinomial_sample_one_no_sync);
+}
+
+// The knob check reads no tensor but the optional table: one kernel for every backend.
+TORCH_LIBRARY_IMPL(fastdecode, CompositeExplicitAutograd, m) {
+  m.impl("check_sampling_params", &check_sampling_params);
 }
 
 }  // namespace fastdecode::cpu

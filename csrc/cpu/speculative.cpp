@@ -23,8 +23,8 @@ void check_probs(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op, ": ", name,
               " must be float32, bfloat16 or float16, got ", dt);
   if (t.numel() == 0) return;
-  TORCH_CHECK(at::isfinite(t).all().item<bool>() && t.min().item<float>() >= 0.0f, op, ": ",
-              name, " must hold finite probabilities >= 0");
+  TORCH_CHECK_VALUE(at::isfinite(t).all().item<bool>() && t.min().item<float>() >= 0.0f, op, ": ",
+                    name, " must hold finite probabilities >= 0");
 }
 
 // Uniform double in [0, 1) with 53 random bits from two hashed 32-bit values.
@@ -61,8 +61,8 @@ std::tuple<at::Tensor, at::Tensor> speculative_accept(
   const at::Tensor tokens_in = draft_tokens.to(at::kLong).contiguous();
   if (tokens_in.numel() > 0) {
     const int64_t lo = tokens_in.min().item<int64_t>(), hi = tokens_in.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < V, op, ": draft_tokens must be in [0, V) = [0, ", V,
-                "), got values in [", lo, ", ", hi, "]");
+    TORCH_CHECK_VALUE(lo >= 0 && hi < V, op, ": draft_tokens must be in [0, V) = [0, ", V,
+                      "), got values in [", lo, ", ", hi, "]");
   }
   at::Tensor u;
   if (uniforms.has_value()) {
@@ -70,8 +70,8 @@ std::tuple<at::Tensor, at::Tensor> speculative_accept(
                 op, ": uniforms must be [B, k + 1] = [", B, ", ", k + 1, "], got ",
                 uniforms->sizes());
     u = uniforms->to(at::kDouble).contiguous();
-    TORCH_CHECK(B == 0 || (u.min().item<double>() >= 0.0 && u.max().item<double>() < 1.0), op,
-                ": uniforms must lie in [0, 1)");
+    TORCH_CHECK_VALUE(B == 0 || (u.min().item<double>() >= 0.0 && u.max().item<double>() < 1.0), op,
+                      ": uniforms must lie in [0, 1)");
   } else {
     auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
         generator, at::detail::getDefaultCPUGenerator());

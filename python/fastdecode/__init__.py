@@ -8,7 +8,8 @@ import torch  # noqa: F401  (must precede _C)
 from . import _C  # noqa: F401
 
 from .checkpoint import default_checkpoint_path, load
-from .generate import compile_decode_step, decode_n_tokens, decode_one_token, generate, prefill
+from .generate import (compile_decode_step, decode, decode_n_tokens, decode_one_token,
+                       decode_step_of, generate, prefill)
 from .model import KVCache, ModelArgs, Transformer
 from .sampling import (logits_to_probs, logits_to_probs_agent, multinomial_sample_one_no_sync,
                        multinomial_sample_one_no_sync_agent, sample, sample_agent)
@@ -20,6 +21,7 @@ from .segmentation import split_text
 from .long_form import GenerateResponse, generate_long
 from .serving import (GenerateRequest, WrappedGenerateResponse, launch_thread_safe_queue,
                       launch_thread_safe_queue_agent)
+from .llm import LLM
 
 __version__ = _C.__version__
 
@@ -32,8 +34,8 @@ def build_info() -> dict:
 
 
 __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one_token",
-           "decode_n_tokens", "compile_decode_step", "ModelArgs", "KVCache", "Transformer",
-           "Tokenizer",
+           "decode_n_tokens", "decode", "compile_decode_step", "decode_step_of", "LLM",
+           "ModelArgs", "KVCache", "Transformer", "Tokenizer",
            "logits_to_probs", "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
            "multinomial_sample_one_no_sync_agent", "sample_agent", "build_info",
            "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "early_exit_draft",

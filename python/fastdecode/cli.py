@@ -1,4 +1,5 @@
-"""Command line: ``python -m fastdecode generate ...`` and ``python -m fastdecode info``."""
+"""Command line: ``python -m fastdecode generate | chat | quantize | info |
+serve-queue-demo`` (also installed as the ``fastdecode`` console script)."""
 from __future__ import annotations
 
 import argparse
@@ -12,29 +13,22 @@ _PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 
 
 class TextStreamer:
-    """Prints the text of row 0 as tokens arrive.
-
-    Byte-level BPE can split one character over several tokens, so the pending ids are
-    decoded together and text is printed only once it no longer ends in a partial
-    character (U+FFFD).
-    """
+    """Prints the text of row 0 as tokens arrive (``detokenize.IncrementalDetokenizer``:
+    text is released once it no longer ends in a partial character)."""
 
     def __init__(self, tokenizer, out=sys.stdout):
-        self.tokenizer = tokenizer
+        from .detokenize import IncrementalDetokenizer
+
+        self.detok = IncrementalDetokenizer(tokenizer)
         self.out = out
-        self.ids: List[int] = []
-        self.printed = 0
         self.count = 0
 
     def __call__(self, token: torch.Tensor) -> None:
         self.count += 1
-        self.ids.append(int(token.view(-1)[0]))
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return
-        self.out.write(text[self.printed:])
-        self.out.flush()
-        self.printed = len(text)
+        new = self.detok.push(int(token.view(-1)[0]))
+        if new:
+            self.out.write(new)
+            self.out.flush()
 
 
 def _positive_int(s: str) -> int:
@@ -42,6 +36,15 @@ def _positive_int(s: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, temperature: float, top_k: int) -> None:
+    p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=top_k, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1 = off")
+    p.add_argument("--min-p", type=float, default=0.0, help="in [0, 1); 0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0; 1 = off")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -54,12 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         "Hugging Face directory or a gpt-fast .pth")
     g.add_argument("--prompt", default="Hello, my name is")
     g.add_argument("--max-new-tokens", type=_positive_int, default=100)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=200, help="0 = off")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1 = off")
-    g.add_argument("--min-p", type=float, default=0.0, help="in [0, 1); 0 = off")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0; 1 = off")
-    g.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
+    _add_sampling_args(g, temperature=0.8, top_k=200)
     g.add_argument("--chat", action="store_true",
                    help="wrap the prompt as a user turn of the model's chat template")
     g.add_argument("--compile", action="store_true",
@@ -85,6 +83,15 @@ def _build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output directory")
     g.add_argument("--quantized", action="store_true",
                    help="GGUF: keep Q4_0/Q4_1/Q8_0 weights quantized (int4/int8 kernels)")
+    c = sub.add_parser("chat", help="interactive REPL: replies streamed, tokens/s after each")
+    c.add_argument("--checkpoint", default="default")
+    c.add_argument("--raw", action="store_true",
+                   help="continue each line as plain text (no chat template, no history)")
+    c.add_argument("--max-new-tokens", type=_positive_int, default=256)
+    _add_sampling_args(c, temperature=0.7, top_k=50)
+    c.add_argument("--quantize", choices=["int8", "int4", "gguf"], default=None)
+    c.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    c.add_argument("--device", default="cpu")
     sub.add_parser("info", help="print build information")
     d = sub.add_parser("serve-queue-demo",
                        help="several client threads share one launch_thread_safe_queue worker")
@@ -115,7 +122,7 @@ def _cmd_generate(args) -> int:
         else:
             generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.compile:
-        compile_decode_step()
+        compile_decode_step(model)
     streamer = TextStreamer(tokenizer)
     if not args.chat:
         sys.stdout.write(args.prompt)
@@ -166,26 +173,49 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
+def _cmd_chat(args) -> int:
+    from .chat import ChatSession, run_repl
+    from .llm import LLM, check_generate_arguments
+
+    sampling = dict(temperature=args.temperature, top_k=args.top_k if args.top_k > 0 else -1,
+                    top_p=args.top_p, min_p=args.min_p,
+                    repetition_penalty=args.repetition_penalty)
+    check_generate_arguments(args.max_new_tokens, seed=args.seed, **sampling)  # before loading
+    llm = LLM(args.checkpoint, device=args.device, quantize=args.quantize,
+              compile=args.compile)
+    session = ChatSession(llm, raw=args.raw, max_new_tokens=args.max_new_tokens,
+                          seed=args.seed, **sampling)
+    session.warm_up()
+    return run_repl(session)
+
+
+def _cmd_serve_queue_demo(args) -> int:
+    from .queue_demo import run_demo
+
+    return run_demo(args.checkpoint, args.clients, args.requests, args.max_new_tokens)
+
+
+def _cmd_info(args) -> int:
+    import fastdecode
+
+    for k, v in fastdecode.build_info().items():
+        print(f"{k}: {v}")
+    return 0
+
+
+_COMMANDS = {"generate": _cmd_generate, "chat": _cmd_chat, "quantize": _cmd_quantize,
+             "serve-queue-demo": _cmd_serve_queue_demo, "info": _cmd_info}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; a bad argument or a missing file is one ``error:`` line and exit
+    status 2, Ctrl-C exit status 130, never a traceback."""
     args = _build_parser().parse_args(argv)
-    if args.command == "quantize":
-        try:
-            return _cmd_quantize(args)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    if args.command == "serve-queue-demo":
-        from .queue_demo import run_demo
-
-        return run_demo(args.checkpoint, args.clients, args.requests, args.max_new_tokens)
-    if args.command == "info":
-        import fastdecode
-
-        for k, v in fastdecode.build_info().items():
-            print(f"{k}: {v}")
-        return 0
     try:
-        return _cmd_generate(args)
+        return _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130

@@ -1,14 +1,24 @@
-"""gpt-fast's generation loop: prefill, one-token decode steps, ``generate``.
+"""The one decode core: prefill, one-token decode steps and ``decode`` (the loop every entry
+point drives), with gpt-fast's ``generate`` on top.
 
 Shapes: B batch rows, T prompt length, N new tokens. Token ids are int64 in ``seq``;
 the sampler returns int32 ``[B, 1]`` which is written straight into ``seq``.
 
+``decode`` runs one prompt batch to the end: static KV cache sized once, the prompt and new
+tokens written in place into one ``seq [B, T + N]`` buffer (no per-step ``torch.cat``),
+stop ids and caller stop conditions ending rows, speculative rounds when a draft is given.
+``generate`` (gpt-fast), ``long_form`` (fish-speech's ``generate`` / ``decode_n_tokens`` /
+``generate_long`` and the queue), ``LLM.generate`` and the chat REPL all call it.
+
 The decode step (``decode_one_token``) is the hot path: one model call, one sampler call, no
-host synchronisation and static shapes, so ``compile_decode_step()`` can capture it with
-``torch.compile(fullgraph=True)``.
+host synchronisation and static shapes, so ``compile_decode_step(model)`` can capture it with
+``torch.compile(fullgraph=True)``; ``decode_step_of(model)`` is the one place that picks the
+compiled or the eager step.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,44 +26,67 @@ import torch
 from .model import Transformer
 from .sampling import sample, validate_sampling_kwargs
 from .speculative import shares_caches, speculative_decode_rows
+from .validation import check_int
 
-__all__ = ["prefill", "decode_one_token", "decode_n_tokens", "generate",
-           "compile_decode_step", "INTERACTIVE_MAX_SEQ_LENGTH"]
+__all__ = ["prefill", "decode_one_token", "decode_n_tokens", "generate", "decode",
+           "DecodeResult", "compile_decode_step", "decode_step_of", "prepare_prompt",
+           "INTERACTIVE_MAX_SEQ_LENGTH"]
 
 # gpt-fast caps the KV cache at this many positions in interactive (chat) mode.
 INTERACTIVE_MAX_SEQ_LENGTH = 350
 
+# Called after each new token column [B, 1]; returns a [B] bool tensor of rows that end
+# there (their later tokens are padded) or None.
+StopRows = Callable[[torch.Tensor], Optional[torch.Tensor]]
+
+
+def _chosen_logprob(logits: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token]: logits ``[B, V]``, token ``[B, 1]`` -> ``[B, 1]`` fp32,
+    under the model's unmodified distribution (no temperature, no filtering)."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, token.long())
+
 
 def prefill(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
-            previous_tokens: Optional[torch.Tensor] = None, **sampling_kwargs) -> torch.Tensor:
-    """x ``[B, T]`` prompt ids, input_pos ``[T]`` -> first new token ``[B, 1]`` (int32)."""
+            previous_tokens: Optional[torch.Tensor] = None, *, logprobs: bool = False,
+            **sampling_kwargs):
+    """x ``[B, T]`` prompt ids, input_pos ``[T]`` -> first new token ``[B, 1]`` (int32);
+    with ``logprobs``, ``(token, logprob [B, 1])``."""
     logits = model(x, input_pos, last_only=True)
-    return sample(logits, previous_tokens, **sampling_kwargs)[0]
+    token = sample(logits, previous_tokens, **sampling_kwargs)[0]
+    return (token, _chosen_logprob(logits[:, -1], token)) if logprobs else token
 
 
 def decode_one_token(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
-                     previous_tokens: Optional[torch.Tensor] = None,
-                     **sampling_kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
-    """x ``[B, 1]``, input_pos ``[1]`` or ``[B, 1]`` -> (next token ``[B, 1]``, probs ``[B, V]``).
+                     previous_tokens: Optional[torch.Tensor] = None, *, logprobs: bool = False,
+                     **sampling_kwargs):
+    """x ``[B, 1]``, input_pos ``[1]`` or ``[B, 1]`` -> (next token ``[B, 1]``, probs ``[B, V]``)
+    and, with ``logprobs``, the token's log-probability ``[B, 1]`` as a third element.
 
     previous_tokens ``[B, T']``: ids that receive the repetition penalty.
     """
     logits = model(x, input_pos)
-    return sample(logits, previous_tokens, **sampling_kwargs)
+    token, probs = sample(logits, previous_tokens, **sampling_kwargs)
+    if logprobs:
+        return token, probs, _chosen_logprob(logits[:, -1], token)
+    return token, probs
 
 
-# The step that decode_n_tokens calls; compile_decode_step() swaps in a compiled version.
-_decode_step: Callable = decode_one_token
+def compile_decode_step(model: Transformer, enable: bool = True,
+                        mode: Optional[str] = None) -> None:
+    """Compile ``model``'s decode step with ``torch.compile(fullgraph=True)`` for every later
+    decode of that model (the first call pays the compile time); ``enable=False`` restores
+    the eager step. Compiled steps draw from the global generator (``torch.manual_seed``):
+    Dynamo cannot take a ``torch.Generator`` argument, so ``decode`` refuses one with a
+    compiled step."""
+    model.compiled_decode_step = (
+        torch.compile(decode_one_token, mode=mode, fullgraph=True, dynamic=False)
+        if enable else None)
 
 
-def compile_decode_step(enable: bool = True, mode: Optional[str] = None) -> None:
-    """Compile the decode step with ``torch.compile(fullgraph=True)`` for later ``generate``
-    calls (the first call after this pays the compile time); ``enable=False`` restores the
-    eager step. Compiled steps draw from the global generator (``torch.manual_seed``):
-    Dynamo cannot take a ``torch.Generator`` argument."""
-    global _decode_step
-    _decode_step = (torch.compile(decode_one_token, mode=mode, fullgraph=True, dynamic=False)
-                    if enable else decode_one_token)
+def decode_step_of(model: Transformer) -> Callable:
+    """The decode step ``decode`` runs for ``model``: compiled (``compile_decode_step``) or
+    eager ``decode_one_token``."""
+    return getattr(model, "compiled_decode_step", None) or decode_one_token
 
 
 def _as_stop_ids(eos_id: Union[None, int, Sequence[int]], device) -> Optional[torch.Tensor]:
@@ -63,13 +96,62 @@ def _as_stop_ids(eos_id: Union[None, int, Sequence[int]], device) -> Optional[to
     return torch.tensor(ids, dtype=torch.int64, device=device) if ids else None
 
 
+def _decode_loop(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
+                 num_new_tokens: int, callback: Callable, *, step: Callable,
+                 out: Optional[torch.Tensor], new_probs: Optional[List[torch.Tensor]],
+                 stop_ids: Optional[torch.Tensor], stop_rows: Optional[StopRows], pad_id: int,
+                 done: Optional[torch.Tensor], previous_tokens: Optional[torch.Tensor],
+                 logprobs_out: Optional[torch.Tensor], sampling_kwargs: dict) -> int:
+    """The decode loop. Writes token i into ``out[:, i]`` (or appends to ``new_probs`` /
+    returns lists through ``decode_n_tokens``); returns the number of steps run.
+
+    A row is done once its last token is a stop id or ``stop_rows`` said so; done rows get
+    ``pad_id`` and the loop ends when every row is done (one host sync per step, only when
+    stop conditions exist). ``input_pos`` advances in place.
+    """
+    stopping = stop_ids is not None or stop_rows is not None
+    if stopping and done is None:
+        done = torch.zeros(cur_token.shape[0], dtype=torch.bool, device=cur_token.device)
+        if stop_ids is not None:
+            done |= torch.isin(cur_token.view(-1), stop_ids)
+    extra = {"logprobs": True} if logprobs_out is not None else {}
+    for i in range(num_new_tokens):
+        result = step(model, cur_token, input_pos, previous_tokens, **extra, **sampling_kwargs)
+        next_token = result[0] if isinstance(result, tuple) else result
+        input_pos += 1
+        if stopping:
+            next_token = torch.where(done.unsqueeze(1), pad_id, next_token)
+        if out is not None:
+            out[:, i:i + 1] = next_token
+        if new_probs is not None:
+            new_probs.append(result[1].clone())
+        if logprobs_out is not None:
+            logprobs_out[:, i:i + 1] = result[2]
+        callback(next_token)
+        cur_token = next_token
+        if stopping:
+            if stop_ids is not None:
+                done = done | torch.isin(next_token.view(-1), stop_ids)
+            if stop_rows is not None:
+                hit = stop_rows(next_token)
+                if hit is not None:
+                    done = done | hit
+            if bool(done.all()):
+                if out is not None:
+                    out[:, i + 1:] = pad_id
+                return i + 1
+    return num_new_tokens
+
+
 def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
                     num_new_tokens: int, callback: Callable = lambda _: _, *,
                     out: Optional[torch.Tensor] = None, stop_ids: Optional[torch.Tensor] = None,
                     pad_id: int = 0, done: Optional[torch.Tensor] = None,
                     previous_tokens: Optional[torch.Tensor] = None,
+                    step: Optional[Callable] = None,
                     **sampling_kwargs) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-    """Decode ``num_new_tokens`` tokens after ``cur_token [B, 1]`` at ``input_pos [1]``.
+    """Decode ``num_new_tokens`` tokens after ``cur_token [B, 1]`` at ``input_pos [1]``
+    (gpt-fast's ``decode_n_tokens``).
 
     Returns gpt-fast's ``(new_tokens, new_probs)`` lists (``[B, 1]`` and ``[B, V]`` each).
     With ``out`` ``[B, >= num_new_tokens]`` the tokens are written there instead and the
@@ -77,39 +159,25 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     already ``done`` ``[B]``) get ``pad_id``; decoding ends early once every row is done.
     ``input_pos`` is advanced in place. ``previous_tokens`` (a fixed-shape buffer, typically
     the ``seq`` that ``out`` is a view of) is passed to every step for the repetition penalty.
+    ``step`` replaces the model's decode step (``decode_step_of``).
     """
-    new_tokens: List[torch.Tensor] = []
-    new_probs: List[torch.Tensor] = []
-    if stop_ids is not None and done is None:
-        done = torch.isin(cur_token.view(-1), stop_ids)
-    for i in range(num_new_tokens):
-        next_token, next_prob = _decode_step(model, cur_token, input_pos, previous_tokens,
-                                             **sampling_kwargs)
-        input_pos += 1
-        if stop_ids is not None:
-            next_token = torch.where(done.unsqueeze(1), pad_id, next_token)
-            done = done | torch.isin(next_token.view(-1), stop_ids)
-        if out is not None:
-            out[:, i:i + 1] = next_token
-        else:
-            new_tokens.append(next_token.clone())
-            new_probs.append(next_prob.clone())
-        callback(next_token)
-        cur_token = next_token
-        if stop_ids is not None and bool(done.all()):
-            if out is not None:
-                out[:, i + 1:] = pad_id
-            break
-    return new_tokens, new_probs
+    listing = out is None
+    if listing:
+        out = torch.empty((cur_token.shape[0], num_new_tokens), dtype=torch.int64,
+                          device=cur_token.device)
+    new_probs: Optional[List[torch.Tensor]] = [] if listing else None
+    steps = _decode_loop(model, cur_token, input_pos, num_new_tokens, callback,
+                         step=step or decode_step_of(model), out=out, new_probs=new_probs,
+                         stop_ids=stop_ids, stop_rows=None, pad_id=pad_id, done=done,
+                         previous_tokens=previous_tokens, logprobs_out=None,
+                         sampling_kwargs=sampling_kwargs)
+    if not listing:
+        return [], []
+    return [out[:, i:i + 1] for i in range(steps)], new_probs
 
 
-def _check_positive_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _prepare_prompt(model: Transformer, prompt: torch.Tensor,
-                    batch_size: Optional[int]) -> torch.Tensor:
+def prepare_prompt(model: Transformer, prompt: torch.Tensor,
+                   batch_size: Optional[int]) -> torch.Tensor:
     """Validate ``prompt`` ``[T]`` or ``[B, T]`` and return it as ``[batch_size, T]`` int64."""
     if not isinstance(prompt, torch.Tensor):
         raise ValueError(f"prompt must be a torch.Tensor of token ids, got {type(prompt).__name__}")
@@ -126,7 +194,7 @@ def _prepare_prompt(model: Transformer, prompt: torch.Tensor,
     rows = prompt.view(1, -1) if prompt.dim() == 1 else prompt
     if batch_size is None:
         batch_size = rows.shape[0]
-    _check_positive_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
     if rows.shape[0] == 1 and batch_size > 1:
         rows = rows.expand(batch_size, -1)
     elif rows.shape[0] != batch_size:
@@ -147,6 +215,130 @@ def _check_draft(model: Transformer, draft_model, sampling_kwargs: dict) -> None
         raise ValueError("repetition_penalty must be 1.0 with speculative decoding (the "
                          "penalty of a draft position depends on the drafts before it); use "
                          "draft_model=None or speculate_k=0 to combine it with a penalty")
+
+
+@dataclass
+class DecodeResult:
+    """What ``decode`` produced. ``seq [B, T + N]`` int64: the prompt, then each row's new
+    tokens, ``pad_id`` after a row ended. ``steps``: new-token columns decoded (N when no
+    row stopped early). ``logprobs [B, N]`` fp32 when asked for. Seconds: ``prefill_s``
+    (caches, prompt pass, first token) and ``decode_s`` (the rest)."""
+    seq: torch.Tensor
+    prompt_len: int
+    steps: int
+    accept_counts: List[int]
+    prefill_s: float
+    decode_s: float
+    logprobs: Optional[torch.Tensor] = None
+
+
+def _capacity(model: Transformer, interactive: bool) -> Tuple[int, str]:
+    if interactive:
+        return INTERACTIVE_MAX_SEQ_LENGTH, "interactive cache"
+    return model.config.block_size, "block_size"
+
+
+@torch.no_grad()
+def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
+           sampling_kwargs: dict, interactive: bool = False,
+           draft_model: Optional[Transformer] = None, speculate_k: int = 0,
+           callback: Callable = lambda x: x, stop_ids: Optional[torch.Tensor] = None,
+           pad_id: Optional[int] = None, stop_rows: Optional[StopRows] = None,
+           step: Optional[Callable] = None, logprobs: bool = False) -> DecodeResult:
+    """Prefill ``rows [B, T]`` (int64, validated by ``prepare_prompt``) and decode up to
+    ``max_new_tokens`` tokens per row: the loop behind every entry point.
+
+    sampling_kwargs: validated knobs (``validate_sampling_kwargs``). stop_ids ``[S]`` int64
+    and ``stop_rows`` end rows (the stop token is kept, later ones are ``pad_id``, default
+    the first stop id or 0); decoding ends when every row has ended. ``callback`` gets each
+    new token column ``[B, 1]``. ``step`` replaces ``decode_step_of(model)`` (fish-speech's
+    ``decode_one_token``); ``logprobs`` records each chosen token's log-probability under the
+    model's unmodified softmax (not with a draft). With ``draft_model`` and
+    ``speculate_k > 0``: speculative rounds (``fastdecode.speculative``).
+    """
+    bsz, T = rows.shape
+    capacity, what = _capacity(model, interactive)
+    if T > capacity:
+        raise ValueError(f"prompt has {T} tokens, more than the {what} ({capacity})")
+    if T + max_new_tokens > capacity:
+        raise ValueError(f"max_new_tokens ({max_new_tokens}) + prompt length ({T}) exceeds the "
+                         f"{what} ({capacity}); max_new_tokens may be at most {capacity - T}")
+    step = step or decode_step_of(model)
+    if sampling_kwargs.get("generator") is not None and \
+            getattr(model, "compiled_decode_step", None) is not None:
+        raise ValueError("generator cannot be passed to a compiled decode step (Dynamo cannot "
+                         "take a torch.Generator): seed with torch.manual_seed instead")
+    speculative = draft_model is not None and speculate_k > 0
+    k_eff = 0
+    if speculative:
+        _check_draft(model, draft_model, sampling_kwargs)
+        if logprobs:
+            raise ValueError("logprobs are not recorded with a draft_model")
+        # the target's check pass writes up to k positions past a row's last token
+        k_eff = min(speculate_k, capacity - T - max_new_tokens)
+        speculative = k_eff > 0 and max_new_tokens > 1
+    device = rows.device
+    if pad_id is None:
+        pad_id = int(stop_ids[0]) if stop_ids is not None else 0
+
+    t0 = time.perf_counter()
+    T_new = T + max_new_tokens
+    max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
+    with torch.device(device):
+        model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
+        if speculative and draft_model is not model:
+            draft_model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
+
+    # Positions not generated yet hold each row's first prompt token: that id is already
+    # among the previous tokens, and the penalty counts each distinct id once, so the
+    # fixed-shape seq can serve as previous_tokens at every step (static shapes for compile).
+    seq = rows[:, :1].expand(bsz, T_new).clone()
+    seq[:, :T] = rows
+    rp = sampling_kwargs["repetition_penalty"]
+    penalised = isinstance(rp, torch.Tensor) or rp != 1.0
+    previous_tokens = seq if penalised else None
+    logprobs_out = (torch.zeros((bsz, max_new_tokens), dtype=torch.float32, device=device)
+                    if logprobs else None)
+    input_pos = torch.arange(0, T, device=device)
+    first = prefill(model, rows, input_pos, previous_tokens, logprobs=logprobs,
+                    **sampling_kwargs)
+    if logprobs:
+        first, first_logprob = first
+        logprobs_out[:, :1] = first_logprob
+    seq[:, T:T + 1] = first
+    callback(first)
+    done = torch.zeros(bsz, dtype=torch.bool, device=device)
+    if stop_ids is not None:
+        done |= torch.isin(first.view(-1).long(), stop_ids)
+    if stop_rows is not None:
+        hit = stop_rows(first)
+        if hit is not None:
+            done |= hit
+    prefill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    accept_counts = [0] * (speculate_k + 1)
+    if bool(done.all()):
+        seq[:, T + 1:] = pad_id
+        steps = 1
+    elif speculative:
+        if not shares_caches(draft_model, model):
+            draft_model(rows, input_pos, last_only=True)  # fills the draft's caches
+        counts, steps = speculative_decode_rows(model, draft_model, seq, T, k_eff, callback,
+                                                stop_ids, pad_id, sampling_kwargs,
+                                                stop_rows=stop_rows, done=done.tolist())
+        accept_counts[:len(counts)] = counts
+    else:
+        stopping = stop_ids is not None or stop_rows is not None
+        steps = 1 + _decode_loop(
+            model, first, torch.tensor([T], device=device, dtype=torch.int64),
+            max_new_tokens - 1, callback, step=step, out=seq[:, T + 1:], new_probs=None,
+            stop_ids=stop_ids, stop_rows=stop_rows, pad_id=pad_id,
+            done=done if stopping else None, previous_tokens=previous_tokens,
+            logprobs_out=None if logprobs_out is None else logprobs_out[:, 1:],
+            sampling_kwargs=sampling_kwargs)
+    return DecodeResult(seq=seq, prompt_len=T, steps=steps, accept_counts=accept_counts,
+                        prefill_s=prefill_s, decode_s=time.perf_counter() - t0,
+                        logprobs=logprobs_out)
 
 
 @torch.no_grad()
@@ -177,59 +369,12 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     ``accept_counts[a]`` (length ``speculate_k + 1``) counts the (row, round) pairs that
     accepted ``a`` draft tokens; all zero without a draft.
     """
-    _check_positive_int("max_new_tokens", max_new_tokens, 1)
-    _check_positive_int("speculate_k", speculate_k, 0)
-    rows = _prepare_prompt(model, prompt, batch_size)
-    bsz, T = rows.shape
-    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=bsz)
-    capacity = INTERACTIVE_MAX_SEQ_LENGTH if interactive else model.config.block_size
-    if T > capacity:
-        raise ValueError(f"prompt has {T} tokens, more than the "
-                         f"{'interactive cache' if interactive else 'block_size'} ({capacity})")
-    if T + max_new_tokens > capacity:
-        raise ValueError(f"max_new_tokens ({max_new_tokens}) + prompt length ({T}) exceeds the "
-                         f"{'interactive cache' if interactive else 'block_size'} ({capacity}); "
-                         f"max_new_tokens may be at most {capacity - T}")
-    speculative = draft_model is not None and speculate_k > 0
-    if speculative:
-        _check_draft(model, draft_model, sampling_kwargs)
-        # the target's check pass writes up to k positions past a row's last token
-        k_eff = min(speculate_k, capacity - T - max_new_tokens)
-        speculative = k_eff > 0 and max_new_tokens > 1
-    device = rows.device
-    stop_ids = _as_stop_ids(eos_id, device)
-    if pad_id is None:
-        pad_id = int(stop_ids[0]) if stop_ids is not None else 0
-
-    T_new = T + max_new_tokens
-    max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
-    with torch.device(device):
-        model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
-        if speculative and draft_model is not model:
-            draft_model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
-
-    # Positions not generated yet hold each row's first prompt token: that id is already
-    # among the previous tokens, and the penalty counts each distinct id once, so the
-    # fixed-shape seq can serve as previous_tokens at every step (static shapes for compile).
-    seq = rows[:, :1].expand(bsz, T_new).clone()
-    seq[:, :T] = rows
-    rp = sampling_kwargs["repetition_penalty"]
-    penalised = isinstance(rp, torch.Tensor) or rp != 1.0
-    previous_tokens = seq if penalised else None
-    input_pos = torch.arange(0, T, device=device)
-    next_token = prefill(model, rows, input_pos, previous_tokens, **sampling_kwargs)
-    seq[:, T:T + 1] = next_token
-    callback(next_token)
-    accept_counts = [0] * (speculate_k + 1)
-    if speculative:
-        if not shares_caches(draft_model, model):
-            draft_model(rows, input_pos, last_only=True)  # fills the draft's caches
-        counts = speculative_decode_rows(model, draft_model, seq, T, k_eff, callback, stop_ids,
-                                         pad_id, sampling_kwargs)
-        accept_counts[:len(counts)] = counts
-        return seq, {"accept_counts": accept_counts}
-    input_pos = torch.tensor([T], device=device, dtype=torch.int64)
-    decode_n_tokens(model, next_token, input_pos, max_new_tokens - 1, callback,
-                    out=seq[:, T + 1:], stop_ids=stop_ids, pad_id=pad_id,
-                    previous_tokens=previous_tokens, **sampling_kwargs)
-    return seq, {"accept_counts": accept_counts}
+    check_int("max_new_tokens", max_new_tokens, 1)
+    check_int("speculate_k", speculate_k, 0)
+    rows = prepare_prompt(model, prompt, batch_size)
+    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    result = decode(model, rows, max_new_tokens, sampling_kwargs=sampling_kwargs,
+                    interactive=interactive, draft_model=draft_model, speculate_k=speculate_k,
+                    callback=callback, stop_ids=_as_stop_ids(eos_id, rows.device),
+                    pad_id=pad_id)
+    return result.seq, {"accept_counts": result.accept_counts}

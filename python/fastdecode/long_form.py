@@ -1,4 +1,4 @@
-"""fish-speech's long-form API (seed 002) on our model and sampling ops, for chat LLMs.
+"""fish-speech's long-form API on our model and sampling ops, for chat LLMs.
 
 ``generate_long`` splits a long text into segments (``segmentation.split_text``), sends each
 as one user turn of a ChatML conversation and decodes the model's reply until
@@ -6,8 +6,8 @@ as one user turn of a ChatML conversation and decodes the model's reply until
 (segment, reply) pairs: always the first, then as many recent ones as fit ``max_length``.
 
 Also here, under fish-speech's names: ``load_model``, ``decode_one_token_naive``,
-``decode_n_tokens`` and ``generate`` (keyword-only, returns one sequence tensor). They are
-thin layers over ``fastdecode.generate``'s prefill and decode step.
+``decode_n_tokens`` and ``generate`` (keyword-only, returns one sequence tensor). All of them
+run ``fastdecode.generate``'s decode core (``decode`` and its loop).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple,
 
 import torch
 
-from .generate import _check_positive_int
-from .generate import decode_one_token as _decode_one_token
-from .generate import prefill as _prefill
+from .generate import (_decode_loop, compile_decode_step, decode, decode_step_of,
+                       prepare_prompt)
 from .model import Transformer
 from .sampling import validate_sampling_kwargs
 from .segmentation import split_text
+from .validation import check_flag, check_int, check_range
 
 __all__ = ["GenerateResponse", "generate_long", "load_model", "decode_one_token_naive",
            "decode_n_tokens", "generate", "build_prompt", "SYSTEM_PROMPT"]
@@ -40,22 +40,23 @@ class GenerateResponse:
 def load_model(checkpoint_path, device, precision, compile: bool = False,
                is_agent: bool = False) -> Tuple[Transformer, Callable]:
     """``(model, decode_one_token)``; the tokenizer rides along as ``model.tokenizer`` (what
-    ``generate_long`` reads). ``compile`` wraps the decode step in ``torch.compile``."""
+    ``generate_long`` reads). ``compile`` compiles the model's decode step
+    (``compile_decode_step``), which ``decode_one_token_naive`` then runs."""
     from .checkpoint import load
 
     model, tokenizer = load(checkpoint_path, device=device, precision=precision)
     model.tokenizer = tokenizer
-    step = decode_one_token_naive
     if compile:
-        step = torch.compile(step, fullgraph=True, dynamic=False)
-    return model, step
+        compile_decode_step(model)
+    return model, decode_one_token_naive
 
 
 def decode_one_token_naive(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
                            previous_tokens: Optional[torch.Tensor] = None,
                            **sampling_kwargs) -> torch.Tensor:
-    """One decode step: x ``[B, 1]`` at input_pos ``[1]`` -> next token ``[B, 1]`` (int32)."""
-    return _decode_one_token(model, x, input_pos, previous_tokens, **sampling_kwargs)[0]
+    """One decode step: x ``[B, 1]`` at input_pos ``[1]`` -> next token ``[B, 1]`` (int32),
+    through the model's decode step (compiled when ``compile_decode_step`` was called)."""
+    return decode_step_of(model)(model, x, input_pos, previous_tokens, **sampling_kwargs)[0]
 
 
 def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
@@ -65,35 +66,33 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
                     **sampling_kwargs) -> torch.Tensor:
     """Up to ``num_new_tokens`` tokens after ``cur_token [B, 1]`` -> ``[B, n]`` int64.
 
-    Stops once every row has produced ``im_end_id`` (included). ``semantic_ids`` exists for
-    fish-speech's signature; text models have none, so it must be None. ``previous_tokens``
-    ``[B, T]`` (the prompt) joins the generated tokens for the repetition penalty.
+    Stops once every row has produced ``im_end_id`` (included; rows that ended earlier are
+    padded with it). ``semantic_ids`` exists for fish-speech's signature; text models have
+    none, so it must be None. ``previous_tokens`` ``[B, T]`` (the prompt) joins the
+    generated tokens for the repetition penalty. ``input_pos`` advances in place.
     """
     if semantic_ids is not None:
         raise ValueError("semantic_ids must be None: fastdecode serves text models, which "
                          "have no semantic-token vocabulary")
-    out: List[torch.Tensor] = []
-    done = torch.zeros(cur_token.shape[0], dtype=torch.bool, device=cur_token.device)
-    # the penalty's id list grows by one token per step; kept only when a penalty is on
-    penalised = sampling_kwargs.get("repetition_penalty", 1.0) != 1.0
-    history = previous_tokens
-    for _ in range(num_new_tokens):
-        if penalised:
-            history = (torch.cat([history, cur_token.long()], 1) if history is not None
-                       else cur_token)
-        token = decode_one_token(model, cur_token, input_pos, history if penalised else None,
-                                 **sampling_kwargs)
-        token = (token[0] if isinstance(token, tuple) else token).long()
-        input_pos += 1
-        out.append(token)
-        cur_token = token
-        if im_end_id is not None:
-            done |= token.view(-1) == im_end_id
-            if bool(done.all()):
-                break
-    if not out:
-        return cur_token.new_empty((cur_token.shape[0], 0), dtype=torch.int64)
-    return torch.cat(out, 1)
+    check_int("num_new_tokens", num_new_tokens, 0)
+    bsz = cur_token.shape[0]
+    knobs = validate_sampling_kwargs(sampling_kwargs, batch_size=bsz)
+    # One fixed buffer: [previous tokens | cur | new tokens]. Slots not generated yet hold
+    # cur, already a previous token: the penalty counts each distinct id once.
+    before = [] if previous_tokens is None else [previous_tokens.to(torch.int64)]
+    n_before = 0 if previous_tokens is None else previous_tokens.shape[1]
+    history = torch.cat([*before, cur_token.to(torch.int64).expand(bsz, 1 + num_new_tokens)],
+                        1)
+    out = history[:, n_before + 1:]
+    rp = knobs["repetition_penalty"]
+    penalised = isinstance(rp, torch.Tensor) or rp != 1.0
+    stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=cur_token.device)
+    steps = _decode_loop(model, cur_token, input_pos, num_new_tokens, lambda _: None,
+                         step=decode_one_token, out=out, new_probs=None, stop_ids=stop_ids,
+                         stop_rows=None, pad_id=im_end_id or 0, done=None,
+                         previous_tokens=history if penalised else None, logprobs_out=None,
+                         sampling_kwargs=knobs)
+    return out[:, :steps]
 
 
 @torch.no_grad()
@@ -101,26 +100,15 @@ def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
              decode_one_token: Callable = decode_one_token_naive, im_end_id: Optional[int] = None,
              **sampling_kwargs) -> torch.Tensor:
     """fish-speech's ``generate``: prompt ``[T]`` -> ``[T + n]`` (``[B, T]`` -> ``[B, T + n]``),
-    n <= max_new_tokens, stopping after ``im_end_id``. The KV cache holds exactly
-    ``T + max_new_tokens`` positions."""
-    _check_positive_int("max_new_tokens", max_new_tokens, 1)
-    rows = prompt.view(1, -1) if prompt.dim() == 1 else prompt
-    T = rows.shape[1]
-    if T + max_new_tokens > model.config.block_size:
-        raise ValueError(f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                         f"model's block_size ({model.config.block_size})")
-    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
-    model.setup_caches(max_batch_size=rows.shape[0], max_seq_length=T + max_new_tokens)
-    input_pos = torch.arange(0, T, device=rows.device)
-    penalised = sampling_kwargs["repetition_penalty"] != 1.0
-    first = _prefill(model, rows, input_pos, rows if penalised else None,
-                         **sampling_kwargs).long()
-    new = [first]
-    if max_new_tokens > 1 and not (im_end_id is not None and bool((first == im_end_id).all())):
-        new.append(decode_n_tokens(model, first, torch.tensor([T], device=rows.device),
-                                   max_new_tokens - 1, None, decode_one_token, im_end_id,
-                                   rows, **sampling_kwargs))
-    seq = torch.cat([rows.long(), *new], 1)
+    n <= max_new_tokens, stopping after ``im_end_id`` (rows that ended earlier are padded
+    with it). The KV cache holds exactly ``T + max_new_tokens`` positions."""
+    check_int("max_new_tokens", max_new_tokens, 1)
+    rows = prepare_prompt(model, prompt, None)
+    knobs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=rows.device)
+    result = decode(model, rows, max_new_tokens, sampling_kwargs=knobs, stop_ids=stop_ids,
+                    step=decode_one_token)
+    seq = result.seq[:, :result.prompt_len + result.steps]
     return seq[0] if prompt.dim() == 1 else seq
 
 
@@ -168,14 +156,17 @@ def build_prompt(tokenizer, segment: str, history: Sequence[Tuple[str, str]],
     return ids, len(kept) + len(recent)
 
 
-def _check_range(name, value, lo, hi, lo_open=True, hi_open=True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}"
-                         f"{')' if hi_open else ']'}, got {value!r}")
-    return float(value)
+def _check_device(device, model: Transformer) -> None:
+    """``device`` must name the device the model's weights are on ("cuda" matches any
+    index)."""
+    try:
+        want = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must name a torch device, got {device!r}") from e
+    have = model.tok_embeddings.weight.device
+    if want.type != have.type or (want.index is not None and want.index != (have.index or 0)):
+        raise ValueError(f"device {str(want)!r} is not the model's device ({str(have)!r}): "
+                         "the model generates where its weights are")
 
 
 def generate_long(*, model, device: Union[str, torch.device], decode_one_token: Callable,
@@ -199,12 +190,16 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
     if tokenizer is None or not getattr(tokenizer, "is_chatml", False):
         raise ValueError("model.tokenizer must be a ChatML tokenizer: load the model with "
                          "fastdecode.long_form.load_model or set model.tokenizer")
-    _check_range("top_p", top_p, 0, 1, hi_open=False)
-    _check_range("repetition_penalty", repetition_penalty, 0, 2)
-    _check_range("temperature", temperature, 0, 2)
-    _check_positive_int("num_samples", num_samples, 1)
-    _check_positive_int("max_new_tokens", max_new_tokens, 0)
-    _check_positive_int("max_length", max_length, 1)
+    _check_device(device, model)
+    # fish-speech's documented ranges, tighter than the sampler's own (checked in C++)
+    check_range("top_p", top_p, 0, 1, lo_open=True, hi_open=False)
+    check_range("repetition_penalty", repetition_penalty, 0, 2, lo_open=True, hi_open=True)
+    check_range("temperature", temperature, 0, 2, lo_open=True, hi_open=True)
+    check_int("num_samples", num_samples, 1)
+    check_int("max_new_tokens", max_new_tokens, 0)
+    check_int("max_length", max_length, 1)
+    check_flag("compile", compile)
+    check_flag("iterative_prompt", iterative_prompt)
     if max_length > model.config.block_size:
         raise ValueError(f"max_length ({max_length}) exceeds the model's block_size "
                          f"({model.config.block_size})")
@@ -215,10 +210,11 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
     if len(texts) != len(tokens):
         raise ValueError(f"prompt_text and prompt_tokens must pair up: got {len(texts)} texts "
                          f"and {len(tokens)} token tensors")
-    references = [(t, tokenizer.decode(ids.view(-1).tolist(), skip_special_tokens=True))
+    references = [(t, tokenizer.decode(torch.as_tensor(ids).view(-1).tolist(),
+                                       skip_special_tokens=True))
                   for t, ids in zip(texts, tokens)]
-    if compile:
-        decode_one_token = torch.compile(decode_one_token, fullgraph=True, dynamic=False)
+    if compile and getattr(model, "compiled_decode_step", None) is None:
+        compile_decode_step(model)  # decode_one_token_naive runs it
     im_end = tokenizer.im_end_id
     reserve = max_new_tokens if max_new_tokens > 0 else 1
     sampling = dict(temperature=float(temperature), top_p=float(top_p),

@@ -11,7 +11,7 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
-__all__ = ["logits_to_probs", "multinomial_sample_one_no_sync", "linear",
+__all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync", "linear",
            "quantize_int8_per_channel",
            "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
            "decode_layer",
@@ -23,21 +23,48 @@ _ops = torch.ops.fastdecode
 Knob = Union[float, int, None, torch.Tensor]
 
 
-def _row_param_table(logits: torch.Tensor, knobs) -> torch.Tensor:
-    """[B, 5] float64 table (temperature, top_k, top_p, min_p, repetition_penalty) from
-    knobs that are Python scalars, 0-d tensors or per-row [B] tensors."""
-    rows = logits.shape[0] if logits.dim() == 2 else 1
-    names = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+def _row_param_table(rows: int, knobs, device) -> torch.Tensor:
+    """[rows, 5] float64 table (temperature, top_k, top_p, min_p, repetition_penalty) from
+    knobs that are Python scalars, 0-d tensors or per-row [rows] tensors."""
     cols = []
-    for name, v in zip(names, knobs):
+    for name, v in zip(_KNOB_NAMES, knobs):
         if v is None:  # only top_k may be None: off
             v = 0
-        t = torch.as_tensor(v, dtype=torch.float64, device=logits.device)
+        t = torch.as_tensor(v, dtype=torch.float64, device=device)
         if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != rows):
             raise ValueError(f"{name} must be a scalar or a per-row tensor of shape [{rows}], "
                              f"got shape {tuple(t.shape)}")
         cols.append(t.expand(rows))
     return torch.stack(cols, dim=1)
+
+
+_KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+
+
+def _knob_args(rows: int, knobs, device) -> dict:
+    """The op's keyword arguments for the knobs: scalars as they are, or the [rows, 5]
+    ``row_params`` table when any knob is a tensor."""
+    if any(isinstance(v, torch.Tensor) for v in knobs):
+        return {"row_params": _row_param_table(rows, knobs, device)}
+    temperature, top_k, top_p, min_p, repetition_penalty = knobs
+    return dict(temperature=float(temperature), top_k=top_k, top_p=float(top_p),
+                min_p=float(min_p), repetition_penalty=float(repetition_penalty))
+
+
+def check_sampling_params(rows: int = 1, temperature: Knob = 1.0, top_k: Knob = None,
+                          top_p: Knob = 1.0, min_p: Knob = 0.0,
+                          repetition_penalty: Knob = 1.0) -> None:
+    """Raise ``ValueError`` naming the knob and its range when ``logits_to_probs`` would
+    refuse these knobs (per-row tensors: ``[rows]``); the op's own check, run before any
+    model work. Ranges: see ``logits_to_probs``."""
+    _ops.check_sampling_params(**_knob_args(rows, (temperature, top_k, top_p, min_p,
+                                                   repetition_penalty), "cpu"))
+
+
+@torch.library.register_fake("fastdecode::check_sampling_params")
+def _check_sampling_params_fake(temperature=1.0, top_k=None, top_p=1.0, min_p=0.0,
+                                repetition_penalty=1.0, row_params=None):
+    return None
 
 
 def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
@@ -54,15 +81,14 @@ def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor
     mass (the crossing token and its ties included). min_p: in ``[0, 1)``; keeps tokens with
     ``p >= min_p * max(p)``. Both act on the tempered, top-k-filtered distribution.
     repetition_penalty: ``> 0`` (1 = off).
-    Every knob is a Python scalar or a per-row tensor ``[B]``.
+    Every knob is a Python scalar or a per-row tensor ``[B]``; a knob out of its range is a
+    ``ValueError`` naming it (raised by the C++ op).
     Returns probabilities with the shape and dtype of ``logits``.
     """
+    rows = logits.shape[0] if logits.dim() == 2 else 1
     knobs = (temperature, top_k, top_p, min_p, repetition_penalty)
-    if any(isinstance(v, torch.Tensor) for v in knobs):
-        return _ops.logits_to_probs(logits, previous_tokens,
-                                    row_params=_row_param_table(logits, knobs))
-    return _ops.logits_to_probs(logits, previous_tokens, float(temperature), top_k, float(top_p),
-                                float(min_p), float(repetition_penalty))
+    return _ops.logits_to_probs(logits, previous_tokens,
+                                **_knob_args(rows, knobs, logits.device))
 
 
 @torch.library.register_fake("fastdecode::logits_to_probs")

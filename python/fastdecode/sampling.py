@@ -24,46 +24,38 @@ __all__ = ["SAMPLING_KWARGS", "validate_sampling_kwargs", "is_greedy", "logits_t
 SAMPLING_KWARGS: Dict[str, Any] = {"temperature": 1.0, "top_k": None, "top_p": 1.0,
                                    "min_p": 0.0, "repetition_penalty": 1.0, "generator": None}
 
-# name -> (predicate on a float64 tensor of values, allowed range for the message)
-_RANGES = {
-    "temperature": (lambda t: torch.isfinite(t) & (t >= 0), "a finite number >= 0 (0 = greedy)"),
-    "top_k": (lambda t: (t >= 0) & (t == t.floor()), "None or an integer >= 0 (0/None = off)"),
-    "top_p": (lambda t: (t > 0) & (t <= 1), "in (0, 1] (1 = off)"),
-    "min_p": (lambda t: (t >= 0) & (t < 1), "in [0, 1) (0 = off)"),
-    "repetition_penalty": (lambda t: torch.isfinite(t) & (t > 0), "a finite number > 0 (1 = off)"),
-}
-
 
 def validate_sampling_kwargs(kwargs: Dict[str, Any], batch_size: Optional[int] = None
                              ) -> Dict[str, Any]:
-    """Check names, types, shapes and ranges of sampling knobs; return them with defaults.
+    """Check names, types and shapes of sampling knobs, then their ranges with the C++ op's
+    own check (``ops.check_sampling_params``); return them with defaults filled in.
 
-    Raises ``TypeError`` for an unknown knob and ``ValueError`` naming the knob and its
-    allowed range otherwise. Per-row tensors must have ``batch_size`` entries when given.
+    Raises ``TypeError`` for an unknown knob and ``ValueError`` naming the knob otherwise
+    (the ranges are the op's: the same error whichever entry point the knob came through).
+    Per-row tensors must have ``batch_size`` entries when given.
     """
     unknown = sorted(set(kwargs) - set(SAMPLING_KWARGS))
     if unknown:
         raise TypeError(f"unknown sampling argument(s) {unknown}; "
                         f"supported: {sorted(SAMPLING_KWARGS)}")
     out = {**SAMPLING_KWARGS, **kwargs}
-    for name, (ok, allowed) in _RANGES.items():
+    rows = batch_size or 1
+    for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
         v = out[name]
-        if v is None and name == "top_k":
-            continue
         if isinstance(v, torch.Tensor):
             if v.dim() > 1 or (v.dim() == 1 and batch_size is not None and v.numel() != batch_size):
                 raise ValueError(f"{name} must be a scalar or a per-row tensor of shape "
                                  f"[{batch_size}], got shape {tuple(v.shape)}")
             if v.is_complex() or v.dtype == torch.bool:
                 raise ValueError(f"{name} must be real-valued, got dtype {v.dtype}")
-            t = v.detach().to(torch.float64)
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or \
-                (name == "top_k" and not isinstance(v, int)):
-            raise ValueError(f"{name} must be {allowed}, got {v!r}")
-        else:
-            t = torch.tensor(float(v), dtype=torch.float64)
-        if not bool(ok(t).all()):
-            raise ValueError(f"{name} must be {allowed}, got {v!r}")
+            if v.dim() == 1:
+                rows = v.numel()
+        elif name == "top_k" and v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"top_k must be None or an integer >= 0 (0/None = off), got {v!r}")
+        elif name != "top_k" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{name} must be a number or a per-row tensor, got {v!r}")
+    ops.check_sampling_params(rows, out["temperature"], out["top_k"], out["top_p"],
+                              out["min_p"], out["repetition_penalty"])
     g = out["generator"]
     if g is not None and not isinstance(g, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(g).__name__}")

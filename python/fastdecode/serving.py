@@ -1,9 +1,11 @@
-"""fish-speech's thread-safe request queue (seed 002): one worker thread owns the model and
+"""fish-speech's thread-safe request queue: one worker thread owns the model and
 serves ``GenerateRequest``s in arrival order; any number of client threads put requests on
 its input queue and read ``WrappedGenerateResponse``s from their own response queues.
 
 Request dicts for ``launch_thread_safe_queue`` take ``generate_long``'s keyword arguments
-(``text`` required; ``model``/``device``/``decode_one_token`` are the worker's). Each chunk
+(``text`` required; ``model``/``decode_one_token`` are the worker's), so a request built as
+fish-speech's API server builds it (``device``, ``compile``, ``prompt_tokens=[]``, ...)
+is served unchanged; a ``device`` other than the worker's is an error response. Each chunk
 arrives as ``WrappedGenerateResponse("success", GenerateResponse(...))``; a request that
 raises gets one ``WrappedGenerateResponse("error", exception)`` and the worker moves on.
 ``None`` on the input queue stops the worker.
@@ -19,8 +21,8 @@ from typing import Callable, Literal, Optional, Union
 
 import torch
 
-from .generate import _check_positive_int
 from .long_form import GenerateResponse, generate_long, load_model
+from .validation import check_int
 
 __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
            "launch_thread_safe_queue_agent", "AGENT_REQUEST_KEYS"]
@@ -41,7 +43,7 @@ class GenerateRequest:
 _worker_ids = itertools.count()
 # generate_long's keywords that a request may set (the rest belong to the worker)
 _LONG_FORM_KEYS = frozenset(inspect.signature(generate_long).parameters) - {
-    "model", "device", "decode_one_token"}
+    "model", "decode_one_token"}
 # keys of an agent request: token ids in, token ids out (fastdecode.generate's knobs)
 AGENT_REQUEST_KEYS = frozenset({"prompt", "max_new_tokens", "num_samples", "temperature",
                                 "top_k", "top_p", "min_p", "repetition_penalty"})
@@ -102,10 +104,9 @@ def launch_thread_safe_queue(checkpoint_path, device, precision, compile: bool =
     Raises in the caller when the checkpoint cannot be loaded."""
     def serve(loaded, request, out):
         model, step = loaded
-        kwargs = _check_keys(request, _LONG_FORM_KEYS)
+        kwargs = {"device": device, **_check_keys(request, _LONG_FORM_KEYS)}
         with torch.no_grad():
-            for chunk in generate_long(model=model, device=device, decode_one_token=step,
-                                       **kwargs):
+            for chunk in generate_long(model=model, decode_one_token=step, **kwargs):
                 out.put(WrappedGenerateResponse(status="success", response=chunk))
 
     q, _ = _launch(lambda: load_model(checkpoint_path, device, precision, compile), serve,
@@ -132,7 +133,7 @@ def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: 
         prompt = torch.as_tensor(kwargs.pop("prompt"), device=device)
         max_new = kwargs.pop("max_new_tokens", 256)
         samples = kwargs.pop("num_samples", 1)
-        _check_positive_int("num_samples", samples, 1)
+        check_int("num_samples", samples, 1)
         tok = model.tokenizer
         for _ in range(samples):
             seq, _ = generate(model, prompt, max_new, eos_id=tok.stop_ids, **kwargs)

@@ -18,7 +18,7 @@ their KV caches too, and the target's pass fills them.
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -80,13 +80,18 @@ def _per_position(knobs: dict, k1: int) -> dict:
 def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: torch.Tensor,
                             prompt_len: int, speculate_k: int, callback: Callable,
                             stop_ids: Optional[torch.Tensor], pad_id: int,
-                            sampling_kwargs: dict) -> List[int]:
+                            sampling_kwargs: dict, *,
+                            stop_rows: Optional[Callable] = None,
+                            done: Optional[List[bool]] = None) -> Tuple[List[int], int]:
     """Fill ``seq [B, T_new]`` after column ``prompt_len`` (which holds the first new token,
     already drawn by the target's prefill; both models are prefilled) by speculative rounds.
 
     ``callback`` gets each output column ``[B, 1]`` once every row has produced it, so it is
-    called once per new token exactly as in plain decoding. Returns ``accept_counts``:
-    ``accept_counts[a]`` = number of (row, round) pairs that accepted ``a`` draft tokens.
+    called once per new token exactly as in plain decoding; ``stop_rows`` (see
+    ``generate.decode``) is asked after each column and ends the rows it names there.
+    ``done[b]``: row b already ended at its first token. Returns ``(accept_counts, columns)``:
+    ``accept_counts[a]`` = number of (row, round) pairs that accepted ``a`` draft tokens;
+    ``columns``: new-token columns holding some row's output.
     """
     bsz, t_new = seq.shape
     k = speculate_k
@@ -99,13 +104,11 @@ def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: t
     shared = shares_caches(draft_model, model)
     accept_counts = [0] * (k + 1)
     lengths = [prompt_len + 1] * bsz   # tokens in each row so far
-    done = [False] * bsz
-    if stop_ids is not None:
-        stops = set(stop_ids.tolist())
-        done = [int(seq[b, prompt_len]) in stops for b in range(bsz)]
-        for b in range(bsz):
-            if done[b]:
-                seq[b, prompt_len + 1:] = pad_id
+    done = list(done) if done is not None else [False] * bsz
+    stops = set(stop_ids.tolist()) if stop_ids is not None else set()
+    for b in range(bsz):
+        if done[b]:
+            seq[b, prompt_len + 1:] = pad_id
     done = [d or n >= t_new for d, n in zip(done, lengths)]
     emitted = prompt_len + 1           # columns already passed to the callback
     need_prev = False                  # some row's draft cache lacks its previous token
@@ -146,7 +149,7 @@ def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: t
             accept_counts[a] += 1
             need_prev |= a == k
             new = tokens[b][:min(a + 1, t_new - lengths[b])]
-            if stop_ids is not None:
+            if stops:
                 hit = next((i for i, t in enumerate(new) if t in stops), None)
                 if hit is not None:
                     new = new[:hit + 1]
@@ -157,6 +160,15 @@ def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: t
             done[b] = done[b] or lengths[b] >= t_new
         complete = min(t_new if d else n_b for d, n_b in zip(done, lengths))
         for col in range(emitted, complete):
-            callback(seq[:, col:col + 1])
+            column = seq[:, col:col + 1]
+            callback(column)
+            hit = stop_rows(column) if stop_rows is not None else None
+            if hit is None:
+                continue
+            for b in torch.nonzero(hit).view(-1).tolist():
+                if lengths[b] > col + 1 or not done[b]:  # ends here: drop what follows
+                    seq[b, col + 1:] = pad_id
+                    lengths[b] = min(lengths[b], col + 1)
+                    done[b] = True
         emitted = max(emitted, complete)
-    return accept_counts
+    return accept_counts, max(lengths) - prompt_len

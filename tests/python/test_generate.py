@@ -1,5 +1,5 @@
 """generate(): shapes, batching, callback, EOS padding, interactive cap and every validation
-rule of seeds 000/004 (each a ValueError naming the argument)."""
+rule of gpt-fast's generate (each a ValueError naming the argument)."""
 import pytest
 import torch
 from conftest import tiny_model
@@ -122,10 +122,10 @@ def test_compiled_decode_step_matches_eager(model):
     prompt = torch.randint(0, 101, (2, 4))
     eager, _ = generate(model, prompt, 8, temperature=0)
     try:
-        fastdecode.compile_decode_step()
+        fastdecode.compile_decode_step(model)
         compiled, _ = generate(model, prompt, 8, temperature=0)
     finally:
-        fastdecode.compile_decode_step(enable=False)
+        fastdecode.compile_decode_step(model, enable=False)
     assert torch.equal(eager, compiled)
 
 

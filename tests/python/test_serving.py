@@ -59,21 +59,71 @@ def test_many_threads_get_their_own_responses(worker_queue):
             assert 1 <= len(w.response.codes) <= 1 + (c + r) % 8
 
 
-@pytest.mark.parametrize("request_dict,match", [
-    (dict(text="Hi.", colour="red"), "unknown request key"),
-    (dict(text="Hi.", top_p=0), "top_p must be in"),
-    (dict(text="Hi.", temperature=2), "temperature must be in"),
-    (dict(), "text"),
+def _fish_speech_request(**overrides):
+    """A request dict written the way fish-speech's API server writes it
+    (TTSInferenceEngine.send_Llama_request): generate_long's keywords but model and
+    decode_one_token, the device a torch.device, the references as lists."""
+    request = dict(
+        device=torch.device("cpu"),
+        max_new_tokens=8,
+        text="Hello there. How are you today?",
+        top_p=0.7,
+        repetition_penalty=1.2,
+        temperature=0.7,
+        compile=False,
+        iterative_prompt=True,
+        chunk_length=200,
+        prompt_tokens=[],
+        prompt_text=[],
+    )
+    request.update(overrides)
+    return request
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(prompt_tokens=None, prompt_text=None),
+                                       dict(device="cpu", max_length=1024)])
+def test_fish_speech_request_is_served_as_it_is(worker_queue, overrides):
+    responses = queue.Queue()
+    worker_queue.put(GenerateRequest(request=_fish_speech_request(**overrides),
+                                     response_queue=responses))
+    out = _collect(responses)
+    assert [w.status for w in out] == ["success", "success"]
+    assert [w.response.action for w in out] == ["sample", "next"]
+    assert 1 <= len(out[0].response.codes) <= 8
+
+
+@pytest.mark.parametrize("request_dict,exc,match", [
+    (dict(text="Hi.", colour="red"), TypeError, "unknown request key"),
+    (dict(text="Hi.", top_p=0), ValueError, "top_p must be in"),
+    (dict(text="Hi.", temperature=2), ValueError, "temperature must be in"),
+    (dict(text="Hi.", temperature=-1), ValueError, "temperature must be in"),
+    (dict(), TypeError, "text"),
+    (_fish_speech_request(device=torch.device("meta")), ValueError,
+     "device 'meta' is not the model's device ('cpu')"),
+    (_fish_speech_request(device="cuda"), ValueError, "device 'cuda' is not the model's"),
+    (_fish_speech_request(compile="yes"), ValueError, "compile must be True or False"),
 ])
-def test_bad_request_gets_error_and_worker_goes_on(worker_queue, request_dict, match):
+def test_bad_request_gets_error_and_worker_goes_on(worker_queue, request_dict, exc, match):
     responses = queue.Queue()
     worker_queue.put(GenerateRequest(request=request_dict, response_queue=responses))
     out = _collect(responses, timeout=60)
     assert len(out) == 1 and out[0].status == "error"
-    assert isinstance(out[0].response, Exception) and match in str(out[0].response)
+    assert type(out[0].response) is exc and match in str(out[0].response)
     worker_queue.put(GenerateRequest(request=dict(text="Say yes.", max_new_tokens=2),
                                      response_queue=responses))
     assert [w.status for w in _collect(responses)] == ["success", "success"]
+
+
+def test_fish_speech_request_with_compile_compiles_the_workers_step(worker_queue):
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
+    responses = queue.Queue()
+    worker_queue.put(GenerateRequest(request=_fish_speech_request(compile=True, temperature=0.5),
+                                     response_queue=responses))
+    out = _collect(responses, timeout=600)
+    assert [w.status for w in out] == ["success", "success"], out
+    assert counters["stats"]["unique_graphs"] > graphs_before  # the decode step was compiled
 
 
 def test_missing_checkpoint_raises_in_the_caller_quickly():

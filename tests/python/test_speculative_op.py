@@ -79,24 +79,24 @@ def test_opcheck():
                           {"uniforms": u})
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda d, p, q: (d, p, q[:, :-1]), "target_probs must be"),
-    (lambda d, p, q: (d, p[:, :, :-1], q), "vocabularies differ"),
-    (lambda d, p, q: (d[:, :-1], p, q), "target_probs must be"),
-    (lambda d, p, q: (d + 100, p, q), r"draft_tokens must be in \[0, V\)"),
-    (lambda d, p, q: (d.float(), p, q), "int64 or int32"),
-    (lambda d, p, q: (d, -p, q), "finite probabilities"),
-    (lambda d, p, q: (d, p, q * float("nan")), "finite probabilities"),
+@pytest.mark.parametrize("mutate,exc,match", [
+    (lambda d, p, q: (d, p, q[:, :-1]), RuntimeError, "target_probs must be"),
+    (lambda d, p, q: (d, p[:, :, :-1], q), RuntimeError, "vocabularies differ"),
+    (lambda d, p, q: (d[:, :-1], p, q), RuntimeError, "target_probs must be"),
+    (lambda d, p, q: (d + 100, p, q), ValueError, r"draft_tokens must be in \[0, V\)"),
+    (lambda d, p, q: (d.float(), p, q), RuntimeError, "int64 or int32"),
+    (lambda d, p, q: (d, -p, q), ValueError, "finite probabilities"),
+    (lambda d, p, q: (d, p, q * float("nan")), ValueError, "finite probabilities"),
 ])
-def test_bad_input(mutate, match):
+def test_bad_input(mutate, exc, match):
     d, p, q, _ = _case(2, 3, 16, 0)
-    with pytest.raises(RuntimeError, match=match):
+    with pytest.raises(exc, match=match):
         ops.speculative_accept(*mutate(d, p, q))
 
 
 def test_bad_uniforms():
     d, p, q, u = _case(2, 3, 16, 0)
-    with pytest.raises(RuntimeError, match=r"uniforms must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"uniforms must lie in \[0, 1\)"):
         ops.speculative_accept(d, p, q, uniforms=u + 1)
     with pytest.raises(RuntimeError, match="uniforms must be"):
         ops.speculative_accept(d, p, q, uniforms=u[:, :2])

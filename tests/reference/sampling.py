@@ -1,6 +1,6 @@
 """Pure-PyTorch oracles for the sampling ops, written from the seed semantics: gpt-fast's
-``logits_to_probs`` (temperature, top-k) and ``multinomial_sample_one_no_sync`` (seed 004),
-fish-speech's repetition penalty and top-p (seed 002), plus min-p.
+``logits_to_probs`` (temperature, top-k) and ``multinomial_sample_one_no_sync`` (gpt-fast),
+fish-speech's repetition penalty and top-p, plus min-p.
 
 The oracle sorts the vocabulary (the obvious way); the kernels must not. Contract details
 that the seeds leave open, fixed here and in docs/sampling.md:

@@ -1,0 +1,288 @@
+"""``LLM``: llm_utils' ``LLM.generate`` and modularforge's encode -> generate -> decode
+pipeline (``generate_samples``) over the one decode core (``generate.decode``).
+
+A call turns text (or ids) into one prompt batch of ``n`` rows, runs ``decode`` once and
+turns each row back into text. Stop strings are matched on the decoded text as it is
+produced (``detokenize``), so a stop that spans tokens is found and the row ends at that
+token; the returned text ends right before the earliest stop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from .detokenize import IncrementalDetokenizer, find_stop
+from .generate import compile_decode_step, decode
+from .sampling import validate_sampling_kwargs
+from .validation import check_flag, check_int, check_range
+
+__all__ = ["LLM", "check_generate_arguments"]
+
+_QUANTIZE_MODES = (None, "int8", "int4", "gguf")
+# llm_utils' generate keywords (beyond input_context, max_tokens, temperature, n) -> default
+_GENERATE_KWARGS = {"top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
+                    "stop": None, "seed": None, "return_token_ids": False, "return_text": True,
+                    "logprobs": False, "stream": None}
+
+
+@dataclass
+class _Row:
+    """One completion while it is decoded: its ids, released text and how it ended."""
+    detok: IncrementalDetokenizer
+    ids: List[int]
+    finish_reason: Optional[str] = None
+    stop_at: Optional[int] = None   # index in the text where a stop string starts
+
+
+class LLM:
+    """A loaded model with text in, text out (llm_utils' ``LLM``).
+
+    checkpoint: anything ``fastdecode.load`` reads ("default" = SmolLM2-135M-Instruct).
+    quantize: None, "int8" / "int4" (weight-only, groups of 32, ``quantize_model``) or
+    "gguf" (keep a GGUF file's Q4/Q8 blocks as they are). compile: compile the decode step
+    (the first call pays for it; sampling then draws from the global generator, which
+    ``seed`` seeds).
+    """
+
+    def __init__(self, checkpoint="default", *, device: Union[str, torch.device] = "cpu",
+                 precision: torch.dtype = torch.float32, quantize: Optional[str] = None,
+                 compile: bool = False):
+        from .checkpoint import load
+        from .quantize import quantize_model
+
+        if quantize not in _QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {list(_QUANTIZE_MODES)}, got {quantize!r}")
+        check_flag("compile", compile)
+        self.model, self.tokenizer = load(checkpoint, device=device, precision=precision,
+                                          quantized=quantize == "gguf")
+        if quantize in ("int8", "int4"):
+            quantize_model(self.model, quantize, groupsize=32)
+        self._attach(compile)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, compile: bool = False) -> "LLM":
+        """Wrap a model and tokenizer already loaded (``fastdecode.load``) without copying."""
+        check_flag("compile", compile)
+        llm = cls.__new__(cls)
+        llm.model, llm.tokenizer = model, tokenizer
+        llm._attach(compile)
+        return llm
+
+    def _attach(self, compile: bool) -> None:
+        if compile:
+            compile_decode_step(self.model)
+        self.device = self.model.tok_embeddings.weight.device
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the model's decode step is compiled (``compile_decode_step``)."""
+        return getattr(self.model, "compiled_decode_step", None) is not None
+
+    # -- text <-> ids -----------------------------------------------------------------------
+    def encode(self, text: str) -> List[int]:
+        """Token ids of ``text`` (special tokens written in the text are matched whole)."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of ``ids`` (special tokens kept unless ``skip_special_tokens``)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    # -- llm_utils' generate ----------------------------------------------------------------
+    def generate(self, input_context: Union[str, List[int]], max_tokens: int = 512,
+                 temperature: float = 1.0, n: int = 1, **kwargs) -> Union[dict, List[dict]]:
+        """Complete ``input_context`` (text or token ids) ``n`` times, as one batch of ``n``.
+
+        kwargs: ``top_p`` (1.0, in (0, 1]), ``top_k`` (-1 = off, else >= 1), ``min_p``
+        (0.0, in [0, 1)), ``repetition_penalty`` (1.0 = off, > 0), ``stop`` (str or list of
+        str, matched on the decoded text), ``seed`` (int: reproducible), ``return_token_ids``
+        (False), ``return_text`` (True), ``logprobs`` (False: the chosen tokens'
+        log-probabilities under the model's unmodified softmax), ``stream`` (a callable
+        given each new piece of text as it is decoded; n = 1 only). ``temperature`` in
+        [0, 2], 0 = greedy. Bad input is a ``ValueError`` naming the argument, raised
+        before any model work.
+
+        Returns a dict for n = 1, else a list of n dicts: ``text`` (ends right before the
+        earliest stop string), ``token_ids`` (the ids produced, through the token that
+        completed a stop string, without the end-of-turn id), ``finish_reason`` ("stop":
+        a stop string or the end-of-turn id, "length": ``max_tokens`` reached),
+        ``logprobs`` and ``_raw_response`` (token counts, prefill / decode seconds,
+        tokens/s, the sampling settings used).
+        """
+        ids = self._prompt_ids(input_context)
+        opts, stops, knobs = check_generate_arguments(max_tokens, temperature, n, **kwargs)
+        rows = self._complete(ids, max_tokens, n, knobs, stops, opts["logprobs"],
+                              opts["stream"], opts["seed"])
+        settings = dict(temperature=temperature, top_p=opts["top_p"], top_k=opts["top_k"],
+                        min_p=opts["min_p"], repetition_penalty=opts["repetition_penalty"],
+                        seed=opts["seed"], n=n, max_tokens=max_tokens, stop=stops)
+        out = []
+        for row, raw in zip(rows["rows"], rows["raw"]):
+            d: Dict[str, object] = {}
+            if opts["return_text"]:
+                d["text"] = row["text"]
+            if opts["return_token_ids"]:
+                d["token_ids"] = row["token_ids"]
+            if opts["logprobs"]:
+                d["logprobs"] = row["logprobs"]
+            d["finish_reason"] = row["finish_reason"]
+            d["_raw_response"] = {**raw, "sampling": settings}
+            out.append(d)
+        return out[0] if n == 1 else out
+
+    # -- modularforge's pipeline ------------------------------------------------------------
+    def generate_samples(self, prompts: Union[str, Sequence[str]], max_new_tokens: int = 100,
+                         temperature: float = 0.8, top_k: int = 50,
+                         top_p: float = 0.95) -> List[dict]:
+        """encode -> generate -> decode for each prompt (modularforge's ``generate_samples``).
+
+        Returns one dict per prompt: ``prompt``, ``full_text`` (prompt and continuation
+        decoded together, special tokens skipped) and ``continuation``: ``full_text``
+        without the prompt when it starts with it, else all of ``full_text`` (best effort:
+        decoding does not always reproduce the prompt's exact text).
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str)
+                                                             for p in prompts):
+            raise ValueError("prompts must be a str or a list of str")
+        check_int("max_new_tokens", max_new_tokens, 1)
+        knobs = _sampler_knobs(temperature, {**_GENERATE_KWARGS, "top_k": top_k, "top_p": top_p},
+                               1)
+        encoded = [self._prompt_ids(p) for p in prompts]
+        samples = []
+        for prompt, ids in zip(prompts, encoded):
+            row = self._complete(ids, max_new_tokens, 1, knobs, [], False, None, None)["rows"][0]
+            full = self.tokenizer.decode(ids + row["token_ids"], skip_special_tokens=True)
+            cont = full[len(prompt):] if full.startswith(prompt) else full
+            samples.append({"prompt": prompt, "continuation": cont, "full_text": full})
+        return samples
+
+    # -- the shared path --------------------------------------------------------------------
+    def _prompt_ids(self, input_context) -> List[int]:
+        if isinstance(input_context, str):
+            ids = self.tokenizer.encode(input_context)
+        elif isinstance(input_context, (list, tuple)) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in input_context):
+            ids = list(input_context)
+            vocab = self.model.config.vocab_size
+            bad = [i for i in ids if not 0 <= i < vocab]
+            if bad:
+                raise ValueError(f"input_context token ids must be in [0, {vocab}), got {bad[:5]}")
+        else:
+            raise ValueError(f"input_context must be a str or a list of int token ids, got "
+                             f"{type(input_context).__name__}")
+        if not ids:
+            raise ValueError("input_context must not be empty (it encodes to no tokens)")
+        return ids
+
+    def _complete(self, ids: List[int], max_tokens: int, n: int, knobs: dict,
+                  stops: List[str], logprobs: bool, stream: Optional[Callable[[str], None]],
+                  seed: Optional[int]) -> dict:
+        """Decode ``n`` completions of ``ids`` in one batch; per row its text, ids,
+        finish reason and log-probabilities, plus the raw figures. ``seed`` seeds a
+        generator of its own, or the global one for a compiled step (which cannot take a
+        generator)."""
+        block = self.model.config.block_size
+        if len(ids) + max_tokens > block:
+            raise ValueError(f"max_tokens ({max_tokens}) + prompt length ({len(ids)}) exceeds "
+                             f"the model's context ({block} tokens); max_tokens may be at most "
+                             f"{max(block - len(ids), 0)}")
+        if seed is not None and self.compiled:
+            torch.manual_seed(seed)
+        elif seed is not None:
+            knobs = {**knobs, "generator": torch.Generator(device=self.device).manual_seed(seed)}
+        end_ids = set(self.tokenizer.stop_ids)
+        rows = [_Row(IncrementalDetokenizer(self.tokenizer), []) for _ in range(n)]
+
+        def on_column(column: torch.Tensor) -> Optional[torch.Tensor]:
+            ended = [False] * n
+            for b, token in enumerate(column.view(-1).tolist()):
+                row = rows[b]
+                if row.finish_reason is not None:
+                    continue
+                if token in end_ids:
+                    row.finish_reason = "stop"
+                    continue
+                row.ids.append(token)
+                new = row.detok.push(token)
+                if stream is not None and new:
+                    stream(new)
+                row.stop_at = find_stop(row.detok.text, stops, len(new))
+                if row.stop_at is not None:
+                    row.finish_reason = "stop"
+                    ended[b] = True
+            return torch.tensor(ended) if any(ended) else None
+
+        prompt = torch.tensor([ids] * n, dtype=torch.int64, device=self.device)
+        stop_ids = torch.tensor(sorted(end_ids), dtype=torch.int64, device=self.device)
+        result = decode(self.model, prompt, max_tokens, sampling_kwargs=knobs,
+                        stop_ids=stop_ids if end_ids else None, stop_rows=on_column,
+                        logprobs=logprobs)
+        total_s = result.prefill_s + result.decode_s
+        produced = [len(r.ids) + (r.finish_reason == "stop" and r.stop_at is None)
+                    for r in rows]
+        out_rows, raw = [], []
+        for b, row in enumerate(rows):
+            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+            if row.stop_at is not None:
+                text = text[:row.stop_at]
+            entry = {"text": text, "token_ids": row.ids,
+                     "finish_reason": row.finish_reason or "length"}
+            if logprobs:
+                entry["logprobs"] = result.logprobs[b, :len(row.ids)].tolist()
+            out_rows.append(entry)
+            raw.append({"prompt_tokens": len(ids), "completion_tokens": produced[b],
+                        "prefill_seconds": result.prefill_s,
+                        "decode_seconds": result.decode_s,
+                        "tokens_per_second": sum(produced) / total_s if total_s > 0 else 0.0})
+        return {"rows": out_rows, "raw": raw}
+
+
+def check_generate_arguments(max_tokens: int = 512, temperature: float = 1.0, n: int = 1,
+                             **kwargs):
+    """Check ``LLM.generate``'s arguments other than the prompt, without a model:
+    ``(options with defaults, stop strings, sampler knobs)``; raises what ``generate``
+    raises (the REPL checks its settings with it before loading)."""
+    unknown = sorted(set(kwargs) - set(_GENERATE_KWARGS))
+    if unknown:
+        known = ["input_context", "max_tokens", "temperature", "n", *_GENERATE_KWARGS]
+        raise TypeError(f"unknown argument(s) {unknown}; LLM.generate takes {known}")
+    opts = {**_GENERATE_KWARGS, **kwargs}
+    check_int("max_tokens", max_tokens, 1)
+    check_int("n", n, 1)
+    stops = _stop_strings(opts["stop"])
+    for flag in ("return_token_ids", "return_text", "logprobs"):
+        check_flag(flag, opts[flag])
+    if opts["stream"] is not None and (not callable(opts["stream"]) or n != 1):
+        raise ValueError("stream must be a callable taking each new piece of text, and "
+                         "needs n=1")
+    seed = opts["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be None or an int, got {seed!r}")
+    return opts, stops, _sampler_knobs(temperature, opts, n)
+
+
+def _sampler_knobs(temperature, opts: dict, n: int) -> dict:
+    """Validated sampler knobs for ``decode``: llm_utils' ranges where they are tighter than
+    the sampler's (temperature <= 2, top_k -1 = off), the rest by the op's C++ check."""
+    check_range("temperature", temperature, 0, 2, lo_open=False, hi_open=False)
+    top_k = opts["top_k"]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or (top_k < 1 and top_k != -1):
+        raise ValueError(f"top_k must be -1 (off) or an integer >= 1, got {top_k!r}")
+    return validate_sampling_kwargs(
+        dict(temperature=temperature, top_k=None if top_k == -1 else top_k,
+             top_p=opts["top_p"], min_p=opts["min_p"],
+             repetition_penalty=opts["repetition_penalty"]), batch_size=n)
+
+
+def _stop_strings(stop) -> List[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
+        raise ValueError(f"stop must be a non-empty str or a list of non-empty str, got {stop!r}")
+    return list(stops)

@@ -1,0 +1,21 @@
+"""The README's LLM example runs as written (a user copies it first)."""
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _python_block_after(heading: str) -> str:
+    text = README.read_text()
+    section = text[text.index(heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_llm_example_runs(capsys):
+    code = _python_block_after("## Text in, text out: `LLM`")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    outs, r = namespace["outs"], namespace["r"]
+    assert len(outs) == 4 and all(o["finish_reason"] in ("stop", "length") for o in outs)
+    assert len(r["token_ids"]) == len(r["logprobs"]) <= 8
+    assert "Paris" in capsys.readouterr().out
