@@ -70,3 +70,61 @@ bench: setup
 
 clean:
 	rm -rf build $(VENV) python/fastdecode/_C*.so
+
+# AddressSanitizer + UndefinedBehaviorSanitizer over the whole extension (csrc/cpu wrappers
+# and csrc/kernels) and the Catch2 tests: build in build/asan, run ctest, then the op tests and
+# the fuzzers in Python with the ASan runtime preloaded (torch itself is not instrumented).
+# libstdc++ is preloaded with the ASan runtime: python itself does not link it, and ASan's
+# __cxa_throw interceptor must find the real one (else the first C++ exception aborts).
+ASAN_LIB := $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) \
+  $(shell $(CXX) -print-file-name=libstdc++.so 2>/dev/null)
+ASAN_PKG := build/asan/pkg
+ASAN_ENV := LD_PRELOAD="$(ASAN_LIB)" PYTHONPATH=$(abspath $(ASAN_PKG)) \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:alloc_dealloc_mismatch=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ASAN_TESTS := tests/python/test_sampling_ops.py tests/python/test_sampling_statistics.py \
+  tests/python/test_linear_op.py tests/python/test_quant_ops.py tests/python/test_rms_norm.py \
+  tests/python/test_decode_attention.py tests/python/test_decode_layer.py \
+  tests/python/test_speculative_op.py tests/python/test_hardening.py \
+  tests/python/test_fuzz_ops.py tests/python/test_fuzz_files.py
+
+.PHONY: test-asan fuzz
+test-asan: apt-deps $(STAMP)
+	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFASTDECODE_SANITIZE=ON \
+	  -DFASTDECODE_BUILD_EXTENSION=ON -DFASTDECODE_BUILD_TESTS=ON -DPython_EXECUTABLE=$(abspath $(PY))
+	cmake --build build/asan
+	cd build/asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure
+	rm -rf $(ASAN_PKG) && mkdir -p $(ASAN_PKG)/fastdecode
+	cp python/fastdecode/*.py $(ASAN_PKG)/fastdecode/ && cp build/asan/_C*.so $(ASAN_PKG)/fastdecode/
+	$(ASAN_ENV) $(PY) -c "import fastdecode, sys; assert '$(ASAN_PKG)' in fastdecode.__file__, fastdecode.__file__"
+	$(ASAN_ENV) FASTDECODE_FUZZ_EXAMPLES=$${FASTDECODE_FUZZ_EXAMPLES:-300} \
+	  $(PY) -m pytest -q -p no:cacheprovider $(ASAN_TESTS)
+
+# Longer fuzzing with a new random seed each run (the bounded, seeded run is part of make test).
+fuzz: build
+	FASTDECODE_FUZZ_RANDOM=1 FASTDECODE_FUZZ_EXAMPLES=$${FASTDECODE_FUZZ_EXAMPLES:-5000} \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/python/test_fuzz_ops.py \
+	  tests/python/test_fuzz_files.py
+
+# llama.cpp, the CPU peer: the copy vendored in PyPI's llama-cpp-python sdist, built once
+# into .peers/ (git-ignored, never committed) without AMX (a native AMX build died with
+# SIGILL on these machines), then benchmarks/bench_llamacpp.py. Not part of make test.
+LLAMA_SDIST := 0.3.36
+PEERS := .peers
+LLAMA_SRC := $(PEERS)/llama_cpp_python-$(LLAMA_SDIST)/vendor/llama.cpp
+LLAMA_BIN := $(PEERS)/llama.cpp-build/bin
+
+$(LLAMA_SRC)/CMakeLists.txt:
+	mkdir -p $(PEERS)
+	cd $(PEERS) && $(abspath $(PY)) -m pip download -q --no-deps --no-binary :all: \
+	  llama-cpp-python==$(LLAMA_SDIST) -d . && tar xzf llama_cpp_python-$(LLAMA_SDIST).tar.gz
+
+$(LLAMA_BIN)/llama-bench: $(LLAMA_SRC)/CMakeLists.txt
+	cmake -S $(LLAMA_SRC) -B $(PEERS)/llama.cpp-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DGGML_NATIVE=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF \
+	  -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+	cmake --build $(PEERS)/llama.cpp-build --target llama-bench llama-quantize llama-simple
+
+.PHONY: bench-peers
+bench-peers: build $(LLAMA_BIN)/llama-bench
+	$(PY) benchmarks/bench_llamacpp.py --llama-bin $(LLAMA_BIN)

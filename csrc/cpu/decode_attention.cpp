@@ -24,29 +24,36 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   TORCH_CHECK_VALUE(n_head > 0 && n_kv_head > 0 && n_head % n_kv_head == 0, op,
                     ": n_head must be a positive multiple of n_kv_head, got ", n_head, " and ",
                     n_kv_head);
-  TORCH_CHECK(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes() &&
-                  k_cache.size(1) == n_kv_head,
-              op, ": k_cache and v_cache must both be [B_max, n_kv_head, L, D], got ",
+  TORCH_CHECK_VALUE(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes() &&
+                        k_cache.size(1) == n_kv_head,
+                    op, ": k_cache and v_cache must both be [B_max, n_kv_head, L, D], got ",
               k_cache.sizes(), " and ", v_cache.sizes());
   const int64_t L = k_cache.size(2), D = k_cache.size(3);
-  TORCH_CHECK(D % 2 == 0 && D <= 512, op, ": head_dim must be even and <= 512, got ", D);
-  TORCH_CHECK(qkv.dim() == 3 && qkv.size(1) == 1 && qkv.size(2) == (n_head + 2 * n_kv_head) * D,
-              op, ": qkv must be [B, 1, (n_head + 2 n_kv_head) * head_dim] = [B, 1, ",
-              (n_head + 2 * n_kv_head) * D, "], got ", qkv.sizes());
+  TORCH_CHECK_VALUE(D > 0 && D % 2 == 0 && D <= 512, op,
+                    ": head_dim must be even, > 0 and <= 512, got ", D);
+  TORCH_CHECK_VALUE(qkv.dim() == 3 && qkv.size(1) == 1 &&
+                        qkv.size(2) == (n_head + 2 * n_kv_head) * D,
+                    op, ": qkv must be [B, 1, (n_head + 2 n_kv_head) * head_dim] = [B, 1, ",
+                    (n_head + 2 * n_kv_head) * D, "], got ", qkv.sizes());
   const int64_t B = qkv.size(0);
-  TORCH_CHECK(B <= k_cache.size(0), op, ": batch ", B, " exceeds the cache's ", k_cache.size(0));
+  TORCH_CHECK_VALUE(B <= k_cache.size(0), op, ": batch ", B, " exceeds the cache's ",
+                    k_cache.size(0));
   for (const at::Tensor* t : {&qkv, static_cast<const at::Tensor*>(&k_cache),
                               static_cast<const at::Tensor*>(&v_cache), &rope}) {
-    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), op,
-                ": qkv, caches and rope must be float32 CPU tensors");
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat, op,
+                     ": qkv, caches and rope must be float32, got ", t->scalar_type());
+    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": qkv, caches and rope must be CPU tensors");
   }
-  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), op,
-              ": the caches must be contiguous");
-  TORCH_CHECK(rope.dim() == 3 && rope.size(1) == D / 2 && rope.size(2) == 2, op,
-              ": rope must be [positions, head_dim / 2, 2] (cos, sin), got ", rope.sizes());
-  TORCH_CHECK(input_pos.scalar_type() == at::kLong &&
-                  (input_pos.numel() == 1 || input_pos.numel() == B),
-              op, ": input_pos must be int64 [1] or [B, 1], got ", input_pos.sizes());
+  TORCH_CHECK_VALUE(k_cache.is_contiguous() && v_cache.is_contiguous(), op,
+                    ": the caches must be contiguous");
+  TORCH_CHECK_VALUE(rope.dim() == 3 && rope.size(1) == D / 2 && rope.size(2) == 2, op,
+                    ": rope must be [positions, head_dim / 2, 2] (cos, sin), got ", rope.sizes());
+  TORCH_CHECK_TYPE(input_pos.scalar_type() == at::kLong, op, ": input_pos must be int64, got ",
+                   input_pos.scalar_type());
+  TORCH_CHECK_VALUE(input_pos.device().is_cpu() &&
+                        (input_pos.numel() == 1 || input_pos.numel() == B),
+                    op, ": input_pos must be a CPU tensor [1] or [B, 1], got ",
+                    input_pos.sizes());
   const at::Tensor pos_cpu = input_pos.reshape({-1}).contiguous();
   const int64_t* pos = pos_cpu.data_ptr<int64_t>();
   std::vector<int64_t> row_pos(B);

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -28,44 +29,41 @@ struct LinearArgs {
 std::vector<LinearArgs> split_weights(const char* op, const std::vector<at::Tensor>& weights,
                                       const std::vector<int64_t>& kinds,
                                       const std::vector<int64_t>& groupsizes) {
-  TORCH_CHECK(kinds.size() == kLinears && groupsizes.size() == kLinears, op,
-              ": kinds and groupsizes must have 5 entries (wqkv, wo, w1, w3, w2), got ",
-              kinds.size(), " and ", groupsizes.size());
+  TORCH_CHECK_VALUE(kinds.size() == kLinears && groupsizes.size() == kLinears, op,
+                    ": kinds and groupsizes must have 5 entries (wqkv, wo, w1, w3, w2), got ",
+                    kinds.size(), " and ", groupsizes.size());
   std::vector<LinearArgs> out(kLinears);
   size_t next = 0;
   for (int64_t i = 0; i < kLinears; ++i) {
     TORCH_CHECK_VALUE(kinds[i] >= kFloat32 && kinds[i] <= kInt4, op, ": kinds[", i, "] (",
                       kNames[i], ") must be 0 (fp32), 1 (int8) or 2 (int4), got ", kinds[i]);
     const size_t n = kinds[i] == kFloat32 ? 1 : 2;
-    TORCH_CHECK(next + n <= weights.size(), op, ": weights holds ", weights.size(),
-                " tensors, too few for the kinds ", kinds);
+    TORCH_CHECK_VALUE(next + n <= weights.size(), op, ": weights holds ", weights.size(),
+                      " tensors, too few for the kinds ", kinds);
     out[i] = {{&weights[next], n == 2 ? &weights[next + 1] : nullptr}, kinds[i], groupsizes[i]};
     next += n;
   }
-  TORCH_CHECK(next == weights.size(), op, ": weights holds ", weights.size(),
-              " tensors, the kinds ", kinds, " take ", next);
+  TORCH_CHECK_VALUE(next == weights.size(), op, ": weights holds ", weights.size(),
+                    " tensors, the kinds ", kinds, " take ", next);
   return out;
 }
 
-// A linear's out-features, after checking the dtypes of its tensors and that it takes `in`
-// features (int4: its packed columns, padded to the group). Run for all five linears before
-// any work: the attention writes the KV cache, so a later mismatch would leave it changed.
+// A linear's out-features, after checking its tensors as its op does and that it takes `in`
+// features. Run for all five linears before any work: the attention writes the KV cache,
+// so a later mismatch would leave it changed.
 int64_t check_linear(const char* op, int64_t i, const LinearArgs& l, int64_t in) {
+  const std::string name = std::string(op) + " (" + kNames[i] + ")";
   const at::Tensor& w = *l.t[0];
-  const at::ScalarType want = l.kind == kInt8 ? at::kChar : l.kind == kInt4 ? at::kByte
-                                                                              : at::kFloat;
-  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == want, op, ": ", kNames[i], " (kind ", l.kind,
-              ") must start with a 2-D ", want, " tensor, got ", w.scalar_type(), " ",
-              w.sizes());
-  if (l.kind != kFloat32) {
-    TORCH_CHECK(l.t[1]->scalar_type() == at::kFloat, op, ": ", kNames[i],
-                " scales must be float32, got ", l.t[1]->scalar_type());
-  }
-  const int64_t cols = l.kind == kInt4 ? 2 * w.size(1) : w.size(1);
-  const bool fits = l.kind == kInt4 ? in <= cols && in > cols - l.groupsize : in == cols;
-  TORCH_CHECK(fits, op, ": ", kNames[i], " takes ", cols, " in-features",
-              l.kind == kInt4 ? " (padded to its group)" : "", ", the layer gives it ", in);
-  return w.size(0);
+  const LinearShape shape =
+      l.kind == kInt8   ? int8_linear_shape(name.c_str(), w, *l.t[1])
+      : l.kind == kInt4 ? int4_linear_shape(name.c_str(), w, *l.t[1], l.groupsize)
+                        : dense_linear_shape(name.c_str(), w);
+  TORCH_CHECK_TYPE(l.kind != kFloat32 || w.scalar_type() == at::kFloat, name,
+                   ": the fp32 weight must be float32, got ", w.scalar_type());
+  TORCH_CHECK_VALUE(in >= shape.in_min && in <= shape.in_max, name, ": takes ", shape.in_max,
+                    " in-features", l.kind == kInt4 ? " (padded to its group)" : "",
+                    ", the layer gives it ", in);
+  return shape.out_features;
 }
 
 at::Tensor apply(const LinearArgs& l, const at::Tensor& x) {
@@ -101,22 +99,25 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
                         at::Tensor& v_cache, const at::Tensor& input_pos, const at::Tensor& rope,
                         int64_t n_head, int64_t n_kv_head) {
   constexpr const char* op = "fastdecode::decode_layer";
-  TORCH_CHECK(x.dim() == 3 && x.size(1) == 1 && x.scalar_type() == at::kFloat &&
-                  x.device().is_cpu(),
-              op, ": x must be a float32 CPU tensor [B, 1, E], got ", x.scalar_type(), " ",
-              x.sizes());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": x must be float32, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(1) == 1 && x.device().is_cpu(), op,
+                    ": x must be a CPU tensor [B, 1, E], got ", x.sizes());
+  // Every argument is checked before the attention writes the KV cache.
+  check_rms_norm_args(op, x, attention_norm, eps);
+  check_rms_norm_args(op, x, ffn_norm, eps);
   const std::vector<LinearArgs> l = split_weights(op, weights, kinds, groupsizes);
   const int64_t E = x.size(2);
   check_linear(op, 0, l[0], E);  // wqkv's out-features: decode_attention checks them first
   if (k_cache.dim() == 4) {      // else decode_attention's own check fails before its work
-    TORCH_CHECK(check_linear(op, 1, l[1], n_head * k_cache.size(3)) == E, op,
-                ": wo must map back to E = ", E, " features");
+    TORCH_CHECK_VALUE(check_linear(op, 1, l[1], n_head * k_cache.size(3)) == E, op,
+                      ": wo must map back to E = ", E, " features");
   }
   const int64_t hidden = check_linear(op, 2, l[2], E);
-  TORCH_CHECK(check_linear(op, 3, l[3], E) == hidden, op,
-              ": w1 and w3 must have the same out-features");
-  TORCH_CHECK(check_linear(op, 4, l[4], hidden) == E, op, ": w2 must map back to E = ", E,
-              " features");
+  TORCH_CHECK_VALUE(check_linear(op, 3, l[3], E) == hidden, op,
+                    ": w1 and w3 must have the same out-features");
+  TORCH_CHECK_VALUE(check_linear(op, 4, l[4], hidden) == E, op, ": w2 must map back to E = ",
+                    E, " features");
   const at::Tensor xc = x.contiguous();
   const int64_t n = xc.numel();
 

@@ -7,6 +7,7 @@
 
 #include <optional>
 
+#include "cpu/ops.h"
 #include "kernels/dense_gemv.h"
 
 namespace fastdecode::cpu {
@@ -21,18 +22,32 @@ constexpr int64_t kRowsPerTask = 64;
 
 }  // namespace
 
+LinearShape dense_linear_shape(const char* op, const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(weight.dim() == 2, op, ": weight must be 2-D [N, K], got ", weight.sizes());
+  TORCH_CHECK_TYPE(weight.is_floating_point(), op, ": weight must be a floating tensor, got ",
+                   weight.scalar_type());
+  return {weight.size(0), weight.size(1), weight.size(1)};
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "fastdecode::linear";
-  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D [N, K], got ", weight.sizes());
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), op, ": x must have shape [..., K] "
-              "with K = weight.size(1) = ", weight.size(1), ", got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == weight.scalar_type(), op, ": x dtype (", x.scalar_type(),
-              ") must equal weight dtype (", weight.scalar_type(), ")");
-  TORCH_CHECK(x.device() == weight.device(), op, ": x and weight must be on the same device");
+  dense_linear_shape(op, weight);
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == weight.size(1), op,
+                    ": x must have shape [..., K] with K = weight.size(1) = ", weight.size(1),
+                    ", got ", x.sizes());
+  TORCH_CHECK_TYPE(x.is_floating_point() && x.scalar_type() == weight.scalar_type(), op,
+                   ": x and weight must share one floating dtype, got ", x.scalar_type(),
+                   " and ", weight.scalar_type());
+  TORCH_CHECK_VALUE(x.device() == weight.device(), op,
+                    ": x and weight must be on the same device");
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
-                ": bias must have shape [N] = [", weight.size(0), "], got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
+                      ": bias must have shape [N] = [", weight.size(0), "], got ",
+                      bias->sizes());
+    TORCH_CHECK_TYPE(bias->scalar_type() == x.scalar_type(), op, ": bias must be ",
+                     x.scalar_type(), " like x, got ", bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->device() == x.device(), op, ": bias must be on x's device");
   }
   const int64_t K = weight.size(1);
   const int64_t N = weight.size(0);

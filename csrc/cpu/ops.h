@@ -30,6 +30,19 @@ std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
                                                     const at::Tensor& packed_b,
                                                     const at::Tensor& sz_b, int64_t groupsize_b);
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+void check_rms_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                         double eps);
+
+// A linear's weight checked as its op checks it (same errors), without an input: the
+// out-features and the range of in-features it takes. For ops that must reject every bad
+// argument before their first write (decode_layer writes the KV cache midway).
+struct LinearShape {
+  int64_t out_features, in_min, in_max;
+};
+LinearShape dense_linear_shape(const char* op, const at::Tensor& weight);
+LinearShape int8_linear_shape(const char* op, const at::Tensor& q, const at::Tensor& scales);
+LinearShape int4_linear_shape(const char* op, const at::Tensor& packed, const at::Tensor& sz,
+                              int64_t groupsize);
 at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                             const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
                             int64_t n_kv_head);

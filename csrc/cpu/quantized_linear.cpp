@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/quantize.h"
@@ -27,11 +28,13 @@ constexpr int64_t kWeightsPerTask = 1 << 18;
 bool allowed_groupsize(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
 
 void check_weight_input(const char* op, const at::Tensor& w) {
-  TORCH_CHECK(w.dim() == 2, op, ": w must be 2-D [N, K], got shape ", w.sizes());
-  TORCH_CHECK(w.is_floating_point(), op, ": w must be a floating tensor, got ", w.scalar_type());
-  TORCH_CHECK(w.device().is_cpu(), op, ": w must be a CPU tensor");
-  TORCH_CHECK(w.size(0) > 0 && w.size(1) > 0, op, ": w must be non-empty, got ", w.sizes());
-  TORCH_CHECK(at::isfinite(w).all().item<bool>(), op, ": w contains NaN or infinity");
+  TORCH_CHECK_VALUE(w.dim() == 2, op, ": w must be 2-D [N, K], got shape ", w.sizes());
+  TORCH_CHECK_TYPE(w.is_floating_point(), op, ": w must be a floating tensor, got ",
+                   w.scalar_type());
+  TORCH_CHECK_VALUE(w.device().is_cpu(), op, ": w must be a CPU tensor");
+  TORCH_CHECK_VALUE(w.size(0) > 0 && w.size(1) > 0, op, ": w must be non-empty, got ",
+                    w.sizes());
+  TORCH_CHECK_VALUE(at::isfinite(w).all().item<bool>(), op, ": w contains NaN or infinity");
 }
 
 // x [..., K] -> contiguous fp32 [M, K_pad] (zero columns appended when K < K_pad).
@@ -49,18 +52,21 @@ at::Tensor finish(at::Tensor y, const at::Tensor& x, const std::optional<at::Ten
 }
 
 void check_x(const char* op, const at::Tensor& x, int64_t K) {
-  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor");
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == K, op, ": x must have shape [..., K] with K = ", K,
-              ", got ", x.sizes());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), op, ": x must be a CPU tensor");
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == K, op,
+                    ": x must have shape [..., K] with K = ", K, ", got ", x.sizes());
   const auto dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op,
-              ": x must be float32, bfloat16 or float16, got ", dt);
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op,
+                   ": x must be float32, bfloat16 or float16, got ", dt);
 }
 
 void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N) {
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, op, ": bias must have shape [N] = [",
-                N, "], got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == N, op,
+                      ": bias must have shape [N] = [", N, "], got ", bias->sizes());
+    TORCH_CHECK_TYPE(bias->is_floating_point(), op, ": bias must be a floating tensor, got ",
+                     bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->device().is_cpu(), op, ": bias must be a CPU tensor");
   }
 }
 
@@ -75,6 +81,7 @@ struct GemvActivations {
   at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
+  bool finite = true;  // false: x holds NaN / inf, which the integer path cannot carry
 };
 
 int64_t aligned64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -102,7 +109,8 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
   auto* q = reinterpret_cast<int16_t*>(base);
   auto* scale = reinterpret_cast<float*>(base + q_bytes);
-  kernels::quantize_activations(xp, M, K_x, K_q, q, scale);
+  a.finite = kernels::quantize_activations(xp, M, K_x, K_q, q, scale);
+  if (!a.finite) return a;
   if (G > 0) {
     auto* xsum = reinterpret_cast<float*>(base + q_bytes + scale_bytes);
     kernels::group_sums(xp, M, K_x, G, xsum);
@@ -157,42 +165,88 @@ struct Int4Weight {
   int64_t N, K_pad, G;
 };
 
+Int8Weight check_int8_weight(const char* op, const at::Tensor& q, const at::Tensor& scales) {
+  TORCH_CHECK_TYPE(q.scalar_type() == at::kChar, op, ": q must be int8, got ",
+                   q.scalar_type());
+  TORCH_CHECK_VALUE(q.dim() == 2 && q.device().is_cpu(), op,
+                    ": q must be a 2-D CPU tensor [N, K], got ", q.sizes());
+  const int64_t N = q.size(0), K = q.size(1);
+  TORCH_CHECK_TYPE(scales.scalar_type() == at::kFloat, op, ": scales must be float32, got ",
+                   scales.scalar_type());
+  TORCH_CHECK_VALUE(scales.dim() >= 1 && scales.size(0) == N && scales.device().is_cpu() &&
+                        (scales.dim() == 1 || (scales.dim() == 2 && scales.size(1) > 0 &&
+                                               K % scales.size(1) == 0)),
+                    op, ": scales must be [N] (per channel) or [N, K / G] (groups of G), "
+                    "with N = ", N, " and K = ", K, "; got ", scales.sizes());
+  const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
+  TORCH_CHECK_VALUE(G == K || G % 32 == 0, op, ": grouped scales need a group size that is a "
+                    "multiple of 32, got ", G, " (K = ", K, ", ", scales.size(1), " groups)");
+  return {q.contiguous(), scales.contiguous(), N, K, G};
+}
+
 Int8Weight check_int8(const char* op, const at::Tensor& x, const at::Tensor& q,
                       const at::Tensor& scales) {
-  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar, op,
-              ": q must be int8 [N, K], got ", q.scalar_type(), " ", q.sizes());
-  const int64_t N = q.size(0), K = q.size(1);
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.size(0) == N &&
-                  (scales.dim() == 1 || (scales.dim() == 2 && scales.size(1) > 0 &&
-                                         K % scales.size(1) == 0)),
-              op, ": scales must be float32 [N] (per channel) or [N, K / G] (groups of G), "
-              "with N = ", N, " and K = ", K, "; got ", scales.scalar_type(), " ", scales.sizes());
-  check_x(op, x, K);
-  const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
-  TORCH_CHECK(G == K || G % 32 == 0, op, ": grouped scales need a group size that is a "
-              "multiple of 32, got ", G, " (K = ", K, ", ", scales.size(1), " groups)");
-  return {q.contiguous(), scales.contiguous(), N, K, G};
+  Int8Weight w = check_int8_weight(op, q, scales);
+  check_x(op, x, w.K);
+  return w;
+}
+
+Int4Weight check_int4_weight(const char* op, const at::Tensor& packed, const at::Tensor& sz,
+                             int64_t groupsize) {
+  TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
+                    ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+  TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte, op, ": packed must be uint8, got ",
+                   packed.scalar_type());
+  TORCH_CHECK_VALUE(packed.dim() == 2 && packed.device().is_cpu(), op,
+                    ": packed must be a 2-D CPU tensor [N, K_pad / 2], got ", packed.sizes());
+  const int64_t N = packed.size(0), K_pad = packed.size(1) * 2;
+  TORCH_CHECK_VALUE(K_pad % groupsize == 0, op, ": packed holds ", K_pad,
+                    " columns, not a multiple of groupsize ", groupsize);
+  TORCH_CHECK_TYPE(sz.scalar_type() == at::kFloat, op,
+                   ": scales_and_zeros must be float32, got ", sz.scalar_type());
+  TORCH_CHECK_VALUE(sz.dim() == 3 && sz.size(0) == N && sz.size(1) == K_pad / groupsize &&
+                        sz.size(2) == 2 && sz.device().is_cpu(),
+                    op, ": scales_and_zeros must be [N, K_pad / groupsize, 2] = [", N, ", ",
+                    K_pad / groupsize, ", 2], got ", sz.sizes());
+  return {packed.contiguous(), sz.contiguous(), N, K_pad, groupsize};
 }
 
 Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& packed,
                       const at::Tensor& sz, int64_t groupsize) {
-  TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
-                    ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
-  TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte, op,
-              ": packed must be uint8 [N, K_pad / 2], got ", packed.scalar_type(), " ",
-              packed.sizes());
-  const int64_t N = packed.size(0), K_pad = packed.size(1) * 2;
-  TORCH_CHECK(K_pad % groupsize == 0, op, ": packed holds ", K_pad,
-              " columns, not a multiple of groupsize ", groupsize);
-  TORCH_CHECK(sz.scalar_type() == at::kFloat && sz.dim() == 3 && sz.size(0) == N &&
-                  sz.size(1) == K_pad / groupsize && sz.size(2) == 2,
-              op, ": scales_and_zeros must be float32 [N, K_pad / groupsize, 2] = [", N, ", ",
-              K_pad / groupsize, ", 2], got ", sz.scalar_type(), " ", sz.sizes());
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) <= K_pad && x.size(-1) > K_pad - groupsize, op,
-              ": x must have shape [..., K] with K in (", K_pad - groupsize, ", ", K_pad,
-              "] (the packed in-features, padded to the group), got ", x.sizes());
+  Int4Weight w = check_int4_weight(op, packed, sz, groupsize);
+  const int64_t K_pad = w.K_pad;
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) <= K_pad && x.size(-1) > K_pad - groupsize,
+                    op, ": x must have shape [..., K] with K in (", K_pad - groupsize, ", ",
+                    K_pad, "] (the packed in-features, padded to the group), got ", x.sizes());
   check_x(op, x, x.size(-1));
-  return {packed.contiguous(), sz.contiguous(), N, K_pad, groupsize};
+  return w;
+}
+
+// More than kMaxGemvRows rows (or x holding NaN / inf): dequantise the weight once, then
+// ATen's GEMM.
+at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,
+                     const std::optional<at::Tensor>& bias) {
+  const int64_t N = w.N, K = w.K, G = w.G;
+  const at::Tensor wf = (w.q.to(at::kFloat).view({N, K / G, G}) *
+                         w.scales.reshape({N, K / G, 1})).view({N, K});
+  return finish(at::matmul(activations(x, K, K), wf.t()), x, bias);
+}
+
+at::Tensor int4_gemm(const at::Tensor& x, const Int4Weight& w,
+                     const std::optional<at::Tensor>& bias) {
+  at::Tensor wf = at::empty({w.N, w.K_pad}, x.options().dtype(at::kFloat));
+  kernels::dequantize_int4(w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(), w.N, w.K_pad,
+                           w.G, wf.data_ptr<float>());
+  return finish(at::matmul(activations(x, x.size(-1), w.K_pad), wf.t()), x, bias);
+}
+
+// x [..., K] with no element, or no out-feature: the empty sum, [..., N] zeros (+ bias).
+at::Tensor empty_product(const at::Tensor& x, int64_t N, const std::optional<at::Tensor>& bias) {
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  at::Tensor y = at::zeros(shape, x.options().dtype(at::kFloat));
+  if (bias.has_value()) y.add_(*bias);
+  return y.to(x.scalar_type());
 }
 
 // The GEMV path (up to kMaxGemvRows rows of x) of int8 weights sharing K: fp32 outputs.
@@ -200,6 +254,10 @@ std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<In
   const int64_t K = ws[0].K;
   const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
   std::vector<at::Tensor> ys;
+  if (!a.finite) {  // NaN / inf propagate exactly as on the GEMM path
+    for (const Int8Weight& w : ws) ys.push_back(int8_gemm(x, w, std::nullopt));
+    return ys;
+  }
   std::vector<int64_t> rows;
   for (const Int8Weight& w : ws) {
     ys.push_back(gemv_output(x, w.N));
@@ -220,6 +278,10 @@ std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<In
   const int64_t K = x.size(-1), K_pad = ws[0].K_pad, G = ws[0].G;
   const GemvActivations a = gemv_activations(x, K, K_pad, K_pad, G);
   std::vector<at::Tensor> ys;
+  if (!a.finite) {  // NaN / inf propagate exactly as on the GEMM path
+    for (const Int4Weight& w : ws) ys.push_back(int4_gemm(x, w, std::nullopt));
+    return ys;
+  }
   std::vector<int64_t> tiles;
   for (const Int4Weight& w : ws) {
     ys.push_back(gemv_output(x, w.N));
@@ -236,24 +298,18 @@ std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<In
   return ys;
 }
 
-// More than kMaxGemvRows rows: dequantise the weight once, then ATen's GEMM.
-at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,
-                     const std::optional<at::Tensor>& bias) {
-  const int64_t N = w.N, K = w.K, G = w.G;
-  const at::Tensor wf = (w.q.to(at::kFloat).view({N, K / G, G}) *
-                         w.scales.reshape({N, K / G, 1})).view({N, K});
-  return finish(at::matmul(activations(x, K, K), wf.t()), x, bias);
-}
-
-at::Tensor int4_gemm(const at::Tensor& x, const Int4Weight& w,
-                     const std::optional<at::Tensor>& bias) {
-  at::Tensor wf = at::empty({w.N, w.K_pad}, x.options().dtype(at::kFloat));
-  kernels::dequantize_int4(w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(), w.N, w.K_pad,
-                           w.G, wf.data_ptr<float>());
-  return finish(at::matmul(activations(x, x.size(-1), w.K_pad), wf.t()), x, bias);
-}
-
 }  // namespace
+
+LinearShape int8_linear_shape(const char* op, const at::Tensor& q, const at::Tensor& scales) {
+  const Int8Weight w = check_int8_weight(op, q, scales);
+  return {w.N, w.K, w.K};
+}
+
+LinearShape int4_linear_shape(const char* op, const at::Tensor& packed, const at::Tensor& sz,
+                              int64_t groupsize) {
+  const Int4Weight w = check_int4_weight(op, packed, sz, groupsize);
+  return {w.N, std::max<int64_t>(w.K_pad - groupsize + 1, 0), w.K_pad};
+}
 
 std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w) {
   constexpr const char* op = "fastdecode::quantize_int8_per_channel";
@@ -305,6 +361,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tenso
   constexpr const char* op = "fastdecode::int8_linear";
   const Int8Weight w = check_int8(op, x, q, scales);
   check_bias(op, bias, w.N);
+  if (x.numel() == 0 || w.N == 0) return empty_product(x, w.N, bias);
   if (x.numel() / w.K > kMaxGemvRows) return int8_gemm(x, w, bias);
   return finish_gemv(int8_gemv_many(x, {w})[0], x, bias);
 }
@@ -315,6 +372,7 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed,
   constexpr const char* op = "fastdecode::int4_linear";
   const Int4Weight w = check_int4(op, x, packed, scales_and_zeros, groupsize);
   check_bias(op, bias, w.N);
+  if (x.numel() == 0 || w.N == 0) return empty_product(x, w.N, bias);
   if (x.numel() / x.size(-1) > kMaxGemvRows) return int4_gemm(x, w, bias);
   return finish_gemv(int4_gemv_many(x, {w})[0], x, bias);
 }
@@ -325,6 +383,9 @@ std::tuple<at::Tensor, at::Tensor> int8_linear_pair(const at::Tensor& x, const a
                                                     const at::Tensor& scales_b) {
   constexpr const char* op = "fastdecode::int8_linear";
   const Int8Weight a = check_int8(op, x, q_a, scales_a), b = check_int8(op, x, q_b, scales_b);
+  if (x.numel() == 0 || a.N == 0 || b.N == 0) {
+    return {empty_product(x, a.N, std::nullopt), empty_product(x, b.N, std::nullopt)};
+  }
   if (x.numel() / a.K > kMaxGemvRows) {
     return {int8_gemm(x, a, std::nullopt), int8_gemm(x, b, std::nullopt)};
   }
@@ -340,6 +401,9 @@ std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
   constexpr const char* op = "fastdecode::int4_linear";
   const Int4Weight a = check_int4(op, x, packed_a, sz_a, groupsize_a);
   const Int4Weight b = check_int4(op, x, packed_b, sz_b, groupsize_b);
+  if (x.numel() == 0 || a.N == 0 || b.N == 0) {
+    return {empty_product(x, a.N, std::nullopt), empty_product(x, b.N, std::nullopt)};
+  }
   if (x.numel() / x.size(-1) > kMaxGemvRows) {
     return {int4_gemm(x, a, std::nullopt), int4_gemm(x, b, std::nullopt)};
   }

@@ -25,13 +25,15 @@ at::Tensor as_rows_f32(const at::Tensor& t) {
 }
 
 void check_sampling_input(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.dim() == 1 || t.dim() == 2, op, ": ", name,
-              " must have shape [V] or [B, V], got ", t.sizes());
-  TORCH_CHECK(t.size(-1) > 0, op, ": ", name, " must have a non-empty last dimension (V >= 1)");
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ",
+                    t.device());
+  TORCH_CHECK_VALUE(t.dim() == 1 || t.dim() == 2, op, ": ", name,
+                    " must have shape [V] or [B, V], got ", t.sizes());
+  TORCH_CHECK_VALUE(t.size(-1) > 0, op, ": ", name,
+                    " must have a non-empty last dimension (V >= 1)");
   const auto dt = t.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op, ": ", name,
-              " must be float32, bfloat16 or float16, got ", dt);
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op, ": ", name,
+                   " must be float32, bfloat16 or float16, got ", dt);
 }
 
 // Grain: one row per task; a row of V = 32k..128k is already ~10-100 us of work.
@@ -71,9 +73,14 @@ std::vector<kernels::RowSamplingParams> read_sampling_params(
   if (row_params.has_value()) {
     const at::Tensor& t = *row_params;
     if (rows < 0 && t.dim() == 2) rows = t.size(0);
-    TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == kNumParams, op,
-                ": row_params must have shape [B, 5] = [", rows, ", 5], got ", t.sizes());
-    TORCH_CHECK(t.device().is_cpu(), op, ": row_params must be a CPU tensor");
+    TORCH_CHECK_VALUE(t.dim() == 2 && t.size(0) == rows && t.size(1) == kNumParams, op,
+                      ": row_params must have shape [B, 5]", rows >= 0 ? " = [" : "",
+                      rows >= 0 ? std::to_string(rows) + ", 5]" : std::string(), ", got ",
+                      t.sizes());
+    TORCH_CHECK_TYPE(t.is_floating_point() || t.scalar_type() == at::kLong ||
+                         t.scalar_type() == at::kInt,
+                     op, ": row_params must be a real tensor, got ", t.scalar_type());
+    TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": row_params must be a CPU tensor");
     const at::Tensor tf = t.to(at::kDouble).contiguous();
     const double* v = tf.data_ptr<double>();
     std::vector<kernels::RowSamplingParams> params(rows);
@@ -126,12 +133,12 @@ at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Ten
   bool prev_per_row = false;
   if (previous_tokens.has_value() && previous_tokens->numel() > 0) {
     const at::Tensor& t = *previous_tokens;
-    TORCH_CHECK(t.device().is_cpu(), op, ": previous_tokens must be a CPU tensor");
-    TORCH_CHECK(!at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kBool, op,
-                ": previous_tokens must hold integer token ids, got ", t.scalar_type());
-    TORCH_CHECK(t.dim() == 1 || (t.dim() == 2 && logits.dim() == 2 && t.size(0) == rows), op,
-                ": previous_tokens must have shape [T] or [B, T] with B = ", rows,
-                " rows of logits, got ", t.sizes());
+    TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": previous_tokens must be a CPU tensor");
+    TORCH_CHECK_TYPE(at::isIntegralType(t.scalar_type(), /*includeBool=*/false), op,
+                     ": previous_tokens must hold integer token ids, got ", t.scalar_type());
+    TORCH_CHECK_VALUE(t.dim() == 1 || (t.dim() == 2 && logits.dim() == 2 && t.size(0) == rows),
+                      op, ": previous_tokens must have shape [T] or [B, T] with B = ", rows,
+                      " rows of logits, got ", t.sizes());
     prev = t.to(at::kLong).contiguous();
     const int64_t lo = prev.min().item<int64_t>();
     const int64_t hi = prev.max().item<int64_t>();
@@ -174,9 +181,12 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   const int64_t vocab = p.size(1);
   at::Tensor noise_rows;
   if (noise.has_value()) {
-    TORCH_CHECK(noise->sizes() == probs.sizes(), op, ": noise must have the shape of probs ",
-                probs.sizes(), ", got ", noise->sizes());
-    TORCH_CHECK(noise->device().is_cpu(), op, ": noise must be a CPU tensor");
+    TORCH_CHECK_VALUE(noise->sizes() == probs.sizes(), op,
+                      ": noise must have the shape of probs ", probs.sizes(), ", got ",
+                      noise->sizes());
+    TORCH_CHECK_TYPE(noise->is_floating_point(), op, ": noise must be a floating tensor, got ",
+                     noise->scalar_type());
+    TORCH_CHECK_VALUE(noise->device().is_cpu(), op, ": noise must be a CPU tensor");
     noise_rows = as_rows_f32(*noise);
   }
   uint64_t key = 0;
@@ -192,6 +202,23 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   const float* pp = p.data_ptr<float>();
   const float* np = noise.has_value() ? noise_rows.data_ptr<float>() : nullptr;
   int32_t* outp = out.data_ptr<int32_t>();
+  std::vector<kernels::ProbsStatus> status(rows, kernels::ProbsStatus::kOk);
+  at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) status[r] = kernels::check_probs_row(pp + r * vocab, vocab);
+  });
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK_VALUE(status[r] != kernels::ProbsStatus::kNotFinite, op, ": probs row ", r,
+                      " holds NaN or infinity");
+    TORCH_CHECK_VALUE(status[r] != kernels::ProbsStatus::kNegative, op, ": probs row ", r,
+                      " holds a negative value");
+    TORCH_CHECK_VALUE(status[r] != kernels::ProbsStatus::kNoMass, op, ": probs row ", r,
+                      " has no positive entry: nothing to draw");
+  }
+  if (noise.has_value()) {
+    TORCH_CHECK_VALUE(noise_rows.numel() == 0 || (noise_rows.min().item<float>() > 0.0f &&
+                                                  at::isfinite(noise_rows).all().item<bool>()),
+                      op, ": noise must be finite and > 0 (Exp(1) draws)");
+  }
   at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
     // written in full by the kernel before it is read: no zero fill
     std::unique_ptr<float[]> ratios(new float[vocab]);

@@ -9,15 +9,27 @@
 
 namespace fastdecode::kernels {
 
-void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
                           float* scale) {
   const int64_t blocks = K_pad / kActBlock;
+  bool finite = true;
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t k0 = b * kActBlock, k1 = std::max(k0, std::min(K, k0 + kActBlock));
       int16_t* qb = q + m * K_pad + k0;
       float amax = 0.0f;
-      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(x[m * K + k]));
+      bool block_finite = true;
+      for (int64_t k = k0; k < k1; ++k) {
+        const float v = x[m * K + k];
+        block_finite &= v - v == 0.0f;  // false for NaN and +-inf
+        amax = std::max(amax, std::fabs(v));
+      }
+      if (!block_finite) {  // x * inv would be NaN, whose integer conversion is undefined
+        finite = false;
+        scale[m * blocks + b] = 0.0f;
+        for (int64_t k = 0; k < kActBlock; ++k) qb[k] = 0;
+        continue;
+      }
       scale[m * blocks + b] = amax / kActMax;
       const float inv = amax > 0.0f ? kActMax / amax : 0.0f;
       for (int64_t k = k0; k < k1; ++k) {
@@ -27,6 +39,7 @@ void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, i
       for (int64_t k = k1; k < k0 + kActBlock; ++k) qb[k - k0] = 0;
     }
   }
+  return finite;
 }
 
 void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {

@@ -40,8 +40,10 @@ struct QuantizedActivations {
 };
 
 // x: [M, K] fp32 (row stride K) -> q: [M, K_pad], scale: [M, K_pad / 32] (K_pad >= K, a
-// multiple of 32; columns K..K_pad are zero). An all-zero block gets scale 0.
-void quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+// multiple of 32; columns K..K_pad are zero). An all-zero block gets scale 0. Returns false
+// when x holds NaN or infinity (such blocks get q = 0, scale 0): integers cannot carry them,
+// so the caller must compute those rows in floating point instead.
+bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
                           float* scale);
 
 // hi, lo: [a.M, a.K] each, filled from a.q.

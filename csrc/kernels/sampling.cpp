@@ -157,6 +157,21 @@ int64_t argmax_of_ratios(const float* ratios, int64_t n) {
 }  // namespace
 
 FASTDECODE_MULTIVERSION
+ProbsStatus check_probs_row(const float* probs, int64_t n) {
+  // one pass of lane-wise flags (the loop vectorises: no early exit)
+  int not_finite = 0, negative = 0, positive = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float p = probs[i];
+    not_finite |= !(p - p == 0.0f);  // NaN and +-inf give NaN here
+    negative |= p < 0.0f;
+    positive |= p > 0.0f;
+  }
+  if (not_finite) return ProbsStatus::kNotFinite;
+  if (negative) return ProbsStatus::kNegative;
+  return positive ? ProbsStatus::kOk : ProbsStatus::kNoMass;
+}
+
+FASTDECODE_MULTIVERSION
 int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n,
                                 float* ratios) {
   for (int64_t i = 0; i < n; ++i) ratios[i] = probs[i] / noise[i];

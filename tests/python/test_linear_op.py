@@ -52,12 +52,14 @@ def test_compile_fullgraph_around_linear():
     torch.testing.assert_close(f(x), torch.relu(F.linear(x, w)) * 2, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("x,w,b,match", [
-    (torch.randn(1, 16), torch.randn(8, 15), None, "K = weight.size"),
-    (torch.randn(1, 16), torch.randn(2, 8, 16), None, "weight must be 2-D"),
-    (torch.randn(1, 16), torch.randn(8, 16, dtype=torch.float64), None, "dtype"),
-    (torch.randn(1, 16), torch.randn(8, 16), torch.randn(7), "bias must have shape"),
+@pytest.mark.parametrize("x,w,b,exc,match", [
+    (torch.randn(1, 16), torch.randn(8, 15), None, ValueError, "K = weight.size"),
+    (torch.randn(1, 16), torch.randn(2, 8, 16), None, ValueError, "weight must be 2-D"),
+    (torch.randn(1, 16), torch.randn(8, 16, dtype=torch.float64), None, TypeError, "dtype"),
+    (torch.randn(1, 16), torch.randn(8, 16), torch.randn(7), ValueError, "bias must have shape"),
+    (torch.randn(1, 16), torch.randn(8, 16), torch.randn(8).double(), TypeError, "bias must be"),
+    (None, torch.randn(8, 16), None, TypeError, "x must be a torch.Tensor"),
 ])
-def test_linear_bad_input(x, w, b, match):
-    with pytest.raises(RuntimeError, match=match):
+def test_linear_bad_input(x, w, b, exc, match):
+    with pytest.raises(exc, match=match):
         ops.linear(x, w, b)

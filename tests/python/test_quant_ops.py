@@ -117,7 +117,7 @@ def test_grouped_int8_scales_as_gguf_q8_0():
     want = int8_linear_ref(x, q, scales)
     torch.testing.assert_close(ops.int8_linear(x, q, scales).double(), want, rtol=1e-4,
                                atol=1e-4)
-    with pytest.raises(RuntimeError, match="multiple of 32"):
+    with pytest.raises(ValueError, match="multiple of 32"):
         ops.int8_linear(torch.randn(1, 48), q[:, :48], torch.rand(24, 3, generator=g))
 
 
@@ -160,7 +160,9 @@ def test_compile_fullgraph_around_quantized_linears():
      r"x must have shape \[\.\.\., K\] with K = 64"),
     (lambda: ops.int8_linear(torch.randn(2, 64), torch.zeros(4, 64), torch.ones(4)), "int8"),
     (lambda: ops.int8_linear(torch.randn(2, 64), torch.zeros(4, 64, dtype=torch.int8),
-                             torch.ones(5)), "scales must be float32"),
+                             torch.ones(5).double()), "scales must be float32"),
+    (lambda: ops.int8_linear(torch.randn(2, 64), torch.zeros(4, 64, dtype=torch.int8),
+                             torch.ones(5)), r"scales must be \[N\]"),
     (lambda: ops.int8_linear(torch.randn(2, 64).double(),
                              *ops.quantize_int8_per_channel(torch.randn(4, 64))), "x must be float32"),
     (lambda: ops.int4_linear(torch.randn(2, 64), *_int4_args(), 64), "scales_and_zeros must be"),
@@ -170,7 +172,8 @@ def test_compile_fullgraph_around_quantized_linears():
                              32), "packed must be uint8"),
 ])
 def test_bad_input_is_a_clear_error(call, match):
-    # an argument out of its range is a ValueError; wrong shapes and dtypes RuntimeErrors
-    with pytest.raises(ValueError if "groupsize must be one of" in match else RuntimeError,
-                       match=match):
+    # a wrong dtype is a TypeError; a wrong shape, range or value a ValueError
+    type_error = match in ("floating", "int8", "scales must be float32", "x must be float32",
+                           "packed must be uint8")
+    with pytest.raises(TypeError if type_error else ValueError, match=match):
         call()

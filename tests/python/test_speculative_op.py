@@ -80,11 +80,12 @@ def test_opcheck():
 
 
 @pytest.mark.parametrize("mutate,exc,match", [
-    (lambda d, p, q: (d, p, q[:, :-1]), RuntimeError, "target_probs must be"),
-    (lambda d, p, q: (d, p[:, :, :-1], q), RuntimeError, "vocabularies differ"),
-    (lambda d, p, q: (d[:, :-1], p, q), RuntimeError, "target_probs must be"),
+    (lambda d, p, q: (d, p, q[:, :-1]), ValueError, "target_probs must be"),
+    (lambda d, p, q: (d, p[:, :, :-1], q), ValueError, "vocabularies differ"),
+    (lambda d, p, q: (d[:, :-1], p, q), ValueError, "target_probs must be"),
     (lambda d, p, q: (d + 100, p, q), ValueError, r"draft_tokens must be in \[0, V\)"),
-    (lambda d, p, q: (d.float(), p, q), RuntimeError, "int64 or int32"),
+    (lambda d, p, q: (d.float(), p, q), TypeError, "int64 or int32"),
+    (lambda d, p, q: (d, p, torch.zeros_like(q)), ValueError, "positive sum"),
     (lambda d, p, q: (d, -p, q), ValueError, "finite probabilities"),
     (lambda d, p, q: (d, p, q * float("nan")), ValueError, "finite probabilities"),
 ])
@@ -98,7 +99,7 @@ def test_bad_uniforms():
     d, p, q, u = _case(2, 3, 16, 0)
     with pytest.raises(ValueError, match=r"uniforms must lie in \[0, 1\)"):
         ops.speculative_accept(d, p, q, uniforms=u + 1)
-    with pytest.raises(RuntimeError, match="uniforms must be"):
+    with pytest.raises(ValueError, match="uniforms must be"):
         ops.speculative_accept(d, p, q, uniforms=u[:, :2])
 
 

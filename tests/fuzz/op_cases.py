@@ -1,0 +1,330 @@
+"""Fuzz cases for every fastdecode op: a valid call built from a few sizes, then mutations
+(a dtype, a zero or grown dimension, a dropped or added dimension, a non-contiguous view,
+NaN / inf, None, an out-of-range number, a list one entry short or long).
+
+``run_case(case)`` builds the call from a JSON-able description, runs it and judges it:
+  - "ok": the op returned; outputs have the shapes and dtypes its fake kernel gives; for a
+    call without mutations the values pass the op's property check; NaN / inf in the
+    activations of a linear propagate as in the float reference (never silently zeroed);
+  - "error": a ValueError / TypeError raised by the op, or torch's own schema error (which
+    names the argument);
+  - "bad": anything else (an unexpected exception type, a wrong shape, a broken property).
+A crash kills the process that runs this: tests/fuzz/worker.py runs cases one by one so the
+parent can tell which case it was.
+"""
+from __future__ import annotations
+
+import math
+import traceback
+from typing import Any, Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from fastdecode import ops as OPS  # the public wrappers over torch.ops.fastdecode
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
+          "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
+NUMBERS = [-1, 0, 1, 3, 7, 31, 48, 2 ** 31, -(2 ** 62), 1e30, -0.5, 0.999, 1.5,
+           float("nan"), float("inf")]
+MUTATIONS = ["dtype", "zero_dim", "grow_dim", "drop_dim", "add_dim", "noncontig", "nan",
+             "inf", "none", "number", "list_short", "list_long"]
+
+
+def _rand(g, shape, dtype=torch.float32, scale=1.0):
+    return torch.randn(shape, generator=g, dtype=torch.float32).mul_(scale).to(dtype)
+
+
+def _probs(g, shape):
+    return torch.softmax(_rand(g, shape, scale=2.0), -1)
+
+
+# -- valid calls ---------------------------------------------------------------------------
+# Each builder returns (args, call): args a list (tensors, numbers, lists, None), call(args)
+# runs the op through its public wrapper (fastdecode.ops), as a user calls it.
+
+def _logits_to_probs(g, d):
+    B, V, T = d["B"], d["V"], d["T"]
+    args = [_rand(g, (B, V), scale=3.0), torch.randint(0, V, (B, T), generator=g), 0.8,
+            min(d["k"], V), 0.9, 0.05, 1.3]
+    return args, lambda a: OPS.logits_to_probs(*a)
+
+
+def _check_sampling_params(g, d):
+    # per-row knobs as tensors [B], the rest scalars
+    B = d["B"]
+    args = [B, torch.full((B,), 0.7), 5, torch.full((B,), 0.9), 0.0, 1.1]
+    return args, lambda a: OPS.check_sampling_params(*a)
+
+
+def _multinomial(g, d):
+    return [_probs(g, (d["B"], d["V"])), None, None], \
+        lambda a: OPS.multinomial_sample_one_no_sync(a[0], torch.Generator().manual_seed(0)
+                                                     if a[1] is None else a[1], a[2])
+
+
+def _linear(g, d):
+    return [_rand(g, (d["M"], d["K"])), _rand(g, (d["N"], d["K"]), scale=0.1),
+            _rand(g, (d["N"],))], lambda a: OPS.linear(*a)
+
+
+def _quantize_int8(g, d):
+    return [_rand(g, (d["N"], d["K"]))], lambda a: OPS.quantize_int8_per_channel(*a)
+
+
+def _quantize_int4(g, d):
+    return [_rand(g, (d["N"], d["K"])), d["G"]], lambda a: OPS.quantize_int4_grouped(*a)
+
+
+def _int8_linear(g, d):
+    q, s = OPS.quantize_int8_per_channel(_rand(g, (d["N"], d["K"])))
+    return [_rand(g, (d["M"], d["K"])), q, s, None], lambda a: OPS.int8_linear(*a)
+
+
+def _int4_linear(g, d):
+    packed, sz = OPS.quantize_int4_grouped(_rand(g, (d["N"], d["K"])), d["G"])
+    return [_rand(g, (d["M"], d["K"])), packed, sz, d["G"], None], \
+        lambda a: OPS.int4_linear(*a)
+
+
+def _rms_norm(g, d):
+    return [_rand(g, (d["M"], d["E"])), _rand(g, (d["E"],)), 1e-5], lambda a: OPS.rms_norm(*a)
+
+
+def _attention_parts(g, d):
+    B, H, Hkv, D, L = d["B"], d["H"] * d["Hkv"], d["Hkv"], d["D"], d["L"]
+    caches = [_rand(g, (B, Hkv, L, D)) for _ in range(2)]
+    angles = torch.rand((L, D // 2), generator=g) * 6.28
+    rope = torch.stack([angles.cos(), angles.sin()], -1)
+    return H, Hkv, D, caches, rope, torch.tensor([min(d["T"], L - 1)])
+
+
+def _decode_attention(g, d):
+    H, Hkv, D, (k, v), rope, pos = _attention_parts(g, d)
+    qkv = _rand(g, (d["B"], 1, (H + 2 * Hkv) * D))
+    return [qkv, k, v, pos, rope, H, Hkv], lambda a: OPS.decode_attention(*a)
+
+
+def _decode_layer(g, d):
+    H, Hkv, D, (k, v), rope, pos = _attention_parts(g, d)
+    E, hidden = d["E"], d["N"]
+    shapes = [((H + 2 * Hkv) * D, E), (E, H * D), (hidden, E), (hidden, E), (E, hidden)]
+    weights, kinds, groupsizes = [], [], []
+    for i, shape in enumerate(shapes):
+        kind = (d["seed"] + i) % 3
+        w = _rand(g, shape, scale=0.1)
+        if kind == 1:
+            weights += list(OPS.quantize_int8_per_channel(w))
+        elif kind == 2:
+            weights += list(OPS.quantize_int4_grouped(w, 32))
+        else:
+            weights.append(w)
+        kinds.append(kind)
+        groupsizes.append(32 if kind == 2 else 0)
+    args = [_rand(g, (d["B"], 1, E)), _rand(g, (E,)), _rand(g, (E,)), 1e-5, weights, kinds,
+            groupsizes, k, v, pos, rope, H, Hkv]
+    return args, lambda a: OPS.decode_layer(*a)
+
+
+def _speculative_accept(g, d):
+    B, k, V = d["B"], d["k"], d["V"]
+    p = _probs(g, (B, k, V))
+    drafts = torch.multinomial(p.view(-1, V), 1, generator=g).view(B, k)
+    return [drafts, p, _probs(g, (B, k + 1, V)), None,
+            torch.rand((B, k + 1), generator=g, dtype=torch.float64)], \
+        lambda a: OPS.speculative_accept(*a)
+
+
+BUILDERS: Dict[str, Callable] = {
+    "logits_to_probs": _logits_to_probs, "check_sampling_params": _check_sampling_params,
+    "multinomial_sample_one_no_sync": _multinomial, "linear": _linear,
+    "quantize_int8_per_channel": _quantize_int8, "quantize_int4_grouped": _quantize_int4,
+    "int8_linear": _int8_linear, "int4_linear": _int4_linear, "rms_norm": _rms_norm,
+    "decode_attention": _decode_attention, "decode_layer": _decode_layer,
+    "speculative_accept": _speculative_accept,
+}
+
+
+# -- mutations -----------------------------------------------------------------------------
+
+def _reshaped(t: torch.Tensor, shape, g) -> torch.Tensor:
+    if t.dtype.is_floating_point:
+        return _rand(g, shape, t.dtype)
+    if t.dtype == torch.bool:
+        return torch.zeros(shape, dtype=torch.bool)
+    hi = int(t.max()) + 1 if t.numel() else 2
+    return torch.randint(0, max(hi, 1), shape, generator=g).to(t.dtype)
+
+
+def _mutate_tensor(t: torch.Tensor, kind: str, g, pick: int, dtype: str) -> Any:
+    shape = list(t.shape)
+    if kind == "dtype":
+        return t.to(DTYPES[dtype])
+    if kind in ("zero_dim", "grow_dim") and shape:
+        i = pick % len(shape)
+        shape[i] = 0 if kind == "zero_dim" else shape[i] + 1
+        return _reshaped(t, shape, g)
+    if kind == "drop_dim":
+        return _reshaped(t, shape[1:], g)
+    if kind == "add_dim":
+        return _reshaped(t, [1] + shape, g)
+    if kind == "noncontig" and t.numel() > 0:
+        return torch.stack([t, t], -1)[..., 0]
+    if kind in ("nan", "inf") and t.numel() > 0 and t.dtype.is_floating_point:
+        t = t.clone()
+        t.view(-1)[pick % t.numel()] = float("nan") if kind == "nan" else float("inf")
+        return t
+    if kind == "none":
+        return None
+    return t
+
+
+def mutate(args: List[Any], kind: str, index: int, pick: int, dtype: str, g) -> None:
+    """Apply one mutation to args[index % len(args)] in place (lists: to one entry)."""
+    i = index % len(args)
+    a = args[i]
+    if isinstance(a, list):
+        if kind == "list_short" and a:
+            args[i] = a[:-1]
+        elif kind == "list_long":
+            args[i] = a + a[:1]
+        elif a and isinstance(a[pick % len(a)], torch.Tensor):
+            a = list(a)
+            a[pick % len(a)] = _mutate_tensor(a[pick % len(a)], kind, g, pick, dtype)
+            args[i] = a
+        elif a and kind == "number":
+            a = list(a)
+            a[pick % len(a)] = int(NUMBERS[pick % len(NUMBERS)]) \
+                if math.isfinite(NUMBERS[pick % len(NUMBERS)]) else -1
+            args[i] = a
+    elif isinstance(a, torch.Tensor):
+        args[i] = _mutate_tensor(a, kind, g, pick, dtype)
+    elif isinstance(a, (int, float)) and kind == "number":
+        v = NUMBERS[pick % len(NUMBERS)]
+        args[i] = int(v) if isinstance(a, int) and math.isfinite(v) and v == int(v) else v
+    elif a is None and kind == "noncontig":
+        pass
+
+
+# -- judging -------------------------------------------------------------------------------
+
+def _clear_error(e: BaseException) -> bool:
+    if isinstance(e, (ValueError, TypeError)):
+        return True
+    # torch's schema check (a wrong Python type for an argument) names the argument
+    return isinstance(e, RuntimeError) and "Expected a value of type" in str(e)
+
+
+def _fake_outputs(call, args):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=False)
+
+    def fake(x):
+        if isinstance(x, torch.Tensor):
+            return mode.from_tensor(x)
+        if isinstance(x, list):
+            return [fake(y) for y in x]
+        return x
+    fargs = [fake(a) for a in args]
+    with mode:
+        return call(fargs)
+
+
+def _flat(out) -> List[torch.Tensor]:
+    if out is None:
+        return []
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _properties(op: str, args, out) -> str:
+    """'' when a valid call's result is right, else what is wrong."""
+    outs = _flat(out)
+    if op == "logits_to_probs":
+        p = outs[0].float()
+        if (p < 0).any() or not torch.allclose(p.sum(-1), torch.ones(p.shape[0]), atol=1e-3):
+            return "probabilities not normalised"
+    elif op == "multinomial_sample_one_no_sync":
+        idx = outs[0].long().view(-1)
+        if not bool((args[0].gather(-1, idx.view(-1, 1)) > 0).all()):
+            return "drew a token of probability 0"
+    elif op == "linear":
+        want = F.linear(*args)
+        if not torch.allclose(outs[0], want, rtol=1e-4, atol=1e-4):
+            return "linear differs from F.linear"
+    elif op == "rms_norm":
+        x, w, eps = args
+        want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+        if not torch.allclose(outs[0], want, rtol=1e-4, atol=1e-5):
+            return "rms_norm differs from the formula"
+    elif op == "speculative_accept":
+        tokens, accepted = outs
+        q = args[2]
+        for b in range(tokens.shape[0]):
+            n = int(accepted[b]) + 1
+            last = int(tokens[b, n - 1])
+            if q[b, n - 1, last] <= 0:
+                return "returned a token of target probability 0"
+    return ""
+
+
+def _nonfinite_pattern(op: str, args, out) -> str:
+    """Linears with NaN / inf in x: the non-finite outputs must be where the float reference
+    has them (not zeroed on some kernel path)."""
+    if op not in ("linear", "int8_linear", "int4_linear"):
+        return ""
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or \
+            bool(torch.isfinite(x).all()):
+        return ""
+    if op == "linear":
+        w, bias = args[1], args[2]
+    elif op == "int8_linear":
+        q, s, bias = args[1], args[2], args[3]
+        w = q.float() * (s.view(-1, 1) if s.dim() == 1 else s.repeat_interleave(
+            q.shape[1] // s.shape[1], 1))
+    else:
+        from reference.quant import dequantize_int4_ref
+        w = dequantize_int4_ref(args[1].contiguous(), args[2].contiguous(),
+                                args[3])[:, :x.shape[-1]]
+        bias = args[4]
+    want = x.double() @ w.double().t()
+    if bias is not None:
+        want = want + bias.double()
+    got = _flat(out)[0].float()
+    if not torch.equal(torch.isnan(got), torch.isnan(want)) or \
+            not torch.equal(torch.isinf(got), torch.isinf(want)):
+        return "NaN / inf pattern differs from the float reference"
+    return ""
+
+
+def run_case(case: Dict[str, Any]) -> Dict[str, str]:
+    op = case["op"]
+    g = torch.Generator().manual_seed(case["dims"]["seed"])
+    args, call = BUILDERS[op](g, case["dims"])
+    for m in case["mutations"]:
+        mutate(args, m["kind"], m["index"], m["pick"], m["dtype"], g)
+    try:
+        out = call(args)
+    except Exception as e:  # judged below
+        if _clear_error(e):
+            return {"outcome": "error", "detail": f"{type(e).__name__}: {str(e)[:300]}"}
+        return {"outcome": "bad", "detail": f"unclear {type(e).__name__}: "
+                f"{traceback.format_exc()[-1500:]}"}
+    try:
+        fake = _fake_outputs(call, args)
+    except Exception as e:
+        return {"outcome": "bad", "detail": f"the fake kernel raised {type(e).__name__}: {e} "
+                "where the op returned"}
+    for real, f in zip(_flat(out), _flat(fake)):
+        if real.shape != f.shape or real.dtype != f.dtype:
+            return {"outcome": "bad", "detail": f"output {tuple(real.shape)} {real.dtype}, fake "
+                    f"{tuple(f.shape)} {f.dtype}"}
+    try:
+        problem = (_properties(op, args, out) if not case["mutations"] else "") or \
+            _nonfinite_pattern(op, args, out)
+    except Exception:  # a failing check is a finding to read, not a dead worker
+        return {"outcome": "bad", "detail": f"the check raised: {traceback.format_exc()[-1500:]}"}
+    if problem:
+        return {"outcome": "bad", "detail": problem}
+    return {"outcome": "ok", "detail": ""}
