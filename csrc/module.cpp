@@ -3,6 +3,11 @@
 // through torch.ops.fastdecode.*. `import torch` must come first (it loads libtorch).
 #include <pybind11/pybind11.h>
 
+#include <stdexcept>
+#include <string>
+
+#include "cpu/parallel.h"
+#include "kernels/qgemv.h"
 #include "kernels/simd.h"
 
 #ifndef FASTDECODE_VERSION
@@ -23,4 +28,16 @@ PYBIND11_MODULE(_C, m) {
         "Vector ISA paths compiled into the kernels, comma separated");
   m.def("active_isa", &fastdecode::kernels::active_isa,
         "The ISA path the kernels use on this CPU");
+  m.attr("quantized_gemv_max_rows") = fastdecode::kernels::kQuantizedGemvMaxRows;
+  m.def(
+      "set_parallel_loop",
+      [](const std::string& kind) {
+        if (kind != "dynamic" && kind != "openmp") {
+          throw std::invalid_argument("parallel loop must be 'dynamic' or 'openmp', got '" +
+                                      kind + "'");
+        }
+        fastdecode::cpu::use_openmp_loop().store(kind == "openmp");
+      },
+      "The decode path's parallel loop: 'dynamic' (default: chunks claimed by whichever "
+      "thread runs) or 'openmp' (at::parallel_for), for side-by-side measurements");
 }

@@ -33,6 +33,9 @@ TORCH_LIBRARY(fastdecode, m) {
   // asymmetric 4-bit groups, w = (q - 8) * scale + zero; K padded with zeros to a multiple
   // of groupsize (32, 64, 128 or 256). Layout in docs/formats.md.
   m.def("quantize_int4_grouped(Tensor w, int groupsize) -> (Tensor, Tensor)");
+  // GGUF blocks uint8 [..., n * bytes] of ggml_type 2 (Q4_0), 3 (Q4_1) or 8 (Q8_0) -> fp32
+  // [..., n * 32], bit for bit the gguf package's dequantisation.
+  m.def("dequantize_gguf(Tensor blocks, int ggml_type) -> Tensor");
   // x [..., K] @ (q * scales)^T (+ bias) -> [..., N]; scales [N] (per channel) or [N, K / G].
   m.def("int8_linear(Tensor x, Tensor q, Tensor scales, Tensor? bias=None) -> Tensor");
   // x [..., K] @ dequant(packed, scales_and_zeros)^T (+ bias) -> [..., N]; K <= K_pad.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/parallel.h"
 #include "kernels/decode_attention.h"
 
 namespace fastdecode::cpu {
@@ -83,7 +84,7 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   int64_t max_pos = 0;
   for (int64_t p : row_pos) max_pos = std::max(max_pos, p);
   const int64_t grain = std::max<int64_t>(1, kMinWorkPerTask / (2 * (max_pos + 1) * D));
-  at::parallel_for(0, B * n_head, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(B * n_head, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(L);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / n_head, h = i % n_head;

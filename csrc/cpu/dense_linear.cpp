@@ -7,6 +7,7 @@
 
 #include <optional>
 
+#include "cpu/parallel.h"
 #include "cpu/ops.h"
 #include "kernels/dense_gemv.h"
 
@@ -62,7 +63,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
   const float* xp = x2.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, kRowsPerTask, [&](int64_t begin, int64_t end) {
+  parallel_for(N, kRowsPerTask, [&](int64_t begin, int64_t end) {
     kernels::gemv_f32(xp, K, M, K, wp, K, begin, end, yp, N);
   });
   if (bias.has_value()) y.add_(*bias);

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/parallel.h"
 #include "cpu/ops.h"
 #include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
@@ -19,10 +20,12 @@ namespace {
 
 constexpr int64_t kRowsPerTask = 64;
 // Above this many activation rows the weight is dequantised once and ATen's GEMM runs:
-// prefill is compute bound, and one dequantisation is amortised over many rows.
-constexpr int64_t kMaxGemvRows = 16;
-// Weights per GEMV task: below this a call runs on one thread (waking the pool costs more
-// than the work: 192 x 576 int4 is about 2 us).
+// prefill is compute bound, and one dequantisation is amortised over many rows. Up to it,
+// the integer kernels run (each pass over a layer's weights serves a few rows, and the
+// weights stay in the last-level cache between passes).
+constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
+// Weights per GEMV chunk (~64 KB of int8): chunks are claimed dynamically, so many small
+// ones balance the threads; a call under one chunk runs on the calling thread alone.
 constexpr int64_t kWeightsPerTask = 1 << 18;
 
 bool allowed_groupsize(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
@@ -145,7 +148,7 @@ template <typename Fn>
 void parallel_over_weights(const std::vector<int64_t>& counts, int64_t grain, const Fn& fn) {
   int64_t total = 0;
   for (int64_t c : counts) total += c;
-  at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(total, grain, [&](int64_t begin, int64_t end) {
     int64_t base = 0;
     for (size_t j = 0; j < counts.size(); ++j) {
       const int64_t lo = std::max(begin, base), hi = std::min(end, base + counts[j]);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "cpu/parallel.h"
 #include "cpu/ops.h"
 #include "kernels/rms_norm.h"
 
@@ -44,7 +45,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const float* wp = wc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const float e = static_cast<float>(eps);
-  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t b, int64_t end) {
+  parallel_for(rows, kRowsPerTask, [&](int64_t b, int64_t end) {
     kernels::rms_norm_f32(xp + b * E, end - b, E, wp, e, yp + b * E);
   });
   return y;

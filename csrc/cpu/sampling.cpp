@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/parallel.h"
 #include "kernels/sampling.h"
 
 namespace fastdecode::cpu {
@@ -154,7 +155,7 @@ at::Tensor logits_to_probs(const at::Tensor& logits, const std::optional<at::Ten
   float* pp = probs.data_ptr<float>();
   const int64_t* prevp = n_prev > 0 ? prev.data_ptr<int64_t>() : nullptr;
   std::vector<kernels::RowStatus> status(rows, kernels::RowStatus::kOk);
-  at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+  parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
     kernels::SamplingScratch scratch;
     for (int64_t r = begin; r < end; ++r) {
       const int64_t* row_prev = prevp == nullptr ? nullptr : prevp + (prev_per_row ? r * n_prev : 0);
@@ -203,8 +204,10 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   const float* np = noise.has_value() ? noise_rows.data_ptr<float>() : nullptr;
   int32_t* outp = out.data_ptr<int32_t>();
   std::vector<kernels::ProbsStatus> status(rows, kernels::ProbsStatus::kOk);
-  at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) status[r] = kernels::check_probs_row(pp + r * vocab, vocab);
+  parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      status[r] = kernels::check_probs_row(pp + r * vocab, vocab);
+    }
   });
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK_VALUE(status[r] != kernels::ProbsStatus::kNotFinite, op, ": probs row ", r,
@@ -219,7 +222,7 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
                                                   at::isfinite(noise_rows).all().item<bool>()),
                       op, ": noise must be finite and > 0 (Exp(1) draws)");
   }
-  at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+  parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
     // written in full by the kernel before it is read: no zero fill
     std::unique_ptr<float[]> ratios(new float[vocab]);
     for (int64_t r = begin; r < end; ++r) {

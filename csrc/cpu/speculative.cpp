@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/parallel.h"
 #include "kernels/random.h"
 #include "kernels/speculative.h"
 
@@ -110,7 +111,7 @@ std::tuple<at::Tensor, at::Tensor> speculative_accept(
   const double* up = u.data_ptr<double>();
   int64_t* tp = tokens.data_ptr<int64_t>();
   int64_t* ap = accepted.data_ptr<int64_t>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       ap[b] = kernels::speculative_accept_row(dp + b * k, k, pp + b * k * V,
                                               qp + b * (k + 1) * V, V, up + b * (k + 1),

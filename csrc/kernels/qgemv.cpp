@@ -9,6 +9,7 @@
 
 namespace fastdecode::kernels {
 
+FASTDECODE_MULTIVERSION  // per call: vectorised rounding instead of a libm call a value
 bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
                           float* scale) {
   const int64_t blocks = K_pad / kActBlock;
@@ -42,6 +43,7 @@ bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, i
   return finite;
 }
 
+FASTDECODE_MULTIVERSION
 void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {
   for (int64_t i = 0; i < a.M * a.K; ++i) {
     hi[i] = static_cast<int8_t>(a.q[i] >> 7);  // arithmetic shift: floor(q / 128)
@@ -49,6 +51,7 @@ void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {
   }
 }
 
+FASTDECODE_MULTIVERSION
 void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t g = 0; g < K / G; ++g) {
@@ -142,6 +145,7 @@ void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scal
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
 #if FASTDECODE_X86_CLONES
   if (qgemv_vnni_available()) return int8_gemv_vnni(a, q, scales, K, G, n_begin, n_end, y, ldy);
+  if (qgemv_avx2_available()) return int8_gemv_avx2(a, q, scales, K, G, n_begin, n_end, y, ldy);
 #endif
   int8_gemv_portable(a, q, scales, K, G, n_begin, n_end, y, ldy);
 }
@@ -152,6 +156,9 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
 #if FASTDECODE_X86_CLONES
   if (qgemv_vnni_available() && a.hi != nullptr) {
     return int4_gemv_vnni(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+  }
+  if (qgemv_avx2_available()) {
+    return int4_gemv_avx2(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
 #endif
   int4_gemv_portable(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);

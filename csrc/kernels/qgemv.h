@@ -14,8 +14,9 @@
 // against the fp32 product is bounded by sum_k |w[n, k]| * s_b(k) / 2, 3e-5 of the block's
 // largest activation per term (tests check the bound).
 //
-// A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them
-// and the portable ones otherwise; both compute the same integer dot products.
+// A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them,
+// else the AVX2 int8 kernel (qgemv_avx2.cpp) where it has AVX2 and FMA, and the portable ones
+// otherwise; all compute the same integer dot products per block.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,10 @@
 namespace fastdecode::kernels {
 
 constexpr int64_t kActBlock = 32;
+// Activation rows up to which the quantized linears run these kernels (more rows: the
+// weight is dequantised once and a float GEMM runs). Exposed to Python as
+// fastdecode._C.quantized_gemv_max_rows.
+constexpr int64_t kQuantizedGemvMaxRows = 64;
 constexpr float kActMax = 16383.0f;  // 2^14 - 1: 15-bit values
 
 // x quantized per 32-value block. q: [M, K] int16 in [-16383, 16383], scale: [M, K / 32];
@@ -65,9 +70,10 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
                const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy);
 
-// The kernels behind the dispatch, for tests. The VNNI ones are compiled on x86-64 only and
-// may be called only where qgemv_vnni_available() is true.
+// The kernels behind the dispatch, for tests. The VNNI and AVX2 ones are compiled on x86-64
+// only and may be called only where qgemv_vnni_available() / qgemv_avx2_available() is true.
 bool qgemv_vnni_available();
+bool qgemv_avx2_available();
 void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales,
                         int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                         int64_t ldy);
@@ -75,6 +81,12 @@ void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
                         const uint8_t* packed, const float* sz, int64_t N, int64_t G,
                         int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 #if FASTDECODE_X86_CLONES
+void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q, const float* scales,
+                    int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
+                    int64_t ldy);
+void int4_gemv_avx2(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+                    const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                    float* y, int64_t ldy);
 void int8_gemv_vnni(const QuantizedActivations& a, const int8_t* q, const float* scales,
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                     int64_t ldy);

@@ -15,8 +15,8 @@ from typing import Dict, Tuple, Union
 
 import torch
 
-from .gguf_file import read_gguf
-from .model import ModelArgs, Transformer
+from .gguf_file import dequantize, read_gguf
+from .model import ModelArgs, Transformer, empty_weights
 from .tokenizer import Tokenizer
 
 __all__ = ["load", "default_checkpoint_path", "DEFAULT_MODEL_PACKAGE"]
@@ -109,11 +109,7 @@ def _state_dict_from_gguf(reader, args: ModelArgs) -> Dict[str, torch.Tensor]:
     GGUF (llama.cpp) stores q/k rows in Meta's interleaved-pair order, which is what our
     RoPE expects, so no row permutation is needed here.
     """
-    from gguf.quants import dequantize
-
-    raw: Dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
-        raw[t.name] = torch.from_numpy(dequantize(t.data, t.tensor_type).copy())
+    raw: Dict[str, torch.Tensor] = {t.name: dequantize(t) for t in reader.tensors}
     sd: Dict[str, torch.Tensor] = {}
     for name, ours in _GGUF_TOP_NAMES.items():
         if name in raw:
@@ -142,20 +138,17 @@ def _load_gguf(path: Path):
 def _load_gguf_quantized(path: Path):
     """The model with its linears kept in the file's Q4_0 / Q4_1 / Q8_0 blocks (int4 / int8
     modules, no float round trip); other tensors are dequantised."""
-    from gguf.quants import dequantize
-
     from .quantize import quantized_linear_from_gguf, replace_module
 
     reader = read_gguf(path)
     fields = reader.fields
     tensors = {t.name: t for t in reader.tensors}
     args = _args_from_gguf(fields, set(tensors))
-    with torch.device("meta"):
+    with empty_weights():
         model = Transformer(args)
 
     def dense(name):
-        t = tensors[name]
-        return torch.from_numpy(dequantize(t.data, t.tensor_type).copy())
+        return dequantize(tensors[name])
 
     def linear(parts, in_features):
         mod = quantized_linear_from_gguf(parts, in_features)
@@ -214,7 +207,7 @@ def _load_quantized_dir(path: Path):
     args = ModelArgs(**meta["model_args"])
     state = load_file(str(path / "model.safetensors"))
     _check_layer_count(args, state, "layers.")
-    with torch.device("meta"):
+    with empty_weights():
         model = Transformer(args)
     build_quantized_linears(model, meta["linears"])
     model.load_state_dict(state, strict=True, assign=True)
@@ -405,7 +398,7 @@ def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
         raise ValueError(f"checkpoint {str(path)!r}: expected 'default', a .gguf file, a .pth "
                          "file or a Hugging Face directory")
     _check_layer_count(args, sd, "layers.")
-    with torch.device("meta"):
+    with empty_weights():
         model = Transformer(args)
     model.load_state_dict(sd, strict=True, assign=True)
     if args.tie_embeddings:

@@ -8,6 +8,8 @@ Hugging Face checkpoints are converted to it on load (``checkpoint.py``).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from . import ops
 
-__all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple"]
+__all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights"]
 
 
 def _check_size(name: str, value) -> None:
@@ -69,9 +71,41 @@ class ModelArgs:
         return asdict(self)
 
 
+_skip_init = threading.local()
+
+
+@contextlib.contextmanager
+def empty_weights():
+    """Build a model whose weights will be loaded: on the meta device, allocating nothing,
+    and without random initialisation (an init op on a meta tensor makes torch import its
+    decompositions: ~2 s of a cold start)."""
+    _skip_init.on = True
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        _skip_init.on = False
+
+
+def _init_weights() -> bool:
+    return not getattr(_skip_init, "on", False)
+
+
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` that can skip its random init (``empty_weights``)."""
+
+    def reset_parameters(self) -> None:
+        if _init_weights():
+            super().reset_parameters()
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state-dict names) running ``fastdecode.ops.linear``:
     a weight-streaming C++ GEMV when decoding a few rows, ATen's GEMM otherwise."""
+
+    def reset_parameters(self) -> None:
+        if _init_weights():
+            super().reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.linear(x, self.weight, self.bias)
@@ -239,7 +273,7 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.config = config
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.tok_embeddings = Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.output = Linear(config.dim, config.vocab_size, bias=False)

@@ -11,10 +11,9 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
-__all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync", "linear",
-           "quantize_int8_per_channel",
-           "quantize_int4_grouped", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
-           "decode_layer",
+__all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
+           "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
+           "int8_linear", "int4_linear", "rms_norm", "decode_attention", "decode_layer",
            "speculative_accept"]
 
 _ops = torch.ops.fastdecode
@@ -178,11 +177,28 @@ def _quantize_int4_fake(w, groupsize):
             w.new_empty((n, k_pad // groupsize, 2), dtype=torch.float32))
 
 
+def dequantize_gguf(blocks: torch.Tensor, ggml_type: int) -> torch.Tensor:
+    """GGUF blocks ``uint8 [..., n * bytes]`` of ggml type 2 (Q4_0, 18 bytes), 3 (Q4_1, 20)
+    or 8 (Q8_0, 34) -> fp32 ``[..., n * 32]``, bit for bit the ``gguf`` package's values."""
+    _require_tensors("dequantize_gguf", blocks=blocks)
+    return _ops.dequantize_gguf(blocks, ggml_type)
+
+
+@torch.library.register_fake("fastdecode::dequantize_gguf")
+def _dequantize_gguf_fake(blocks, ggml_type):
+    per_block = {2: 18, 3: 20, 8: 34}.get(ggml_type)
+    if per_block is None:
+        raise ValueError(f"fastdecode::dequantize_gguf: ggml_type must be 2, 3 or 8, got "
+                         f"{ggml_type}")
+    return blocks.new_empty((*blocks.shape[:-1], blocks.shape[-1] // per_block * 32),
+                            dtype=torch.float32)
+
+
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the int8 weight ``q [N, K]`` with ``scales`` ``[N]`` (per channel)
     or ``[N, K / G]`` (groups of G, a multiple of 32, e.g. GGUF Q8_0), without dequantising
-    the weight: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are rounded to 15-bit
+    the weight: ``[..., N]`` in the dtype of ``x``. Up to 64 rows of x are rounded to 15-bit
     integers per 32 values and multiplied as integers; more rows run a GEMM."""
     _require_tensors("int8_linear", x=x, q=q, scales=scales)
     return _ops.int8_linear(x, q, scales, bias)
@@ -196,7 +212,7 @@ def _int8_linear_fake(x, q, scales, bias=None):
 def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
                 groupsize: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the packed int4 weight (see ``quantize_int4_grouped``), fused
-    dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``. Up to 16 rows of x are
+    dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``. Up to 64 rows of x are
     rounded to 15-bit integers per 32 values and multiplied as integers (error at most
     ``sum |q * scale| * step / 2``); more rows run a GEMM on the dequantised weight."""
     _require_tensors("int4_linear", x=x, packed=packed, scales_and_zeros=scales_and_zeros)

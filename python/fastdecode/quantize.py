@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
+from .gguf_file import BLOCK_BYTES
 
 __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
            "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
@@ -233,12 +234,10 @@ def save_quantized(model, tokenizer, directory) -> Path:
 
 # -- GGUF quantized blocks -------------------------------------------------------------------
 
-# ggml type -> bytes per 32-value block
-_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 
 
 def _blocks(data: np.ndarray, n: int, k: int, kind: str) -> np.ndarray:
-    return np.ascontiguousarray(data).reshape(n, k // 32, _BLOCK_BYTES[kind])
+    return np.ascontiguousarray(data).reshape(n, k // 32, BLOCK_BYTES[kind])
 
 
 def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
@@ -253,7 +252,7 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
     the nibbles are copied as they are. Q8_0 (d) -> grouped int8 with G = 32.
     """
     kinds = {p.tensor_type.name for p in parts}
-    if len(kinds) != 1 or not kinds <= set(_BLOCK_BYTES) or in_features % 32:
+    if len(kinds) != 1 or not kinds <= set(BLOCK_BYTES) or in_features % 32:
         return None
     kind = kinds.pop()
     rows = [int(p.shape[1]) if len(p.shape) > 1 else 1 for p in parts]

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from . import ops
 from .cancel import check_cancelled
-from .model import ModelArgs, Transformer
+from .model import ModelArgs, Transformer, empty_weights
 from .sampling import sample
 
 __all__ = ["early_exit_draft", "quantized_draft", "shares_caches", "speculative_decode_rows"]
@@ -40,7 +40,7 @@ def early_exit_draft(model: Transformer, n_layers: int) -> Transformer:
         raise ValueError(f"n_layers must be an integer in [1, {total}] (the target's layers), "
                          f"got {n_layers!r}")
     config = ModelArgs(**{**model.config.to_dict(), "n_layer": n_layers})
-    with torch.device("meta"):  # modules replaced below: allocate nothing
+    with empty_weights():  # modules replaced below: allocate nothing
         draft = Transformer(config)
     draft.tok_embeddings = model.tok_embeddings
     draft.layers = nn.ModuleList(model.layers[:n_layers])

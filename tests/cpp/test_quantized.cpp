@@ -165,6 +165,12 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         }
         int8_gemv(a, q.data(), scales.data(), K, G, 0, N, y8.data(), N);
         int8_gemv_portable(a, q.data(), scales.data(), K, G, 0, N, y8p.data(), N);
+        std::vector<float> y8a = y8p;  // the AVX2 kernel, also where VNNI is dispatched
+#if FASTDECODE_X86_CLONES
+        if (qgemv_avx2_available()) {
+          int8_gemv_avx2(a, q.data(), scales.data(), K, G, 0, N, y8a.data(), N);
+        }
+#endif
 
         const Int4Weight w4 = quantize_int4_tiled(w, N, K, G);
         const int64_t tiles = (N + 15) / 16;
@@ -172,6 +178,13 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         int4_gemv(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y4.data(), N);
         int4_gemv_portable(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
                            y4p.data(), N);
+        std::vector<float> y4a = y4p;  // the AVX2 kernel, also where VNNI is dispatched
+#if FASTDECODE_X86_CLONES
+        if (qgemv_avx2_available()) {
+          int4_gemv_avx2(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
+                         y4a.data(), N);
+        }
+#endif
         std::vector<float> w4_deq(N * K);
         dequantize_int4(w4.packed.data(), w4.sz.data(), N, K, G, w4_deq.data());
 
@@ -193,7 +206,9 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
             }
             const int64_t i = m * N + n;
             REQUIRE(std::fabs(y8[i] - y8p[i]) <= 1e-6 * mag + 1e-6);
+            REQUIRE(std::fabs(y8a[i] - y8p[i]) <= 1e-6 * mag + 1e-6);
             REQUIRE(std::fabs(y4[i] - y4p[i]) <= 1e-6 * mag + 1e-6);
+            REQUIRE(std::fabs(y4a[i] - y4p[i]) <= 1e-6 * mag + 1e-6);
             REQUIRE(std::fabs(y8[i] - want8) <=
                     rounding_bound(xscale, m, K, w8_abs) + 1e-6 * mag + 1e-6);
             REQUIRE(std::fabs(y4[i] - want4) <=

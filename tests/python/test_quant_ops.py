@@ -1,6 +1,6 @@
 """Quantizers and packing (exactly equal to the oracles); quantized linears within the
-dtype-keyed tolerance of the oracle of their path (up to 16 rows: int8-quantized activations
-times the weight; more rows: dequantise-then-matmul) and, on the GEMV path, within the
+dtype-keyed tolerance of the oracle of their path (up to _C.quantized_gemv_max_rows rows:
+int16-quantized activations times the weight; more rows: dequantise-then-matmul) and, on the GEMV path, within the
 activation quantization's error bound of dequantise-then-matmul; odd shapes, batches 1..64,
 opcheck, compile, bad input."""
 import pytest
@@ -10,6 +10,7 @@ from reference.quant import (activation_error_bound, dequantize_int4_ref, dequan
                              quantize_int4_grouped_ref, quantize_int8_per_channel_ref,
                              scales_and_zeros_ref, unpack_int4_ref)
 
+import fastdecode
 from fastdecode import ops
 
 SHAPES = [(8, 64), (7, 33), (96, 576), (13, 100), (1, 256)]  # N not a multiple of 8, odd K
@@ -41,7 +42,7 @@ def test_int4_quantizer_and_packing_equal_reference_exactly(shape, groupsize):
 
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
-GEMV_ROWS = 16  # csrc/cpu/quantized_linear.cpp: kMaxGemvRows
+GEMV_ROWS = fastdecode._C.quantized_gemv_max_rows  # integer kernels up to this many rows
 
 
 def _check_linear(got, x, w_deq, w_hat, gemv_ref, bias, dtype):

@@ -1,0 +1,217 @@
+"""fastdecode against llama.cpp (the copy vendored in llama-cpp-python's sdist) on the same
+weights, in interleaved rounds: batch-1 decode tokens/s (128 tokens) for fp32 / F32,
+int8 / Q8_0, int4 / Q4_1 and the GGUF as stored; prefill tokens/s at 64 and 512 tokens;
+process start to first token; our cold start (import fastdecode -> loaded default model)
+and the peak RSS of the quantized load; decode on a busy machine (another process spinning
+on one core).
+
+    make bench-peers          # builds llama-bench / llama-quantize / llama-simple first
+    python benchmarks/bench_llamacpp.py --llama-bin .peers/llama.cpp-build/bin [--rounds 3]
+
+Weights: the default GGUF (Q4_1 blocks, Q8_0 embedding) as stored on both sides; F32 and
+Q8_0 files made from it with `llama-quantize --allow-requantize`; on our side the same GGUF
+dequantised to fp32, then `quantize_model(..., "int8" | "int4")` (groups of 32) for the int8 /
+int4 rows. 2 threads on both sides. Decode: llama-bench -p 0 -n 128; ours
+(t(129 tokens) - t(1 token)) / 128 of greedy `generate`. Ratios are ours / llama.cpp per
+round; the table gives the median and the range.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import median_seconds  # noqa: E402
+
+import fastdecode  # noqa: E402
+from fastdecode.quantize import quantize_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = 2
+
+
+def llama_bench(bin_dir: Path, model: Path, prompt: int, gen: int) -> float:
+    """tokens/s that llama-bench reports for one test (-r 1: the rounds are ours)."""
+    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(prompt),
+                          "-n", str(gen), "-t", str(THREADS), "-r", "1", "-o", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+def prepare_files(bin_dir: Path, work: Path) -> dict:
+    src = fastdecode.default_checkpoint_path()
+    files = {"gguf": src}
+    for kind in ("F32", "Q8_0"):
+        dst = work / f"smollm2-{kind}.gguf"
+        if not dst.exists():
+            subprocess.run([str(bin_dir / "llama-quantize"), "--allow-requantize", str(src),
+                            str(dst), kind], check=True, capture_output=True)
+        files[kind] = dst
+    return files
+
+
+def our_models() -> dict:
+    def fp32():
+        return fastdecode.load("default")[0]
+    return {"fp32": fp32,
+            "int8": lambda: quantize_model(fp32(), "int8", 32),
+            "int4": lambda: quantize_model(fp32(), "int4", 32),
+            "gguf": lambda: fastdecode.load("default", quantized=True)[0]}
+
+
+def our_decode(model, prompt) -> float:
+    def run(n):
+        fastdecode.generate(model, prompt, n, temperature=0)
+    t_n = median_seconds(lambda: run(129), repeats=1)
+    t_1 = median_seconds(lambda: run(1), repeats=3)
+    return 128 / (t_n - t_1)
+
+
+def our_prefill(model, n: int) -> float:
+    ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator()
+                        .manual_seed(n))
+    model.setup_caches(1, n)
+
+    def run():
+        with torch.no_grad():
+            model(ids, torch.arange(n), last_only=True)
+    return n / median_seconds(run, repeats=3)
+
+
+START_SCRIPT = """
+import time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+def status(key):  # kB; VmHWM is this process image's peak (ru_maxrss would include the
+    for line in open("/proc/self/status"):  # forked parent's pages, kept across exec)
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+rss0 = status("VmRSS:")
+import fastdecode
+m, tok = fastdecode.load("default", quantized={quantized})
+t2 = time.perf_counter()
+peak = status("VmHWM:")
+fastdecode.generate(m, torch.tensor(tok.encode("Hello")), 1, temperature=0)
+print(t2 - t1, peak - rss0)
+"""
+
+
+def our_start(quantized: bool) -> tuple:
+    """(process start -> first token, import fastdecode -> loaded, peak RSS growth of the
+    load in bytes)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", START_SCRIPT.format(quantized=quantized)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return time.perf_counter() - t0, float(out[0]), float(out[1])
+
+
+def llama_start(bin_dir: Path, model: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([str(bin_dir / "llama-simple"), "-m", str(model), "-n", "1", "Hello"],
+                   capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+def busy_machine(bin_dir: Path, files: dict, prompt) -> None:
+    """int8 / Q8_0 decode with another process spinning on one of the two cores, against the
+    idle figure: our dynamic loop, the OpenMP loop it replaced, and llama.cpp."""
+    from fastdecode import _C
+
+    model = quantize_model(fastdecode.load("default")[0], "int8", 32)
+    rows = {}
+    for busy in (False, True):
+        spinner = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                   if busy else None)
+        try:
+            for loop in ("dynamic", "openmp"):
+                _C.set_parallel_loop(loop)
+                rows.setdefault(f"fastdecode int8, {loop} loop", []).append(
+                    our_decode(model, prompt))
+            _C.set_parallel_loop("dynamic")
+            rows.setdefault("llama.cpp Q8_0", []).append(
+                llama_bench(bin_dir, files["Q8_0"], 0, 128))
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+    print("\nbusy machine (a second process spinning on one of the 2 cores), decode tokens/s:")
+    print("| | idle | busy | slowdown |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, (idle, busy) in rows.items():
+        print(f"| {label} | {idle:.1f} | {busy:.1f} | {idle / busy:.2f}x |")
+
+
+def row(label: str, ours: list, theirs: list, unit: str, higher_is_better=True) -> str:
+    ratios = [o / t if higher_is_better else t / o for o, t in zip(ours, theirs)]
+    return (f"| {label} | {statistics.median(theirs):.1f} | {statistics.median(ours):.1f} | "
+            f"{statistics.median(ratios):.2f}x | {min(ratios):.2f}-{max(ratios):.2f} | {unit} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--llama-bin", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=ROOT / ".peers" / "models")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(THREADS)
+    files = prepare_files(args.llama_bin, args.work)
+    pairs = [("fp32 vs F32", "fp32", "F32"), ("int8 g32 vs Q8_0", "int8", "Q8_0"),
+             ("int4 g32 vs Q4_1", "int4", "gguf"), ("GGUF as stored vs Q4_1", "gguf", "gguf")]
+    tok = fastdecode.load("default")[1]
+    prompt = torch.tensor(tok.encode("The history of computing began"))
+    builders = our_models()
+    results = {key: ([], []) for key in
+               [p[0] for p in pairs] + ["prefill 64 fp32", "prefill 512 fp32",
+                                        "prefill 64 GGUF as stored", "start to first token"]}
+    extra = {"cold fp32": [], "cold quantized": [], "rss quantized": []}
+    for r in range(args.rounds):
+        for label, ours_key, file_key in pairs:
+            model = builders[ours_key]()
+            results[label][0].append(our_decode(model, prompt))
+            results[label][1].append(llama_bench(args.llama_bin, files[file_key], 0, 128))
+            if ours_key in ("fp32", "gguf"):
+                for n in ((64, 512) if ours_key == "fp32" else (64,)):
+                    name = f"prefill {n} {'fp32' if ours_key == 'fp32' else 'GGUF as stored'}"
+                    results[name][0].append(our_prefill(model, n))
+                    results[name][1].append(llama_bench(args.llama_bin,
+                                                        files["F32" if ours_key == "fp32"
+                                                              else "gguf"], n, 0))
+            del model
+        first, cold_q, rss = our_start(True)
+        results["start to first token"][0].append(first)
+        results["start to first token"][1].append(llama_start(args.llama_bin, files["gguf"]))
+        extra["cold quantized"].append(cold_q)
+        extra["rss quantized"].append(rss)
+        extra["cold fp32"].append(our_start(False)[1])
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    print(f"{args.rounds} interleaved rounds, {THREADS} threads, torch {torch.__version__}\n")
+    print("| | llama.cpp | fastdecode | ratio (median) | per round | unit |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for label, (ours, theirs) in results.items():
+        if label == "start to first token":
+            print(row(label + " (GGUF as stored)", ours, theirs, "seconds, lower is better",
+                      higher_is_better=False))
+        else:
+            print(row(label, ours, theirs, "tokens/s"))
+    size = fastdecode.default_checkpoint_path().stat().st_size
+    print(f"\ncold start, import fastdecode -> loaded default model: fp32 "
+          f"{statistics.median(extra['cold fp32']):.2f} s, quantized=True "
+          f"{statistics.median(extra['cold quantized']):.2f} s; peak RSS growth of the "
+          f"quantized load {statistics.median(extra['rss quantized']) / 1e6:.0f} MB = "
+          f"{statistics.median(extra['rss quantized']) / size:.2f}x the {size / 1e6:.0f} MB file")
+    busy_machine(args.llama_bin, files, prompt)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

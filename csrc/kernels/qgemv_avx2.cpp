@@ -1,0 +1,229 @@
+// AVX2 kernels for the quantized GEMVs (x86-64 only; qgemv.cpp calls them where the CPU has
+// AVX2 and FMA but not AVX-512 VNNI). Both multiply with vpmaddwd: two 16-bit products per
+// int32 lane, exact, against the 15-bit activations.
+//   int8: each 32-value block's weights sign-extended to two registers of 16 int16, the 8
+//   lanes of products converted to float (exact: |lane| < 2^24) and scaled into a float
+//   accumulator; several weight rows and activation rows share each load.
+//   int4: the tiled layout's lanes are output rows (8 of a tile's 16 per register); vpshufb
+//   moves two nibble bytes of each row's word into the two 16-bit halves of its lane, so one
+//   vpmaddwd multiplies them with a broadcast pair of activations.
+#include "kernels/qgemv.h"
+
+#if FASTDECODE_X86_CLONES
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/int4_layout.h"
+
+#define FASTDECODE_AVX2 __attribute__((target("avx2,fma")))
+
+namespace fastdecode::kernels {
+namespace {
+
+// Software prefetch distance along a row's weights (the same measurement as the VNNI
+// kernels': the hardware prefetcher alone streamed far below DRAM bandwidth).
+constexpr int64_t kPrefetchBytes = 8192;
+
+FASTDECODE_AVX2 inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 0x55)));
+}
+
+// R weight rows starting at n against activation rows [m0, m0 + MB): R * MB independent
+// accumulators (one accumulator's fmadd chain would wait ~4 cycles a block), and each block
+// of activations and its scale loaded once for the R rows.
+template <int R, int MB>
+FASTDECODE_AVX2 void int8_rows(const QuantizedActivations& a, int64_t m0, const int8_t* q,
+                               const float* scales, int64_t K, int64_t G, int64_t n, float* y,
+                               int64_t ldy) {
+  const bool per_channel = G == K;
+  const int64_t groups = K / G, full = K / kActBlock, blocks = (K + kActBlock - 1) / kActBlock;
+  const int64_t xblocks = a.K / kActBlock;
+  // blocks per scale: a group, or every full block when the scale is per channel
+  const int64_t per_scale = per_channel ? std::max<int64_t>(full, 1) : G / kActBlock;
+  __m256 acc[R][MB];
+  for (int r = 0; r < R; ++r) {
+    for (int m = 0; m < MB; ++m) acc[r][m] = _mm256_setzero_ps();
+  }
+  for (int64_t g = 0, b0 = 0; b0 < full; ++g, b0 += per_scale) {  // no division per block
+    float sw[R];
+    for (int r = 0; r < R; ++r) sw[r] = per_channel ? 1.0f : scales[(n + r) * groups + g];
+    const int64_t b1 = std::min(full, b0 + per_scale);
+    for (int64_t b = b0; b < b1; ++b) {
+      __m256i w_lo[R], w_hi[R];
+      for (int r = 0; r < R; ++r) {
+        const int8_t* wb = q + (n + r) * K + b * kActBlock;
+        _mm_prefetch(reinterpret_cast<const char*>(wb) + kPrefetchBytes, _MM_HINT_T0);
+        const __m256i w8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb));
+        w_lo[r] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w8));
+        w_hi[r] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w8, 1));
+      }
+      for (int m = 0; m < MB; ++m) {
+        const int16_t* xb = a.q + (m0 + m) * a.K + b * kActBlock;
+        const __m256i x_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
+        const __m256i x_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 16));
+        const float xs = a.scale[(m0 + m) * xblocks + b];
+        for (int r = 0; r < R; ++r) {
+          const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(w_lo[r], x_lo),
+                                               _mm256_madd_epi16(w_hi[r], x_hi));
+          acc[r][m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(xs * sw[r]),
+                                      acc[r][m]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int8_t* qn = q + (n + r) * K;
+    for (int m = 0; m < MB; ++m) {
+      float total = hsum(acc[r][m]);
+      if (full < blocks) {  // a partial last block: the row ends before 32 values
+        const int64_t k0 = full * kActBlock;
+        const int16_t* xb = a.q + (m0 + m) * a.K + k0;
+        int32_t dot = 0;
+        for (int64_t k = k0; k < K; ++k) dot += int32_t{qn[k]} * int32_t{xb[k - k0]};
+        const float sw = per_channel ? 1.0f : scales[(n + r) * groups + k0 / G];
+        total += a.scale[(m0 + m) * xblocks + full] * sw * static_cast<float>(dot);
+      }
+      y[(m0 + m) * ldy + n + r] = per_channel ? scales[n + r] * total : total;
+    }
+  }
+}
+
+// Rows [n_begin, n_end) in steps of R against activation rows [m0, m0 + MB).
+template <int R, int MB>
+FASTDECODE_AVX2 void int8_block_rows(const QuantizedActivations& a, int64_t m0,
+                                     const int8_t* q, const float* scales, int64_t K, int64_t G,
+                                     int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  int64_t n = n_begin;
+  for (; n + R <= n_end; n += R) int8_rows<R, MB>(a, m0, q, scales, K, G, n, y, ldy);
+  for (; n < n_end; ++n) int8_rows<1, MB>(a, m0, q, scales, K, G, n, y, ldy);
+}
+
+// int4, 8 rows (half of a 16-row tile, `rows` <= 8 of them valid) against activation rows
+// [m0, m0 + MB). words: the tile's words (column-major, `stride` = the tile's row count)
+// from this half's first row; st: its scales and zeros likewise.
+template <int MB>
+FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
+                                    const float* xsum, const uint8_t* words, const float* st,
+                                    int64_t stride, int64_t rows, int64_t G, float* y,
+                                    int64_t ldy, int64_t n) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const int64_t xblocks = K / kActBlock;
+  const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  // bytes 0, 1 of each word into the low bytes of its two 16-bit halves; bytes 2, 3 likewise
+  const __m256i pick01 = _mm256_setr_epi8(0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13,
+                                          -1, 0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1,
+                                          13, -1);
+  const __m256i pick23 = _mm256_add_epi8(pick01, _mm256_set1_epi16(2));
+  const __m256i nibble = _mm256_set1_epi16(0x0f);
+  __m256 acc[MB];
+  for (int m = 0; m < MB; ++m) acc[m] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m256 gacc[MB];
+    for (int m = 0; m < MB; ++m) gacc[m] = _mm256_setzero_ps();
+    for (int64_t bg = 0; bg < blocks_per_group; ++bg) {
+      const int64_t b = g * blocks_per_group + bg;
+      __m256i dot[MB];
+      for (int m = 0; m < MB; ++m) dot[m] = _mm256_setzero_si256();
+      for (int64_t j = 0; j < 4; ++j) {
+        const uint8_t* wp = words + ((b * 4 + j) * stride) * 4;
+        _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        const __m256i w = _mm256_maskload_epi32(reinterpret_cast<const int*>(wp), valid);
+        const __m256i b01 = _mm256_shuffle_epi8(w, pick01), b23 = _mm256_shuffle_epi8(w, pick23);
+        const __m256i lo01 = _mm256_and_si256(b01, nibble), lo23 = _mm256_and_si256(b23, nibble);
+        const __m256i hi01 = _mm256_srli_epi16(b01, 4), hi23 = _mm256_srli_epi16(b23, 4);
+        for (int m = 0; m < MB; ++m) {
+          // activation pairs (k, k + 1) as int32: columns 4j.. (low nibbles), 16 + 4j.. (high)
+          const int16_t* xb = a.q + (m0 + m) * K + b * kActBlock;
+          int32_t x[4];
+          std::memcpy(x, xb + 4 * j, 8);
+          std::memcpy(x + 2, xb + 16 + 4 * j, 8);
+          __m256i d = _mm256_madd_epi16(lo01, _mm256_set1_epi32(x[0]));
+          d = _mm256_add_epi32(d, _mm256_madd_epi16(lo23, _mm256_set1_epi32(x[1])));
+          d = _mm256_add_epi32(d, _mm256_madd_epi16(hi01, _mm256_set1_epi32(x[2])));
+          d = _mm256_add_epi32(d, _mm256_madd_epi16(hi23, _mm256_set1_epi32(x[3])));
+          dot[m] = _mm256_add_epi32(dot[m], d);
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        const float xs = a.scale[(m0 + m) * xblocks + b];
+        gacc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[m]), _mm256_set1_ps(xs), gacc[m]);
+      }
+    }
+    const __m256 scale = _mm256_maskload_ps(st + (2 * g) * stride, valid);
+    const __m256 zero = _mm256_maskload_ps(st + (2 * g + 1) * stride, valid);
+    const __m256 offset = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), scale, zero);  // zero - 8 s
+    for (int m = 0; m < MB; ++m) {
+      acc[m] = _mm256_fmadd_ps(scale, gacc[m], acc[m]);
+      acc[m] = _mm256_fmadd_ps(offset, _mm256_set1_ps(xsum[(m0 + m) * groups + g]), acc[m]);
+    }
+  }
+  for (int m = 0; m < MB; ++m) _mm256_maskstore_ps(y + (m0 + m) * ldy + n, valid, acc[m]);
+}
+
+template <int MB>
+FASTDECODE_AVX2 void int4_tiles(const QuantizedActivations& a, int64_t m0, const float* xsum,
+                                const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                                int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
+  const int64_t words = a.K / 8, groups = a.K / G;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * words * 4;
+    const float* st = sz + n0 * groups * 2;
+    for (int64_t h = 0; h * 8 < r; ++h) {
+      int4_half_tile<MB>(a, m0, xsum, pt + 8 * h * 4, st + 8 * h, r,
+                         std::min<int64_t>(8, r - 8 * h), G, y, ldy, n0 + 8 * h);
+    }
+  }
+}
+
+}  // namespace
+
+FASTDECODE_AVX2 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q,
+                                    const float* scales, int64_t K, int64_t G, int64_t n_begin,
+                                    int64_t n_end, float* y, int64_t ldy) {
+  // R weight rows x MB activation rows per pass, R * MB <= 4: more accumulators spill
+  int64_t m0 = 0;
+  for (; m0 + 4 <= a.M; m0 += 4) {
+    int8_block_rows<1, 4>(a, m0, q, scales, K, G, n_begin, n_end, y, ldy);
+  }
+  switch (a.M - m0) {
+    case 3: int8_block_rows<1, 3>(a, m0, q, scales, K, G, n_begin, n_end, y, ldy); break;
+    case 2: int8_block_rows<2, 2>(a, m0, q, scales, K, G, n_begin, n_end, y, ldy); break;
+    case 1: int8_block_rows<4, 1>(a, m0, q, scales, K, G, n_begin, n_end, y, ldy); break;
+    default: break;
+  }
+}
+
+FASTDECODE_AVX2 void int4_gemv_avx2(const QuantizedActivations& a, const float* xsum,
+                                    const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                                    int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
+  int64_t m0 = 0;
+  for (; m0 + 2 <= a.M; m0 += 2) {
+    int4_tiles<2>(a, m0, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+  }
+  if (m0 < a.M) int4_tiles<1>(a, m0, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+}
+
+bool qgemv_avx2_available() {
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return available;
+}
+
+}  // namespace fastdecode::kernels
+
+#else
+
+namespace fastdecode::kernels {
+bool qgemv_avx2_available() { return false; }
+}  // namespace fastdecode::kernels
+
+#endif
