@@ -3,10 +3,13 @@
 // through torch.ops.fastdecode.*. `import torch` must come first (it loads libtorch).
 #include <pybind11/pybind11.h>
 
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
+#include "cpu/linear_kind.h"
 #include "cpu/parallel.h"
+#include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/simd.h"
 
@@ -29,6 +32,17 @@ PYBIND11_MODULE(_C, m) {
   m.def("active_isa", &fastdecode::kernels::active_isa,
         "The ISA path the kernels use on this CPU");
   m.attr("quantized_gemv_max_rows") = fastdecode::kernels::kQuantizedGemvMaxRows;
+  m.attr("int4_tile_rows") = fastdecode::kernels::kInt4TileRows;
+  py::tuple groupsizes(std::size(fastdecode::kernels::kInt4GroupSizes));
+  for (size_t i = 0; i < groupsizes.size(); ++i) {
+    groupsizes[i] = fastdecode::kernels::kInt4GroupSizes[i];
+  }
+  m.attr("int4_groupsizes") = groupsizes;
+  py::dict kinds;
+  kinds["FLOAT32"] = static_cast<int64_t>(fastdecode::cpu::kFloat32);
+  kinds["INT8"] = static_cast<int64_t>(fastdecode::cpu::kInt8);
+  kinds["INT4"] = static_cast<int64_t>(fastdecode::cpu::kInt4);
+  m.attr("linear_kinds") = kinds;
   m.def(
       "set_parallel_loop",
       [](const std::string& kind) {

@@ -17,12 +17,16 @@ TORCH_LIBRARY(fastdecode, m) {
       "check_sampling_params(float temperature=1.0, int? top_k=None, float top_p=1.0, "
       "float min_p=0.0, float repetition_penalty=1.0, Tensor? row_params=None) -> ()");
   // probs [V] or [B, V] (non-negative, need not be normalised) -> int32 index [1] or [B, 1]:
-  // argmax(probs / E), E ~ Exp(1), a draw from probs with no host synchronisation. E is
-  // `noise` when given (same shape as probs), else drawn in the kernel from `generator`.
+  // a draw from probs with no host synchronisation: argmax(probs / noise) when `noise`
+  // (Exp(1) draws, same shape as probs) is given, else the inverse of the cumulative sum at
+  // one uniform per row drawn from `generator`.
   m.def(
       "multinomial_sample_one_no_sync(Tensor probs, Generator? generator=None, "
       "Tensor? noise=None) -> Tensor",
         {at::Tag::nondeterministic_seeded});
+  // scores [V] or [B, V] (fp32/bf16/fp16) -> int32 [1] or [B, 1]: the index of each row's
+  // first maximum (torch.argmax(..., -1, keepdim=True) as int32); NaN is an error.
+  m.def("argmax_token(Tensor scores) -> Tensor");
   // x [..., K] @ weight[N, K]^T (+ bias [N]) -> [..., N]: F.linear with a weight-streaming
   // GEMV for decode-sized inputs (<= 16 rows, fp32) and ATen's GEMM otherwise.
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
@@ -70,4 +74,14 @@ TORCH_LIBRARY(fastdecode, m) {
       "decode_layer(Tensor x, Tensor attention_norm, Tensor ffn_norm, float eps, "
       "Tensor[] weights, int[] kinds, int[] groupsizes, Tensor(a!) k_cache, "
       "Tensor(b!) v_cache, Tensor input_pos, Tensor rope, int n_head, int n_kv_head) -> Tensor");
+  // Tensor-parallel shards. t -> the slices [offsets[i], offsets[i] + lengths[i]) of
+  // dimension dim, concatenated in order (uneven ranks, the fused wqkv's q / k / v segments,
+  // int8 weights and their scales alike), contiguous.
+  m.def("shard(Tensor t, int dim, int[] offsets, int[] lengths) -> Tensor");
+  // The same cut of an int4 linear (16-row tiles, tests/reference/tp.py): dim 0 takes output
+  // rows, dim 1 input columns on groupsize boundaries, of packed [N, K_pad / 2] and
+  // scales_and_zeros [N, K_pad / G, 2] together -> (packed, scales_and_zeros), re-tiled.
+  m.def(
+      "shard_int4(Tensor packed, Tensor scales_and_zeros, int groupsize, int dim, "
+      "int[] offsets, int[] lengths) -> (Tensor, Tensor)");
 }

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/linear_kind.h"
 #include "cpu/ops.h"
 #include "kernels/swiglu.h"
 
@@ -17,7 +18,6 @@ namespace {
 
 constexpr int64_t kLinears = 5;  // wqkv, wo, w1 (gate), w3 (up), w2 (down)
 constexpr const char* kNames[kLinears] = {"wqkv", "wo", "w1", "w3", "w2"};
-enum Kind : int64_t { kFloat32 = 0, kInt8 = 1, kInt4 = 2 };
 
 // The tensors of each linear inside `weights`: fp32 [weight], int8 [q, scales], int4
 // [packed, scales_and_zeros].

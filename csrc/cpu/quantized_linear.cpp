@@ -28,7 +28,7 @@ constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
 // ones balance the threads; a call under one chunk runs on the calling thread alone.
 constexpr int64_t kWeightsPerTask = 1 << 18;
 
-bool allowed_groupsize(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
+bool allowed_groupsize(int64_t g) { return kernels::is_int4_groupsize(g); }
 
 void check_weight_input(const char* op, const at::Tensor& w) {
   TORCH_CHECK_VALUE(w.dim() == 2, op, ": w must be 2-D [N, K], got shape ", w.sizes());

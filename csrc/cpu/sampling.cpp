@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "kernels/random.h"
 #include "kernels/sampling.h"
 
 namespace fastdecode::cpu {
@@ -192,8 +193,8 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   }
   uint64_t key = 0;
   if (!noise.has_value()) {
-    // One 64-bit draw advances the caller's generator; the kernel expands it into per-token
-    // Exp(1) noise with a counter-based hash (ATen's exponential_ costs ~20 ns a token).
+    // One 64-bit draw advances the caller's generator; each row's uniform comes from it
+    // through a counter-based hash (rows independent, in any order).
     auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
         generator, at::detail::getDefaultCPUGenerator());
     std::lock_guard<std::mutex> lock(gen->mutex_);
@@ -223,15 +224,15 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
                       op, ": noise must be finite and > 0 (Exp(1) draws)");
   }
   parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    // written in full by the kernel before it is read: no zero fill
-    std::unique_ptr<float[]> ratios(new float[vocab]);
+    std::unique_ptr<float[]> ratios(np != nullptr ? new float[vocab] : nullptr);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t idx =
           np != nullptr
               ? kernels::exponential_race_argmax(pp + r * vocab, np + r * vocab, vocab,
                                                  ratios.get())
-              : kernels::exponential_race_sample(pp + r * vocab, vocab, key,
-                                                 static_cast<uint32_t>(r), ratios.get());
+              : kernels::inverse_cdf_sample(
+                    pp + r * vocab, vocab,
+                    kernels::counter_uniform(key, static_cast<uint32_t>(r), 0));
       outp[r] = static_cast<int32_t>(idx);
     }
   });
@@ -241,7 +242,32 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   return out.view(shape);
 }
 
+at::Tensor argmax_token(const at::Tensor& scores) {
+  constexpr const char* op = "fastdecode::argmax_token";
+  check_sampling_input(op, "scores", scores);
+  const at::Tensor x = as_rows_f32(scores);
+  const int64_t rows = x.size(0), vocab = x.size(1);
+  at::Tensor out = at::empty({rows, 1}, x.options().dtype(at::kInt));
+  const float* xp = x.data_ptr<float>();
+  int32_t* outp = out.data_ptr<int32_t>();
+  std::vector<char> nan_rows(rows, 0);
+  parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const kernels::RowMax m = kernels::row_max(xp + r * vocab, vocab);
+      nan_rows[r] = m.has_nan;
+      outp[r] = static_cast<int32_t>(m.index);
+    }
+  });
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK_VALUE(!nan_rows[r], op, ": scores row ", r, " contains NaN");
+  }
+  auto shape = scores.sizes().vec();
+  shape.back() = 1;
+  return out.view(shape);
+}
+
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
+  m.impl("argmax_token", &argmax_token);
   m.impl("logits_to_probs", &logits_to_probs);
   m.impl("multinomial_sample_one_no_sync", &multinomial_sample_one_no_sync);
 }

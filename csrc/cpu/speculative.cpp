@@ -32,13 +32,6 @@ void check_probs(const char* op, const char* name, const at::Tensor& t) {
                     name, " must have a positive sum (a distribution), one sums to 0");
 }
 
-// Uniform double in [0, 1) with 53 random bits from two hashed 32-bit values.
-double counter_uniform(uint64_t key, uint32_t row, uint32_t index) {
-  const uint64_t hi = kernels::counter_random(key, row, 2 * index) >> 5;      // 27 bits
-  const uint64_t lo = kernels::counter_random(key, row, 2 * index + 1) >> 6;  // 26 bits
-  return static_cast<double>((hi << 26) | lo) * (1.0 / 9007199254740992.0);
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> speculative_accept(
@@ -97,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor> speculative_accept(
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t i = 0; i <= k; ++i) {
         up[b * (k + 1) + i] =
-            counter_uniform(key, static_cast<uint32_t>(b), static_cast<uint32_t>(i));
+            kernels::counter_uniform(key, static_cast<uint32_t>(b), static_cast<uint32_t>(i));
       }
     }
   }

@@ -17,6 +17,17 @@ namespace fastdecode::kernels {
 
 constexpr int64_t kInt4TileRows = 16;
 
+// The int4 group sizes the kernels and the checkpoint format take (values per scale/zero);
+// every one a multiple of the 32-value nibble block. Exposed as _C.int4_groupsizes.
+constexpr int64_t kInt4GroupSizes[] = {32, 64, 128, 256};
+
+inline bool is_int4_groupsize(int64_t g) {
+  for (int64_t allowed : kInt4GroupSizes) {
+    if (g == allowed) return true;
+  }
+  return false;
+}
+
 // Rows in tile t of an N-row matrix.
 inline int64_t tile_rows(int64_t N, int64_t t) {
   const int64_t left = N - t * kInt4TileRows;

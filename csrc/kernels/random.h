@@ -29,46 +29,11 @@ FASTDECODE_INLINE uint32_t counter_random(uint64_t key, uint32_t row, uint32_t i
   return mix32(mix32(index ^ k0) ^ (k1 + row * 0x9e3779b9u));
 }
 
-// Natural log for x in (0, 1] (normal floats), branch-free: x = m * 2^e with
-// m in [sqrt(1/2), sqrt(2)), log(1 + f) by a degree-9 polynomial (Cephes coefficients).
-// Max relative error about 2 ulp.
-FASTDECODE_INLINE float fast_logf(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  float e = static_cast<float>(static_cast<int32_t>((bits >> 23) & 0xffu) - 126);
-  const uint32_t mbits = (bits & 0x007fffffu) | 0x3f000000u;  // mantissa scaled to [0.5, 1)
-  float m;
-  std::memcpy(&m, &mbits, sizeof(m));
-  const bool low = m < 0.707106781186547524f;
-  e = low ? e - 1.0f : e;
-  const float f = low ? m + m - 1.0f : m - 1.0f;
-  const float z = f * f;
-  float y = 7.0376836292e-2f;
-  y = y * f - 1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f - 1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f - 1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f - 2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
-  y = y * f * z;
-  y += -2.12194440e-4f * e;
-  y += -0.5f * z;
-  return f + y + 0.693359375f * e;
-}
-
-// Exp(1) draw from 32 random bits: E = -log(1 - w), w uniform in (0, 1). Small w (short
-// waits, the ones that decide an exponential race) use the series of -log1p(-w), so their
-// resolution is that of w itself (2^-32 near 0), not of 1 - w.
-FASTDECODE_INLINE float exponential_from_bits(uint32_t bits) {
-  // 31 bits through a signed conversion (vectorises on every ISA; unsigned does not on AVX2)
-  const float w = static_cast<float>(static_cast<int32_t>(bits >> 1)) * 4.656612873077393e-10f +
-                  2.3283064365386963e-10f;
-  const float series = w * (1.0f + w * (0.5f + w * (0.33333333f + w * (0.25f + w * 0.2f))));
-  const float one_minus = 1.0f - w;
-  const float logged = -fast_logf(one_minus > 0.0f ? one_minus : 1.1920929e-07f);
-  return w < 0.0078125f ? series : logged;
+// Uniform double in [0, 1) with 53 random bits from two hashed values (indices 2i, 2i + 1).
+FASTDECODE_INLINE double counter_uniform(uint64_t key, uint32_t row, uint32_t index) {
+  const uint64_t hi = counter_random(key, row, 2 * index) >> 5;      // 27 bits
+  const uint64_t lo = counter_random(key, row, 2 * index + 1) >> 6;  // 26 bits
+  return static_cast<double>((hi << 26) | lo) * (1.0 / 9007199254740992.0);
 }
 
 }  // namespace fastdecode::kernels

@@ -31,8 +31,8 @@ RowMax row_max(const float* x, int64_t n) {
     const vf16 v = load16(x + i);
     nan_seen |= v != v;
     const vi16 better = v > best;
-    best = better ? v : best;
-    best_chunk = better ? chunk : best_chunk;
+    best = select16(better, v, best);
+    best_chunk = select16(better, chunk, best_chunk);
     chunk += one;
   }
   RowMax out{neg_inf, 0, any16(nan_seen)};
@@ -179,28 +179,43 @@ int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t 
 }
 
 FASTDECODE_MULTIVERSION
-int64_t exponential_race_sample(const float* probs, int64_t n, uint64_t key, uint32_t row,
-                                float* ratios) {
-  // Chunks whose probabilities are all zero (most of the row after top-k / top-p) cannot
-  // win: they skip the noise. Each token's noise depends only on (key, row, i), so skipping
-  // does not change the draws of the others.
+double row_sum(const float* probs, int64_t n) {
+  float acc[kLanes] = {};
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
-    const vf16 p = load16(probs + i);
-    if (!any16(p != splat16(0.0f))) {
-      store16(ratios + i, splat16(0.0f));
+    for (int l = 0; l < kLanes; ++l) acc[l] += probs[i + l];
+  }
+  double total = 0.0;
+  for (int l = 0; l < kLanes; ++l) total += acc[l];
+  for (int64_t i = full; i < n; ++i) total += probs[i];
+  return total;
+}
+
+int64_t inverse_cdf_sample(const float* probs, int64_t n, double u) {
+  // target in [0, total): the first index whose running sum passes it has probs > 0 (a zero
+  // entry leaves the sum where it was). Blocks of 256 are skipped on their sum; inside the
+  // block that passes, entries are added one by one.
+  const double target = u * row_sum(probs, n);
+  constexpr int64_t kBlock = 256;
+  double running = 0.0;
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min(kBlock, n - start);
+    const double block = row_sum(probs + start, len);
+    if (running + block <= target) {
+      running += block;
       continue;
     }
-    for (int l = 0; l < kLanes; ++l) {
-      const uint32_t idx = static_cast<uint32_t>(i + l);
-      ratios[i + l] = probs[i + l] / exponential_from_bits(counter_random(key, row, idx));
+    for (int64_t i = start; i < start + len; ++i) {
+      if (probs[i] <= 0.0f) continue;
+      running += probs[i];
+      if (running > target) return i;
     }
   }
-  for (int64_t i = full; i < n; ++i) {
-    const float e = exponential_from_bits(counter_random(key, row, static_cast<uint32_t>(i)));
-    ratios[i] = probs[i] / e;
+  // rounding put the target at or past the last running sum: the last positive entry
+  for (int64_t i = n - 1; i >= 0; --i) {
+    if (probs[i] > 0.0f) return i;
   }
-  return argmax_of_ratios(ratios, n);
+  return 0;
 }
 
 }  // namespace fastdecode::kernels

@@ -21,11 +21,10 @@ RowMax row_max(const float* x, int64_t n);
 // Reusable buffers for one thread (sized on first use, kept across rows).
 struct SamplingScratch {
   std::vector<float> penalised;   // the row after the repetition penalty
-  std::vector<float> candidates;  // entries above a threshold's lower bound
-  std::vector<float> bucket;      // members of the radix bucket holding a threshold
+  std::vector<uint32_t> candidates;  // order keys of the entries above a threshold's bound
+  std::vector<uint32_t> bucket;      // keys in the radix bucket that holds the threshold
   std::vector<float> penalties;   // new logits of previous tokens
-  std::vector<uint32_t> counts;   // radix histogram (top-k)
-  std::vector<float> mass;        // radix histogram (top-p)
+  std::vector<double> weights;    // radix histogram: counts (top-k) or mass (top-p)
 };
 
 // The k-th largest value of x[0:n) (k in [1, n]), NaN-free input, `max` = its maximum.
@@ -86,10 +85,14 @@ ProbsStatus check_probs_row(const float* probs, int64_t n);
 int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n,
                                 float* ratios);
 
-// The same race with the Exp(1) noise drawn in the kernel: E_i from counter-based random
-// bits for (key, row, i) (random.h), so rows and tokens are independent of each other and of
-// the order they are computed in.
-int64_t exponential_race_sample(const float* probs, int64_t n, uint64_t key, uint32_t row,
-                                float* ratios);
+// Sum of probs[0:n) (lane-wise fp32 partial sums, added in double).
+double row_sum(const float* probs, int64_t n);
+
+// One draw from probs (non-negative with a positive sum, need not be normalised): the
+// smallest index j with probs[0] + ... + probs[j] > u * sum(probs) (sums in double), u
+// uniform in [0, 1), so index i with probability probs[i] / sum(probs), never one with
+// probs[i] == 0. One uniform per row instead of one Exp(1) draw per token (the race above):
+// about two passes over the row. Also the speculative kernels' draw.
+int64_t inverse_cdf_sample(const float* probs, int64_t n, double u);
 
 }  // namespace fastdecode::kernels

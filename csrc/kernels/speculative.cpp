@@ -2,32 +2,6 @@
 
 namespace fastdecode::kernels {
 
-namespace {
-
-// The last index with a positive weight: where a draw lands when rounding leaves the running
-// sum a hair below the threshold at the end of the row.
-int64_t last_positive(const float* w, int64_t V) {
-  for (int64_t j = V - 1; j >= 0; --j) {
-    if (w[j] > 0.0f) return j;
-  }
-  return V - 1;
-}
-
-}  // namespace
-
-int64_t inverse_cdf_sample(const float* w, int64_t V, double u) {
-  double total = 0.0;
-  for (int64_t j = 0; j < V; ++j) total += w[j];
-  const double threshold = u * total;
-  double running = 0.0;
-  for (int64_t j = 0; j < V; ++j) {
-    if (w[j] <= 0.0f) continue;
-    running += w[j];
-    if (running > threshold) return j;
-  }
-  return last_positive(w, V);
-}
-
 int64_t residual_sample(const float* q, const float* p, int64_t V, double u) {
   double total = 0.0;
   for (int64_t j = 0; j < V; ++j) {

@@ -10,11 +10,9 @@
 
 #include <cstdint>
 
-namespace fastdecode::kernels {
+#include "kernels/sampling.h"  // inverse_cdf_sample
 
-// Smallest index j with w[0] + ... + w[j] > u * sum(w) (inverse CDF), skipping zero weights;
-// w [V] non-negative with a positive sum, u in [0, 1). Sums in double.
-int64_t inverse_cdf_sample(const float* w, int64_t V, double u);
+namespace fastdecode::kernels {
 
 // Same draw from the residual max(q - p, 0) (not normalised); when the residual is all zero
 // (q == p wherever q > p could hold) the draw falls back to q itself.

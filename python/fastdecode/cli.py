@@ -3,6 +3,7 @@ serve-queue-demo`` (also installed as the ``fastdecode`` console script)."""
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from typing import List, Optional
@@ -103,14 +104,38 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_generate(args) -> int:
-    from .generate import compile_decode_step, generate
-    from .checkpoint import load
+    from .tp import maybe_init_dist
 
+    rank = maybe_init_dist()  # under torchrun with >= 2 ranks: tensor parallel
+    try:
+        return _generate(args, rank)
+    finally:
+        if rank is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _generate(args, rank: Optional[int]) -> int:
+    from .checkpoint import load
+    from .generate import compile_decode_step, generate
+
+    lead = rank in (None, 0)  # only rank 0 prints
+    log = sys.stderr if lead else io.StringIO()
     t0 = time.perf_counter()
     model, tokenizer = load(args.checkpoint, device=args.device,
                             precision=_PRECISIONS[args.precision], quantized=args.quantized)
-    print(f"[loaded {args.checkpoint} in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
-    draft = _make_draft(args, model)
+    print(f"[loaded {args.checkpoint} in {time.perf_counter() - t0:.1f} s]", file=log)
+    if rank is not None:
+        import torch.distributed as dist
+
+        from .tp import apply_tp
+
+        plan = apply_tp(model, rank, dist.get_world_size())
+        print(f"[tensor parallel over {plan.world_size} ranks: KV groups (first, count) "
+              f"{list(plan.kv_groups)}]", file=log)
+    out = sys.stdout if lead else io.StringIO()
+    draft = _make_draft(args, model)  # not sharded: every rank drafts the same tokens
     text = args.prompt
     if args.chat:
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}])
@@ -123,9 +148,9 @@ def _cmd_generate(args) -> int:
             generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.compile:
         compile_decode_step(model)
-    streamer = TextStreamer(tokenizer)
+    streamer = TextStreamer(tokenizer, out=out)
     if not args.chat:
-        sys.stdout.write(args.prompt)
+        out.write(args.prompt)
     t0 = time.perf_counter()
     _, info = generate(model, prompt, args.max_new_tokens, callback=streamer,
                        draft_model=draft, speculate_k=args.speculate_k,
@@ -133,10 +158,12 @@ def _cmd_generate(args) -> int:
                        top_k=args.top_k or None, top_p=args.top_p, min_p=args.min_p,
                        repetition_penalty=args.repetition_penalty, generator=generator)
     dt = time.perf_counter() - t0
-    sys.stdout.write("\n")
-    print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]")
+    out.write("\n")
+    print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]",
+          file=out)
     if draft is not None:
-        print(f"[accept_counts (rounds that kept 0..k drafts): {info['accept_counts']}]")
+        print(f"[accept_counts (rounds that kept 0..k drafts): {info['accept_counts']}]",
+              file=out)
     return 0
 
 

@@ -9,17 +9,26 @@ Hugging Face checkpoints are converted to it on load (``checkpoint.py``).
 from __future__ import annotations
 
 import contextlib
+import enum
 import threading
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Set
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import _C, ops
 
-__all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights"]
+__all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
+           "LinearKind", "FUSED_LINEAR_TYPES", "can_fuse"]
+
+# How ops.decode_layer receives each linear (csrc/cpu/linear_kind.h, the one definition).
+LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
+
+# The exact module types whose tensors ops.decode_layer takes (quantize.py adds its two);
+# a subclass may compute something else in forward, so it keeps the module path.
+FUSED_LINEAR_TYPES: Set[type] = set()
 
 
 def _check_size(name: str, value) -> None:
@@ -111,14 +120,17 @@ class Linear(nn.Linear):
         return ops.linear(x, self.weight, self.bias)
 
     def decode_layer_args(self):
-        """``([weight], kind 0, groupsize 0)`` for ``ops.decode_layer``; None when this
-        linear cannot join it (a bias, or not fp32). Read through the module's dicts: every
-        ``nn.Module.__getattr__`` costs about a microsecond, and a step makes ~200 of these."""
+        """``([weight], LinearKind.FLOAT32, groupsize 0)`` for ``ops.decode_layer``; None when
+        this linear cannot join it (a bias, or not fp32). Read through the module's dicts:
+        every ``nn.Module.__getattr__`` costs about a microsecond, and a step makes ~200."""
         params = self._parameters
         weight = params["weight"]
         if params.get("bias") is not None or weight.dtype != torch.float32:
             return None
-        return [weight], 0, 0
+        return [weight], LinearKind.FLOAT32, 0
+
+
+FUSED_LINEAR_TYPES.add(Linear)
 
 
 class KVCache(nn.Module):
@@ -236,7 +248,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
-        if rope_table is not None:  # one decode position, fp32 on the CPU
+        if rope_table is not None and can_fuse(self):  # one decode position, fp32 on the CPU
             args = self.decode_layer_args()
             if args is not None:  # the whole layer in one C++ op
                 mods = self._modules  # dict reads: see Linear.decode_layer_args
@@ -259,14 +271,28 @@ class TransformerBlock(nn.Module):
         att, ffn = mods["attention"]._modules, mods["feed_forward"]._modules
         weights, kinds, groupsizes = [], [], []
         for mod in (att["wqkv"], att["wo"], ffn["w1"], ffn["w3"], ffn["w2"]):
-            get = getattr(mod, "decode_layer_args", None)
-            args = get() if get is not None else None
+            args = mod.decode_layer_args()
             if args is None:
                 return None
             weights += args[0]
             kinds.append(args[1])
             groupsizes.append(args[2])
         return weights, kinds, groupsizes
+
+
+def can_fuse(block: "TransformerBlock") -> bool:
+    """Whether a decode step may run ``block`` as one ``ops.decode_layer`` call: the block,
+    its attention and feed-forward are exactly this module's types and its five linears are
+    exactly one of ``FUSED_LINEAR_TYPES`` (whose tensors the op reads; their dtypes and bias
+    are checked by ``decode_layer_args``)."""
+    mods = block._modules
+    att, ffn = mods["attention"], mods["feed_forward"]
+    if type(block) is not TransformerBlock or type(att) is not Attention or \
+            type(ffn) is not FeedForward:
+        return False
+    linears = att._modules, ffn._modules
+    return all(type(linears[0][n]) in FUSED_LINEAR_TYPES for n in ("wqkv", "wo")) and \
+        all(type(linears[1][n]) in FUSED_LINEAR_TYPES for n in ("w1", "w3", "w2"))
 
 
 class Transformer(nn.Module):
@@ -306,9 +332,9 @@ class Transformer(nn.Module):
         self.max_seq_length = max_seq_length
         self.max_batch_size = max_batch_size
         for layer in self.layers:
-            layer.attention.kv_cache = KVCache(max_batch_size, max_seq_length,
-                                               self.config.n_local_heads, self.config.head_dim,
-                                               dtype).to(device)
+            att = layer.attention  # its own head counts: tensor parallelism keeps a part
+            att.kv_cache = KVCache(max_batch_size, max_seq_length, att.n_local_heads,
+                                   att.head_dim, dtype).to(device)
         # rotations for the cache's positions only: a config may allow far more (2^31)
         self.freqs_cis = precompute_freqs_cis(max_seq_length, self.config.head_dim,
                                               self.config.rope_base).to(device)

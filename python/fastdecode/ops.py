@@ -5,16 +5,17 @@ The fake kernels give output shapes and dtypes without computing anything, which
 """
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
 __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
+           "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
            "int8_linear", "int4_linear", "rms_norm", "decode_attention", "decode_layer",
-           "speculative_accept"]
+           "speculative_accept", "shard", "shard_int4"]
 
 _ops = torch.ops.fastdecode
 
@@ -112,11 +113,12 @@ def multinomial_sample_one_no_sync(probs: torch.Tensor,
     """One draw per row from ``probs`` without a host synchronisation.
 
     probs: ``[V]`` or ``[B, V]`` non-negative weights (need not sum to 1).
-    Returns int32 indices of shape ``[1]`` or ``[B, 1]``: ``argmax(probs / E)`` with
-    ``E ~ Exp(1)``. ``E`` is ``noise`` when given (shape of ``probs``; this is how the op is
-    checked against gpt-fast's torch code), otherwise drawn inside the kernel from a
-    counter-based hash keyed by one 64-bit draw from ``generator`` (the default CPU
-    generator when ``None``).
+    Returns int32 indices of shape ``[1]`` or ``[B, 1]``. With ``noise`` (Exp(1) draws, the
+    shape of ``probs``) the index is ``argmax(probs / noise)``, gpt-fast's exponential race
+    (this is how the op is checked against gpt-fast's torch code). Without it the kernel
+    inverts each row's cumulative sum at a uniform number hashed from one 64-bit draw of
+    ``generator`` (the default CPU generator when ``None``): the same distribution, two
+    passes over the row instead of a logarithm per token.
     """
     _require_tensors("multinomial_sample_one_no_sync", probs=probs)
     return _ops.multinomial_sample_one_no_sync(probs, generator, noise)
@@ -125,6 +127,19 @@ def multinomial_sample_one_no_sync(probs: torch.Tensor,
 @torch.library.register_fake("fastdecode::multinomial_sample_one_no_sync")
 def _multinomial_fake(probs, generator=None, noise=None):
     return probs.new_empty((*probs.shape[:-1], 1), dtype=torch.int32)
+
+
+def argmax_token(scores: torch.Tensor) -> torch.Tensor:
+    """Greedy pick: scores ``[V]`` or ``[B, V]`` -> int32 ``[1]`` / ``[B, 1]``, the index of
+    each row's first maximum (``torch.argmax(scores, -1, keepdim=True)``; ~15 us for a
+    128k vocabulary where torch.argmax takes ~10x that on the CPU). NaN is a ValueError."""
+    _require_tensors("argmax_token", scores=scores)
+    return _ops.argmax_token(scores)
+
+
+@torch.library.register_fake("fastdecode::argmax_token")
+def _argmax_token_fake(scores):
+    return scores.new_empty((*scores.shape[:-1], 1), dtype=torch.int32)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor,
@@ -315,3 +330,40 @@ def decode_layer(x: torch.Tensor, attention_norm: torch.Tensor, ffn_norm: torch.
 def _decode_layer_fake(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes, k_cache,
                        v_cache, input_pos, rope, n_head, n_kv_head):
     return torch.empty_like(x)
+
+
+def shard(t: torch.Tensor, dim: int, offsets: Sequence[int], lengths: Sequence[int]
+          ) -> torch.Tensor:
+    """A rank's part of ``t`` for tensor parallelism: the slices ``[offsets[i], offsets[i] +
+    lengths[i])`` of dimension ``dim``, concatenated in order, contiguous (uneven parts and the
+    fused wqkv's q / k / v segments alike). Every range must be non-empty and inside ``t``."""
+    _require_tensors("shard", t=t)
+    return _ops.shard(t, dim, list(offsets), list(lengths))
+
+
+@torch.library.register_fake("fastdecode::shard")
+def _shard_fake(t, dim, offsets, lengths):
+    shape = list(t.shape)
+    shape[dim] = sum(lengths)
+    return t.new_empty(shape)
+
+
+def shard_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor, groupsize: int, dim: int,
+               offsets: Sequence[int], lengths: Sequence[int]
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``shard`` for an int4 linear (16-row tiles): ``dim`` 0 cuts output rows, 1 input
+    columns (ranges on ``groupsize`` boundaries) of ``packed [N, K_pad / 2]`` and
+    ``scales_and_zeros [N, K_pad / G, 2]`` together; the result is re-tiled, and equals
+    ``quantize_int4_grouped`` of the same cut of the float weight, bit for bit."""
+    _require_tensors("shard_int4", packed=packed, scales_and_zeros=scales_and_zeros)
+    return _ops.shard_int4(packed, scales_and_zeros, groupsize, dim, list(offsets), list(lengths))
+
+
+@torch.library.register_fake("fastdecode::shard_int4")
+def _shard_int4_fake(packed, scales_and_zeros, groupsize, dim, offsets, lengths):
+    total = sum(lengths)
+    if dim == 0:
+        return packed.new_empty((total, packed.shape[1])), scales_and_zeros.new_empty(
+            (total, *scales_and_zeros.shape[1:]))
+    return (packed.new_empty((packed.shape[0], total // 2)),
+            scales_and_zeros.new_empty((packed.shape[0], total // groupsize, 2)))

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import ops
+from . import _C, ops
+from .model import FUSED_LINEAR_TYPES, LinearKind
 from .gguf_file import BLOCK_BYTES
 
 __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
            "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
            "quantized_linear_from_gguf", "cast_float_tensors", "replace_module"]
 
-GROUPSIZES = (32, 64, 128, 256)
+GROUPSIZES = tuple(_C.int4_groupsizes)  # csrc/kernels/int4_layout.h, the one definition
 
 
 def _with_bias_of(mod: nn.Module, linear: nn.Linear) -> nn.Module:
@@ -80,12 +81,12 @@ class WeightOnlyInt8Linear(nn.Module):
         return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
     def decode_layer_args(self):
-        """``([q, scales], kind 1, 0)`` for ``ops.decode_layer``; None with a bias (read
+        """``([q, scales], LinearKind.INT8, 0)`` for ``ops.decode_layer``; None with a bias (read
         through the module's dicts, see ``model.Linear.decode_layer_args``)."""
         if self._parameters.get("bias") is not None:
             return None
         buffers = self._buffers
-        return [buffers["weight"], buffers["scales"]], 1, 0
+        return [buffers["weight"], buffers["scales"]], LinearKind.INT8, 0
 
     def extra_repr(self) -> str:
         g = "per channel" if self.groupsize is None else f"groupsize={self.groupsize}"
@@ -121,12 +122,13 @@ class WeightOnlyInt4Linear(nn.Module):
                                                 self.groupsize, self.bias)
 
     def decode_layer_args(self):
-        """``([packed, scales_and_zeros], kind 2, groupsize)`` for ``ops.decode_layer``; None
+        """``([packed, scales_and_zeros], LinearKind.INT4, groupsize)`` for
+        ``ops.decode_layer``; None
         with a bias."""
         if self._parameters.get("bias") is not None:
             return None
         buffers = self._buffers
-        return [buffers["weight"], buffers["scales_and_zeros"]], 2, self.groupsize
+        return [buffers["weight"], buffers["scales_and_zeros"]], LinearKind.INT4, self.groupsize
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -134,6 +136,9 @@ class WeightOnlyInt4Linear(nn.Module):
 
 
 QUANTIZED_TYPES = (WeightOnlyInt8Linear, WeightOnlyInt4Linear)
+
+
+FUSED_LINEAR_TYPES.update((WeightOnlyInt8Linear, WeightOnlyInt4Linear))  # model.can_fuse
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -283,7 +288,7 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
 FORMAT_VERSION = 2
 
 
-def tile_rows(words: np.ndarray, tile: int = 16) -> np.ndarray:
+def tile_rows(words: np.ndarray, tile: int = _C.int4_tile_rows) -> np.ndarray:
     """``[N, C]`` 4-byte words -> the same words in ``tile``-row column-major tiles, flat: the
     int4 layout of csrc/kernels/int4_layout.h (the last tile holds the N % tile rows left)."""
     full = words.shape[0] // tile * tile

@@ -94,7 +94,7 @@ def sample(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor] = None,
         logits = logits[:, -1]
     probs = logits_to_probs(logits, previous_tokens, **sampling_kwargs)
     if is_greedy(sampling_kwargs.get("temperature", 1.0)):
-        idx = torch.argmax(probs, dim=-1, keepdim=True).to(torch.int32)
+        idx = ops.argmax_token(probs)  # the one-hot's index
     else:
         idx = ops.multinomial_sample_one_no_sync(probs, generator)
     return idx, probs

@@ -210,44 +210,46 @@ TEST_CASE("exponential_race_argmax draws from the distribution", "[race][statist
   }
 }
 
-TEST_CASE("fast_logf is within 3 ulp of std::log on the unit interval", "[random]") {
-  for (float x = 1e-30f; x <= 1.0f; x *= 1.0137f) {
-    const double want = std::log(static_cast<double>(x));
-    REQUIRE(std::fabs(fast_logf(x) - want) <= 3 * 1.2e-7 * std::fabs(want) + 1e-7);
-  }
-  CHECK(fast_logf(1.0f) == 0.0f);
-}
-
-TEST_CASE("exponential_from_bits has the moments of Exp(1)", "[random]") {
-  // Over hashed counters: mean 1, variance 1, P(E < 0.01) = 1 - e^-0.01.
+TEST_CASE("counter_uniform has the moments of U(0, 1)", "[random]") {
   const int n = 1 << 20;
   double sum = 0, sum2 = 0;
-  int small = 0;
   for (int i = 0; i < n; ++i) {
-    const double e = exponential_from_bits(counter_random(0x1234abcdULL, 7, i));
-    REQUIRE(e > 0.0);
-    sum += e;
-    sum2 += e * e;
-    small += e < 0.01;
+    const double u = counter_uniform(0x1234abcdULL, 7, i);
+    REQUIRE(u >= 0.0);
+    REQUIRE(u < 1.0);
+    sum += u;
+    sum2 += u * u;
   }
-  const double mean = sum / n;
-  CHECK(std::fabs(mean - 1.0) < 5 * 1.0 / std::sqrt(n));
-  CHECK(std::fabs(sum2 / n - mean * mean - 1.0) < 0.01);
-  const double p_small = 1 - std::exp(-0.01);
-  CHECK(std::fabs(small - n * p_small) < 5 * std::sqrt(n * p_small));
+  CHECK(std::fabs(sum / n - 0.5) < 5 * std::sqrt(1.0 / 12 / n));
+  CHECK(std::fabs(sum2 / n - 1.0 / 3) < 0.002);
 }
 
-TEST_CASE("exponential_race_sample draws from the distribution, rows independent",
-          "[race][statistics]") {
+TEST_CASE("inverse_cdf_sample inverts the cumulative sum, never off the support",
+          "[inverse_cdf]") {
+  // 600 entries (blocks of 256 are skipped on their sums): mass at 3, 300 and 599 only
+  std::vector<float> p(600, 0.0f);
+  p[3] = 1.0f;
+  p[300] = 2.0f;
+  p[599] = 1.0f;
+  CHECK(inverse_cdf_sample(p.data(), p.size(), 0.0) == 3);
+  CHECK(inverse_cdf_sample(p.data(), p.size(), 0.2499) == 3);
+  CHECK(inverse_cdf_sample(p.data(), p.size(), 0.2501) == 300);
+  CHECK(inverse_cdf_sample(p.data(), p.size(), 0.7499) == 300);
+  CHECK(inverse_cdf_sample(p.data(), p.size(), 0.7501) == 599);
+  CHECK(inverse_cdf_sample(p.data(), p.size(), 1.0) == 599);  // rounding past the end
+  CHECK(row_sum(p.data(), p.size()) == 4.0);
+}
+
+TEST_CASE("inverse_cdf_sample with counter_uniform draws from the distribution",
+          "[inverse_cdf][statistics]") {
   const std::vector<float> p = {0.1f, 0.0f, 0.2f, 0.3f, 0.4f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f,
                                 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.05f};
-  std::vector<float> ratios(p.size());
   std::vector<int> counts(p.size(), 0);
   const int draws = 100000;
   for (int d = 0; d < draws; ++d) {
     // a new key per draw, as a new generator draw per call does; rows share nothing
-    counts[exponential_race_sample(p.data(), p.size(), 0x9e3779b97f4a7c15ULL * (d + 1),
-                                   static_cast<uint32_t>(d % 3), ratios.data())]++;
+    const double u = counter_uniform(0x9e3779b97f4a7c15ULL * (d + 1), d % 3, 0);
+    counts[inverse_cdf_sample(p.data(), p.size(), u)]++;
   }
   double total = 0;
   for (float v : p) total += v;

@@ -112,6 +112,34 @@ def test_a_linear_with_bias_keeps_the_module_path():
     torch.testing.assert_close(fused, composite, rtol=1e-4, atol=1e-5)
 
 
+def test_can_fuse_takes_exact_module_types_only():
+    from fastdecode.model import FUSED_LINEAR_TYPES, LinearKind, can_fuse
+
+    class ScaledLinear(fastdecode.model.Linear):  # a subclass may compute something else
+        def forward(self, x):
+            return 2.0 * super().forward(x)
+
+    model = tiny_model(seed=6)
+    assert all(can_fuse(layer) for layer in model.layers)
+    assert {WeightOnlyInt8Linear, WeightOnlyInt4Linear} <= FUSED_LINEAR_TYPES
+    w2 = model.layers[1].feed_forward.w2
+    scaled = ScaledLinear(w2.in_features, w2.out_features, bias=False)
+    with torch.no_grad():
+        scaled.weight.copy_(w2.weight)
+    model.layers[1].feed_forward.w2 = scaled
+    assert can_fuse(model.layers[0]) and not can_fuse(model.layers[1])
+    ids = torch.randint(0, 101, (1, 4))
+    fused, _ = _decode(model, ids, 3, True)  # layer 1 on the module path: its 2x applies
+    composite, _ = _decode(model, ids, 3, False)
+    torch.testing.assert_close(fused, composite, rtol=1e-4, atol=1e-5)
+    # the kinds are the op's: the enum's values are the ones its error message names
+    assert [int(k) for k in LinearKind] == [0, 1, 2]
+    args = list(_layer_args())
+    args[5] = [int(LinearKind.INT4) + 1] + list(args[5][1:])
+    with pytest.raises(ValueError, match=r"must be 0 \(fp32\), 1 \(int8\) or 2 \(int4\)"):
+        ops.decode_layer(*args)
+
+
 def _layer_args(mode=None):
     model = tiny_model(seed=5, n_local_heads=2)
     if mode is not None:

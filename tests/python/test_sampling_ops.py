@@ -195,6 +195,39 @@ def test_compile_fullgraph_around_sampling_ops():
     assert torch.equal(idx, ref_idx)
 
 
+# -- argmax_token (the greedy pick) ----------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(7,), (1, 128256), (5, 1000), (3, 17)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_argmax_token_equals_torch_argmax(shape, dtype):
+    g = torch.Generator().manual_seed(sum(shape))
+    scores = (torch.randn(shape, generator=g) * 4).to(dtype)
+    scores[..., -1] = float("-inf")
+    got = ops.argmax_token(scores)
+    assert got.dtype == torch.int32 and got.shape == (*shape[:-1], 1)
+    assert torch.equal(got.long(), torch.argmax(scores, -1, keepdim=True))
+
+
+def test_argmax_token_first_of_ties_and_all_minus_inf():
+    scores = torch.zeros(2, 40)
+    scores[0, [5, 17, 33]] = 3.0  # ties: the first index, as torch.argmax
+    scores[1] = float("-inf")
+    assert ops.argmax_token(scores).flatten().tolist() == [5, 0]
+
+
+def test_argmax_token_opcheck_compile_and_nan():
+    torch.library.opcheck(torch.ops.fastdecode.argmax_token.default, (torch.randn(4, 33),))
+    compiled = torch.compile(lambda x: ops.argmax_token(x * 2.0), fullgraph=True,
+                             backend="aot_eager")
+    x = torch.randn(3, 50)
+    assert torch.equal(compiled(x), ops.argmax_token(x))
+    x[1, 7] = float("nan")
+    with pytest.raises(ValueError, match="argmax_token: scores row 1 contains NaN"):
+        ops.argmax_token(x)
+    with pytest.raises(ValueError, match="argmax_token: scores must have shape"):
+        ops.argmax_token(torch.randn(2, 3, 4))
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 V10 = torch.randn(10)
