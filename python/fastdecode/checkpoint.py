@@ -121,8 +121,6 @@ def _state_dict_from_gguf(reader, args: ModelArgs) -> Dict[str, torch.Tensor]:
         sd[f"layers.{i}.attention.wqkv.weight"] = torch.cat(
             [raw.pop(p + "attn_q.weight"), raw.pop(p + "attn_k.weight"),
              raw.pop(p + "attn_v.weight")])
-    if args.tie_embeddings:
-        sd["output.weight"] = sd["tok_embeddings.weight"]
     unused = sorted(k for k in raw if not k.startswith("rope_"))
     if unused:
         raise ValueError(f"GGUF tensors not understood by the llama loader: {unused[:5]}")
@@ -274,9 +272,8 @@ def _load_hf_dir(path: Path):
         sd[p + "feed_forward.w2.weight"] = raw.pop(p + "mlp.down_proj.weight")
         sd[p + "attention_norm.weight"] = raw.pop(p + "input_layernorm.weight")
         sd[p + "ffn_norm.weight"] = raw.pop(p + "post_attention_layernorm.weight")
-    if args.tie_embeddings or "output.weight" not in sd:
+    if "output.weight" not in sd:
         args.tie_embeddings = True
-        sd["output.weight"] = sd["tok_embeddings.weight"]
     leftover = [k for k in raw if "rotary_emb" not in k]
     if leftover:
         raise ValueError(f"{path}: tensors not understood by the llama loader: {leftover[:5]}")
@@ -304,8 +301,6 @@ def _load_pth(path: Path):
         raise ValueError(f"{cfg_file}: unknown ModelArgs field(s) {unknown}")
     args = ModelArgs(**cfg)
     sd = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    if args.tie_embeddings:
-        sd["output.weight"] = sd["tok_embeddings.weight"]
     tok_file = path.parent / "tokenizer.json"
     if not tok_file.is_file():
         raise FileNotFoundError(f"{tok_file} is missing: save the tokenizer beside the .pth")
@@ -400,6 +395,8 @@ def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
     _check_layer_count(args, sd, "layers.")
     with empty_weights():
         model = Transformer(args)
+    if args.tie_embeddings:  # the one place a head is tied: every reader leaves it out
+        sd["output.weight"] = sd["tok_embeddings.weight"]
     model.load_state_dict(sd, strict=True, assign=True)
     if args.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
