@@ -103,80 +103,79 @@ def _args_from_gguf(fields: Dict[str, object], tensor_names) -> ModelArgs:
     return args
 
 
-def _state_dict_from_gguf(reader, args: ModelArgs) -> Dict[str, torch.Tensor]:
-    """Dequantised fp32 tensors under our names; q/k/v fused into wqkv.
+def _gguf_sources(tensors: Dict[str, object], args: ModelArgs) -> Dict[str, list]:
+    """Our parameter name -> the GGUF tensors it is made of, in order (q, k, v for the fused
+    wqkv): the one map both GGUF loaders build from. A tied head has no entry (``_build_model``
+    ties it). Tensors no entry uses (other than RoPE tables) are an error.
 
     GGUF (llama.cpp) stores q/k rows in Meta's interleaved-pair order, which is what our
-    RoPE expects, so no row permutation is needed here.
+    RoPE expects, so no row permutation is needed.
     """
-    raw: Dict[str, torch.Tensor] = {t.name: dequantize(t) for t in reader.tensors}
-    sd: Dict[str, torch.Tensor] = {}
-    for name, ours in _GGUF_TOP_NAMES.items():
-        if name in raw:
-            sd[ours] = raw.pop(name)
+    names: Dict[str, list] = {ours: [name] for name, ours in _GGUF_TOP_NAMES.items()
+                              if name in tensors}
     for i in range(args.n_layer):
         p = f"blk.{i}."
         for name, ours in _GGUF_LAYER_NAMES.items():
-            sd[f"layers.{i}.{ours}"] = raw.pop(p + name)
-        sd[f"layers.{i}.attention.wqkv.weight"] = torch.cat(
-            [raw.pop(p + "attn_q.weight"), raw.pop(p + "attn_k.weight"),
-             raw.pop(p + "attn_v.weight")])
-    unused = sorted(k for k in raw if not k.startswith("rope_"))
+            names[f"layers.{i}.{ours}"] = [p + name]
+        names[f"layers.{i}.attention.wqkv.weight"] = [
+            p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]
+    used = {n for parts in names.values() for n in parts}
+    missing = sorted(n for n in used if n not in tensors)
+    if missing:
+        raise ValueError(f"GGUF tensors missing for the llama loader: {missing[:5]}")
+    unused = sorted(n for n in tensors if n not in used and not n.startswith("rope_"))
     if unused:
         raise ValueError(f"GGUF tensors not understood by the llama loader: {unused[:5]}")
-    return sd
+    return {ours: [tensors[n] for n in parts] for ours, parts in names.items()}
 
 
 def _load_gguf(path: Path):
+    """Every tensor dequantised to fp32."""
     reader = read_gguf(path)
-    args = _args_from_gguf(reader.fields, {t.name for t in reader.tensors})
-    return args, _state_dict_from_gguf(reader, args), Tokenizer.from_gguf_fields(reader.fields)
+    tensors = {t.name: t for t in reader.tensors}
+    args = _args_from_gguf(reader.fields, set(tensors))
+    sd = {ours: torch.cat([dequantize(t) for t in parts]) if len(parts) > 1
+          else dequantize(parts[0]) for ours, parts in _gguf_sources(tensors, args).items()}
+    return _build_model(args, sd), Tokenizer.from_gguf_fields(reader.fields)
 
 
 def _load_gguf_quantized(path: Path):
     """The model with its linears kept in the file's Q4_0 / Q4_1 / Q8_0 blocks (int4 / int8
-    modules, no float round trip); other tensors are dequantised."""
+    modules, no float round trip); norms and the embedding are dequantised."""
+    from .model import Linear
     from .quantize import quantized_linear_from_gguf, replace_module
 
     reader = read_gguf(path)
-    fields = reader.fields
     tensors = {t.name: t for t in reader.tensors}
-    args = _args_from_gguf(fields, set(tensors))
+    args = _args_from_gguf(reader.fields, set(tensors))
+    sources = _gguf_sources(tensors, args)
     with empty_weights():
         model = Transformer(args)
-
-    def dense(name):
-        return dequantize(tensors[name])
 
     def linear(parts, in_features):
         mod = quantized_linear_from_gguf(parts, in_features)
         if mod is not None:
             return mod
-        from .model import Linear  # a type we cannot keep quantized: dequantise it
-        w = torch.cat([dense(p.name) for p in parts])
+        w = torch.cat([dequantize(t) for t in parts])  # a type we cannot keep quantized
         lin = Linear(in_features, w.shape[0], bias=False, device="cpu")
         lin.weight.data = w
         return lin
 
-    # The float loader's name tables decide what each GGUF tensor becomes: a linear (kept
-    # quantized) or a norm/embedding (dequantised).
-    sd = {ours: dense(name) for name, ours in _GGUF_TOP_NAMES.items()
-          if name in tensors and ours != "output.weight"}
-    head = tensors["output.weight" if "output.weight" in tensors else "token_embd.weight"]
-    replace_module(model, "output", linear([head], model.output.in_features))
-    for i in range(args.n_layer):
-        p, ours_prefix = f"blk.{i}.", f"layers.{i}."
-        for name, ours in _GGUF_LAYER_NAMES.items():
-            target = ours_prefix + ours.removesuffix(".weight")
-            module = model.get_submodule(target)
-            if isinstance(module, torch.nn.Linear):
-                replace_module(model, target, linear([tensors[p + name]], module.in_features))
-            else:
-                sd[ours_prefix + ours] = dense(p + name)
-        qkv = [tensors[p + n] for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")]
-        replace_module(model, ours_prefix + "attention.wqkv", linear(qkv, args.dim))
+    # a tied head reads the embedding's blocks: quantized as the file stores them
+    head = sources.get("output.weight", sources["tok_embeddings.weight"])
+    replace_module(model, "output", linear(head, model.output.in_features))
+    sd = {}
+    for ours, parts in sources.items():
+        if ours == "output.weight":
+            continue
+        target = ours.removesuffix(".weight")
+        module = model.get_submodule(target)
+        if isinstance(module, torch.nn.Linear):  # the linears of the layers
+            replace_module(model, target, linear(parts, module.in_features))
+        else:
+            sd[ours] = dequantize(parts[0])
     _load_remaining(model, sd)
-    return model, Tokenizer.from_gguf_fields(fields)
+    return model, Tokenizer.from_gguf_fields(reader.fields)
 
 
 def _load_remaining(model: Transformer, sd: Dict[str, torch.Tensor]) -> None:
@@ -283,7 +282,7 @@ def _load_hf_dir(path: Path):
     eos = cfg.get("eos_token_id")
     eos = eos[0] if isinstance(eos, list) else eos
     tokenizer = Tokenizer.from_file(str(tok_file), bos_id=cfg.get("bos_token_id"), eos_id=eos)
-    return args, sd, tokenizer
+    return _build_model(args, sd), tokenizer
 
 
 # -- gpt-fast .pth ---------------------------------------------------------------------------
@@ -304,7 +303,7 @@ def _load_pth(path: Path):
     tok_file = path.parent / "tokenizer.json"
     if not tok_file.is_file():
         raise FileNotFoundError(f"{tok_file} is missing: save the tokenizer beside the .pth")
-    return args, sd, Tokenizer.from_file(str(tok_file))
+    return _build_model(args, sd), Tokenizer.from_file(str(tok_file))
 
 
 def save_pth(model: Transformer, tokenizer: Tokenizer, directory: PathLike) -> Path:
@@ -372,7 +371,22 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
     return cast_float_tensors(model.to(device), precision).eval(), tokenizer
 
 
+def _build_model(args: ModelArgs, sd: Dict[str, torch.Tensor]) -> Transformer:
+    """The one model builder of the float readers: layer count checked before any module
+    exists, tensors assigned (no copy), the head tied here and only here."""
+    _check_layer_count(args, sd, "layers.")
+    with empty_weights():
+        model = Transformer(args)
+    if args.tie_embeddings:
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    model.load_state_dict(sd, strict=True, assign=True)
+    if args.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    return model
+
+
 def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
+    """Every reader returns ``(model, tokenizer)``."""
     if path.is_dir() and (path / "fastdecode.json").is_file():
         return _load_quantized_dir(path)
     if quantized:
@@ -382,22 +396,11 @@ def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
         return _load_gguf_quantized(path)
     if path.is_dir():
         if (path / "model.pth").is_file() and not list(path.glob("*.safetensors")):
-            args, sd, tokenizer = _load_pth(path / "model.pth")
-        else:
-            args, sd, tokenizer = _load_hf_dir(path)
-    elif path.suffix == ".gguf":
-        args, sd, tokenizer = _load_gguf(path)
-    elif path.suffix in (".pth", ".pt"):
-        args, sd, tokenizer = _load_pth(path)
-    else:
-        raise ValueError(f"checkpoint {str(path)!r}: expected 'default', a .gguf file, a .pth "
-                         "file or a Hugging Face directory")
-    _check_layer_count(args, sd, "layers.")
-    with empty_weights():
-        model = Transformer(args)
-    if args.tie_embeddings:  # the one place a head is tied: every reader leaves it out
-        sd["output.weight"] = sd["tok_embeddings.weight"]
-    model.load_state_dict(sd, strict=True, assign=True)
-    if args.tie_embeddings:
-        model.output.weight = model.tok_embeddings.weight
-    return model, tokenizer
+            return _load_pth(path / "model.pth")
+        return _load_hf_dir(path)
+    if path.suffix == ".gguf":
+        return _load_gguf(path)
+    if path.suffix in (".pth", ".pt"):
+        return _load_pth(path)
+    raise ValueError(f"checkpoint {str(path)!r}: expected 'default', a .gguf file, a .pth "
+                     "file or a Hugging Face directory")
