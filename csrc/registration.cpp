@@ -74,6 +74,14 @@ TORCH_LIBRARY(fastdecode, m) {
       "decode_layer(Tensor x, Tensor attention_norm, Tensor ffn_norm, float eps, "
       "Tensor[] weights, int[] kinds, int[] groupsizes, Tensor(a!) k_cache, "
       "Tensor(b!) v_cache, Tensor input_pos, Tensor rope, int n_head, int n_kv_head) -> Tensor");
+  // decode_layer for every layer of a model in one call: L layers with 2L norms
+  // [attention_norm, ffn_norm per layer], their linears' tensors one layer after another, 5L
+  // kinds and groupsizes, L k_caches and v_caches (all shaped alike); every layer is checked
+  // before the first cache write. Returns the last layer's output [B, 1, E].
+  m.def(
+      "decode_layers(Tensor x, Tensor[] norms, float eps, Tensor[] weights, int[] kinds, "
+      "int[] groupsizes, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor input_pos, "
+      "Tensor rope, int n_head, int n_kv_head) -> Tensor");
   // Tensor-parallel shards. t -> the slices [offsets[i], offsets[i] + lengths[i]) of
   // dimension dim, concatenated in order (uneven ranks, the fused wqkv's q / k / v segments,
   // int8 weights and their scales alike), contiguous.

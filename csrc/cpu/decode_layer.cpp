@@ -20,7 +20,7 @@ constexpr int64_t kLinears = 5;  // wqkv, wo, w1 (gate), w3 (up), w2 (down)
 constexpr const char* kNames[kLinears] = {"wqkv", "wo", "w1", "w3", "w2"};
 
 // The tensors of each linear inside `weights`: fp32 [weight], int8 [q, scales], int4
-// [packed, scales_and_zeros].
+// [packed, scales_and_zeros]. Pointers into that list: it must outlive the LinearArgs.
 struct LinearArgs {
   const at::Tensor* t[2];
   int64_t kind, groupsize;
@@ -90,23 +90,18 @@ std::tuple<at::Tensor, at::Tensor> apply_pair(const LinearArgs& a, const LinearA
   return {apply(a, x), apply(b, x)};
 }
 
-}  // namespace
-
-at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
-                        const at::Tensor& ffn_norm, double eps,
-                        const std::vector<at::Tensor>& weights, const std::vector<int64_t>& kinds,
-                        const std::vector<int64_t>& groupsizes, at::Tensor& k_cache,
-                        at::Tensor& v_cache, const at::Tensor& input_pos, const at::Tensor& rope,
-                        int64_t n_head, int64_t n_kv_head) {
-  constexpr const char* op = "fastdecode::decode_layer";
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": x must be float32, got ",
-                   x.scalar_type());
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(1) == 1 && x.device().is_cpu(), op,
-                    ": x must be a CPU tensor [B, 1, E], got ", x.sizes());
-  // Every argument is checked before the attention writes the KV cache.
+// Every argument of one layer checked as decode_layer checks it, before any work: the five
+// linears (shapes chained E -> hidden -> E) and both norms. decode_attention checks the
+// caches, positions and rotations itself, before its cache write.
+std::vector<LinearArgs> check_layer(const char* op, const at::Tensor& x,
+                                    const at::Tensor& attention_norm, const at::Tensor& ffn_norm,
+                                    double eps, const std::vector<at::Tensor>& weights,
+                                    const std::vector<int64_t>& kinds,
+                                    const std::vector<int64_t>& groupsizes,
+                                    const at::Tensor& k_cache, int64_t n_head) {
   check_rms_norm_args(op, x, attention_norm, eps);
   check_rms_norm_args(op, x, ffn_norm, eps);
-  const std::vector<LinearArgs> l = split_weights(op, weights, kinds, groupsizes);
+  std::vector<LinearArgs> l = split_weights(op, weights, kinds, groupsizes);
   const int64_t E = x.size(2);
   check_linear(op, 0, l[0], E);  // wqkv's out-features: decode_attention checks them first
   if (k_cache.dim() == 4) {      // else decode_attention's own check fails before its work
@@ -118,9 +113,23 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
                     ": w1 and w3 must have the same out-features");
   TORCH_CHECK_VALUE(check_linear(op, 4, l[4], hidden) == E, op, ": w2 must map back to E = ",
                     E, " features");
+  return l;
+}
+
+void check_x(const char* op, const at::Tensor& x) {
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": x must be float32, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(1) == 1 && x.device().is_cpu(), op,
+                    ": x must be a CPU tensor [B, 1, E], got ", x.sizes());
+}
+
+// The layer's arithmetic on checked arguments; writes the caches at input_pos.
+at::Tensor run_layer(const std::vector<LinearArgs>& l, const at::Tensor& x,
+                     const at::Tensor& attention_norm, const at::Tensor& ffn_norm, double eps,
+                     at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& input_pos,
+                     const at::Tensor& rope, int64_t n_head, int64_t n_kv_head) {
   const at::Tensor xc = x.contiguous();
   const int64_t n = xc.numel();
-
   const at::Tensor qkv = apply(l[0], rms_norm(xc, attention_norm, eps));
   const at::Tensor attn = apply(
       l[1], decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head));
@@ -137,6 +146,81 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
   return h;
 }
 
-TORCH_LIBRARY_IMPL(fastdecode, CPU, m) { m.impl("decode_layer", &decode_layer); }
+}  // namespace
+
+at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
+                        const at::Tensor& ffn_norm, double eps,
+                        const std::vector<at::Tensor>& weights, const std::vector<int64_t>& kinds,
+                        const std::vector<int64_t>& groupsizes, at::Tensor& k_cache,
+                        at::Tensor& v_cache, const at::Tensor& input_pos, const at::Tensor& rope,
+                        int64_t n_head, int64_t n_kv_head) {
+  constexpr const char* op = "fastdecode::decode_layer";
+  check_x(op, x);
+  // Every argument is checked before the attention writes the KV cache.
+  const std::vector<LinearArgs> l = check_layer(op, x, attention_norm, ffn_norm, eps, weights,
+                                                kinds, groupsizes, k_cache, n_head);
+  return run_layer(l, x, attention_norm, ffn_norm, eps, k_cache, v_cache, input_pos, rope,
+                   n_head, n_kv_head);
+}
+
+at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& norms, double eps,
+                         const std::vector<at::Tensor>& weights,
+                         const std::vector<int64_t>& kinds,
+                         const std::vector<int64_t>& groupsizes,
+                         std::vector<at::Tensor> k_caches, std::vector<at::Tensor> v_caches,
+                         const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
+                         int64_t n_kv_head) {
+  constexpr const char* op = "fastdecode::decode_layers";
+  check_x(op, x);
+  const int64_t layers = static_cast<int64_t>(k_caches.size());
+  TORCH_CHECK_VALUE(layers >= 1 && v_caches.size() == k_caches.size() &&
+                        norms.size() == 2 * k_caches.size() &&
+                        kinds.size() == kLinears * k_caches.size() &&
+                        groupsizes.size() == kinds.size(),
+                    op, ": for L layers pass L k_caches and v_caches, 2L norms and 5L kinds and "
+                    "groupsizes; got ", k_caches.size(), ", ", v_caches.size(), ", ",
+                    norms.size(), ", ", kinds.size(), ", ", groupsizes.size());
+  // Every layer is checked before the first writes its cache. The caches must all be shaped
+  // like layer 0's, whose own check (in decode_attention) then covers them all.
+  for (int64_t i = 1; i < layers; ++i) {
+    TORCH_CHECK_VALUE(k_caches[i].sizes() == k_caches[0].sizes() &&
+                          v_caches[i].sizes() == v_caches[0].sizes() &&
+                          k_caches[i].scalar_type() == k_caches[0].scalar_type() &&
+                          v_caches[i].scalar_type() == v_caches[0].scalar_type(),
+                      op, ": the caches of layer ", i, " differ from layer 0's (",
+                      k_caches[i].sizes(), " vs ", k_caches[0].sizes(), ")");
+  }
+  // LinearArgs point into their layer's tensor list: the lists live as long as `checked`
+  std::vector<std::vector<at::Tensor>> layer_weights(layers);
+  std::vector<std::vector<LinearArgs>> checked(layers);
+  size_t next = 0;
+  for (int64_t i = 0; i < layers; ++i) {
+    // this layer's tensors: one for an fp32 linear, two for the quantized kinds
+    size_t count = 0;
+    for (int64_t j = 0; j < kLinears; ++j) count += kinds[i * kLinears + j] == kFloat32 ? 1 : 2;
+    TORCH_CHECK_VALUE(next + count <= weights.size(), op, ": weights holds ", weights.size(),
+                      " tensors, fewer than the kinds of layer ", i, " need");
+    layer_weights[i].assign(weights.begin() + next, weights.begin() + next + count);
+    next += count;
+    const std::vector<int64_t> k(kinds.begin() + i * kLinears, kinds.begin() + (i + 1) * kLinears);
+    const std::vector<int64_t> g(groupsizes.begin() + i * kLinears,
+                                 groupsizes.begin() + (i + 1) * kLinears);
+    checked[i] = check_layer(op, x, norms[2 * i], norms[2 * i + 1], eps, layer_weights[i], k, g,
+                             k_caches[i], n_head);
+  }
+  TORCH_CHECK_VALUE(next == weights.size(), op, ": weights holds ", weights.size(),
+                    " tensors, the kinds use ", next);
+  at::Tensor h = x;
+  for (int64_t i = 0; i < layers; ++i) {
+    h = run_layer(checked[i], h, norms[2 * i], norms[2 * i + 1], eps, k_caches[i], v_caches[i],
+                  input_pos, rope, n_head, n_kv_head);
+  }
+  return h;
+}
+
+TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
+  m.impl("decode_layer", &decode_layer);
+  m.impl("decode_layers", &decode_layers);
+}
 
 }  // namespace fastdecode::cpu

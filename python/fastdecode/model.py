@@ -26,6 +26,21 @@ __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weight
 # How ops.decode_layer receives each linear (csrc/cpu/linear_kind.h, the one definition).
 LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 
+# Bumped whenever any module anywhere registers a submodule, parameter or buffer (torch's
+# global registration hooks: module swaps, `assign=True` loads, new caches). The fused
+# decode step caches its argument lists per model and rebuilds them when this moves.
+_module_generation = [0]
+
+
+def _bump_module_generation(*_args) -> None:
+    _module_generation[0] += 1
+
+
+for _register in (nn.modules.module.register_module_module_registration_hook,
+                  nn.modules.module.register_module_parameter_registration_hook,
+                  nn.modules.module.register_module_buffer_registration_hook):
+    _register(_bump_module_generation)
+
 # The exact module types whose tensors ops.decode_layer takes (quantize.py adds its two);
 # a subclass may compute something else in forward, so it keeps the module path.
 FUSED_LINEAR_TYPES: Set[type] = set()
@@ -315,12 +330,57 @@ class Transformer(nn.Module):
         # the CPU; False forces the composite path (the tests compare the two).
         self.fused_decode = True
 
+    def _cached_decode_layers_args(self):
+        """``_decode_layers_args``, rebuilt only after a module, parameter or buffer was
+        registered somewhere (a swap, a load, new caches): building costs ~10 us a layer."""
+        cached = self.__dict__.get("_decode_layers_cache")
+        if cached is not None and cached[0] == _module_generation[0] and \
+                cached[1] == self.fused_decode:
+            return cached[2]
+        args = self._decode_layers_args()
+        self.__dict__["_decode_layers_cache"] = (_module_generation[0], self.fused_decode, args)
+        return args
+
+    def _decode_layers_args(self):
+        """``(norms, eps, weights, kinds, groupsizes, k_caches, v_caches, n_head, n_kv_head)``
+        for ``ops.decode_layers``, or None when a layer cannot fuse (``can_fuse``, a linear's
+        ``decode_layer_args``) or the layers differ in eps or head counts."""
+        norms, weights, kinds, groupsizes, k_caches, v_caches = [], [], [], [], [], []
+        first = self.layers[0]._modules["attention"] if len(self.layers) else None
+        heads = (first.n_head, first.n_local_heads) if first is not None else None
+        eps = None
+        for layer in self.layers:
+            if not can_fuse(layer):
+                return None
+            args = layer.decode_layer_args()
+            if args is None:
+                return None
+            mods = layer._modules
+            att = mods["attention"]
+            if (att.n_head, att.n_local_heads) != heads:
+                return None
+            an, fn = mods["attention_norm"], mods["ffn_norm"]
+            eps = an.eps if eps is None else eps
+            if an.eps != eps:
+                return None
+            norms += (an._parameters["weight"], fn._parameters["weight"])
+            weights += args[0]
+            kinds += args[1]
+            groupsizes += args[2]
+            cache = att._modules["kv_cache"]._buffers
+            k_caches.append(cache["k_cache"])
+            v_caches.append(cache["v_cache"])
+        if eps is None:
+            return None
+        return (norms, eps, weights, kinds, groupsizes, k_caches, v_caches) + heads
+
     def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:
         """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
 
         Re-allocates only when a larger batch or a different length is asked for; the caches
         live on the device and in the dtype of the embedding table (the activation dtype).
         """
+        self.__dict__.pop("_decode_layers_cache", None)  # a new decode: re-read the modules
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
                              f"block_size ({self.config.block_size})")
@@ -366,8 +426,12 @@ class Transformer(nn.Module):
             mask = self.causal_mask[input_pos]  # [S, L] or [B, S, L]
             mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)
             freqs_cis = self.freqs_cis[input_pos]
-        for layer in self.layers:
-            x = layer(x, freqs_cis, mask, input_pos, rope_table)
+        fused = self._cached_decode_layers_args() if rope_table is not None else None
+        if fused is not None:  # every layer in one C++ call
+            x = ops.decode_layers(x, *fused[:7], input_pos, rope_table, *fused[7:])
+        else:
+            for layer in self.layers:
+                x = layer(x, freqs_cis, mask, input_pos, rope_table)
         if last_only:
             x = x[:, -1:]
         return self.output(self.norm(x))

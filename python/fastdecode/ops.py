@@ -15,6 +15,7 @@ __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_n
            "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
            "int8_linear", "int4_linear", "rms_norm", "decode_attention", "decode_layer",
+           "decode_layers",
            "speculative_accept", "shard", "shard_int4"]
 
 _ops = torch.ops.fastdecode
@@ -329,6 +330,27 @@ def decode_layer(x: torch.Tensor, attention_norm: torch.Tensor, ffn_norm: torch.
 @torch.library.register_fake("fastdecode::decode_layer")
 def _decode_layer_fake(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes, k_cache,
                        v_cache, input_pos, rope, n_head, n_kv_head):
+    return torch.empty_like(x)
+
+
+def decode_layers(x: torch.Tensor, norms: List[torch.Tensor], eps: float,
+                  weights: List[torch.Tensor], kinds: List[int], groupsizes: List[int],
+                  k_caches: List[torch.Tensor], v_caches: List[torch.Tensor],
+                  input_pos: torch.Tensor, rope: torch.Tensor, n_head: int,
+                  n_kv_head: int) -> torch.Tensor:
+    """``decode_layer`` for all ``L`` layers of a model in one call: ``norms`` holds
+    ``[attention_norm, ffn_norm]`` of each layer (2L), ``weights`` the linears' tensors layer
+    after layer, ``kinds`` / ``groupsizes`` 5L entries, ``k_caches`` / ``v_caches`` L each,
+    shaped alike. Every layer is checked before the first cache write. One dispatcher trip
+    per decode step instead of one per layer."""
+    _require_tensors("decode_layers", x=x, input_pos=input_pos, rope=rope)
+    return _ops.decode_layers(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
+                              input_pos, rope, n_head, n_kv_head)
+
+
+@torch.library.register_fake("fastdecode::decode_layers")
+def _decode_layers_fake(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
+                        input_pos, rope, n_head, n_kv_head):
     return torch.empty_like(x)
 
 

@@ -105,13 +105,13 @@ def _decode_attention(g, d):
     return [qkv, k, v, pos, rope, H, Hkv], lambda a: OPS.decode_attention(*a)
 
 
-def _decode_layer(g, d):
-    H, Hkv, D, (k, v), rope, pos = _attention_parts(g, d)
+def _layer_linears(g, d, H, Hkv, D, offset=0):
+    """The five linears of a layer as decode_layer takes them, kinds cycling with the seed."""
     E, hidden = d["E"], d["N"]
     shapes = [((H + 2 * Hkv) * D, E), (E, H * D), (hidden, E), (hidden, E), (E, hidden)]
     weights, kinds, groupsizes = [], [], []
     for i, shape in enumerate(shapes):
-        kind = (d["seed"] + i) % 3
+        kind = (d["seed"] + offset + i) % 3
         w = _rand(g, shape, scale=0.1)
         if kind == 1:
             weights += list(OPS.quantize_int8_per_channel(w))
@@ -121,9 +121,40 @@ def _decode_layer(g, d):
             weights.append(w)
         kinds.append(kind)
         groupsizes.append(32 if kind == 2 else 0)
-    args = [_rand(g, (d["B"], 1, E)), _rand(g, (E,)), _rand(g, (E,)), 1e-5, weights, kinds,
-            groupsizes, k, v, pos, rope, H, Hkv]
+    return weights, kinds, groupsizes
+
+
+def _decode_layer(g, d):
+    H, Hkv, D, (k, v), rope, pos = _attention_parts(g, d)
+    weights, kinds, groupsizes = _layer_linears(g, d, H, Hkv, D)
+    args = [_rand(g, (d["B"], 1, d["E"])), _rand(g, (d["E"],)), _rand(g, (d["E"],)), 1e-5,
+            weights, kinds, groupsizes, k, v, pos, rope, H, Hkv]
     return args, lambda a: OPS.decode_layer(*a)
+
+
+def _decode_layers(g, d):
+    H, Hkv, D, (k, v), rope, pos = _attention_parts(g, d)
+    first, second = _layer_linears(g, d, H, Hkv, D), _layer_linears(g, d, H, Hkv, D, 1)
+    norms = [_rand(g, (d["E"],)) for _ in range(4)]
+    args = [_rand(g, (d["B"], 1, d["E"])), norms, 1e-5, first[0] + second[0],
+            first[1] + second[1], first[2] + second[2], [k, k.clone()], [v, v.clone()], pos,
+            rope, H, Hkv]
+    return args, lambda a: OPS.decode_layers(*a)
+
+
+def _argmax_token(g, d):
+    return [_rand(g, (d["B"], d["V"]))], lambda a: OPS.argmax_token(*a)
+
+
+def _shard(g, d):
+    t, dim = _rand(g, (d["N"], d["K"])), d["seed"] % 2
+    return [t, dim, [0], [max(1, t.shape[dim] // 2)]], lambda a: OPS.shard(*a)
+
+
+def _shard_int4(g, d):
+    packed, sz = OPS.quantize_int4_grouped(_rand(g, (d["N"], d["K"])), d["G"])
+    return [packed, sz, d["G"], 0, [0], [max(1, d["N"] // 2)]], \
+        lambda a: OPS.shard_int4(*a)
 
 
 def _speculative_accept(g, d):
@@ -141,7 +172,8 @@ BUILDERS: Dict[str, Callable] = {
     "quantize_int8_per_channel": _quantize_int8, "quantize_int4_grouped": _quantize_int4,
     "int8_linear": _int8_linear, "int4_linear": _int4_linear, "rms_norm": _rms_norm,
     "decode_attention": _decode_attention, "decode_layer": _decode_layer,
-    "speculative_accept": _speculative_accept,
+    "decode_layers": _decode_layers, "speculative_accept": _speculative_accept,
+    "argmax_token": _argmax_token, "shard": _shard, "shard_int4": _shard_int4,
 }
 
 
@@ -257,6 +289,9 @@ def _properties(op: str, args, out) -> str:
         want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
         if not torch.allclose(outs[0], want, rtol=1e-4, atol=1e-5):
             return "rms_norm differs from the formula"
+    elif op == "argmax_token":
+        if not torch.equal(outs[0].long(), torch.argmax(args[0], -1, keepdim=True)):
+            return "argmax_token differs from torch.argmax"
     elif op == "speculative_accept":
         tokens, accepted = outs
         q = args[2]

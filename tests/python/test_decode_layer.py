@@ -1,5 +1,6 @@
-"""fastdecode::decode_layer (one decoder layer at one decode position in one C++ op) against
-the model's module-by-module path, in fp32, int8 and int4; opcheck, compile, bad input."""
+"""fastdecode::decode_layer (one decoder layer at one decode position in one C++ op) and
+fastdecode::decode_layers (all of them in one call) against the model's module-by-module
+path, in fp32, int8 and int4; opcheck, compile, bad input, the argument cache."""
 import pytest
 import torch
 from conftest import tiny_model
@@ -31,14 +32,16 @@ def _decode(model, ids, steps, fused):
 
 
 def _calls_decode_layer(model, ids):
-    """Whether a decode step of `model` goes through ops.decode_layer."""
+    """Whether a decode step of `model` runs its layers fused: ops.decode_layers for all of
+    them, or ops.decode_layer per layer."""
     seen = []
-    real = ops.decode_layer
-    ops.decode_layer = lambda *a: seen.append(1) or real(*a)
+    real_one, real_all = ops.decode_layer, ops.decode_layers
+    ops.decode_layer = lambda *a: seen.append(1) or real_one(*a)
+    ops.decode_layers = lambda *a: seen.append(1) or real_all(*a)
     try:
         _decode(model, ids, 1, True)
     finally:
-        ops.decode_layer = real
+        ops.decode_layer, ops.decode_layers = real_one, real_all
     return bool(seen)
 
 
@@ -219,3 +222,76 @@ def test_bad_ffn_norm_or_scales_fail_before_the_cache_is_written(change, exc, ma
     with pytest.raises(exc, match=match):
         ops.decode_layer(*change(args))
     assert torch.equal(args[7], k_before) and torch.equal(args[8], v_before)
+
+
+# -- decode_layers: every layer in one call --------------------------------------------------
+
+def _stack_args(mode=None, layers=3):
+    model = tiny_model(seed=7, n_layer=layers)
+    if mode is not None:
+        quantize_model(model, mode, 32)
+    model.setup_caches(2, 8)
+    for layer in model.layers:  # caches with history, so attention reads more than one row
+        layer.attention.kv_cache.k_cache.normal_()
+        layer.attention.kv_cache.v_cache.normal_()
+    norms, eps, weights, *rest = model._decode_layers_args()
+    x = torch.randn(2, 1, model.config.dim)
+    return model, (x, [t.detach() for t in norms], eps, [t.detach() for t in weights],
+                   *rest[:4], torch.tensor([3]), model.rope_table, *rest[4:])
+
+
+@pytest.mark.parametrize("mode", [None, "int8", "int4"])
+def test_decode_layers_equals_decode_layer_layer_by_layer(mode):
+    model, args = _stack_args(mode)
+    x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches = args[:8]
+    k_copies, v_copies = [k.clone() for k in k_caches], [v.clone() for v in v_caches]
+    got = ops.decode_layers(*args)
+    h, next_weight = x, 0
+    for i, layer in enumerate(model.layers):
+        mine = layer.decode_layer_args()
+        n = len(mine[0])
+        h = ops.decode_layer(h, norms[2 * i], norms[2 * i + 1], eps,
+                             weights[next_weight:next_weight + n], kinds[5 * i:5 * i + 5],
+                             groupsizes[5 * i:5 * i + 5], k_copies[i], v_copies[i], *args[8:])
+        next_weight += n
+    assert torch.equal(got, h)
+    for i in range(len(model.layers)):
+        assert torch.equal(k_caches[i], k_copies[i]) and torch.equal(v_caches[i], v_copies[i])
+
+
+@pytest.mark.parametrize("mode", [None, "int4"])
+def test_opcheck_decode_layers(mode):
+    torch.library.opcheck(torch.ops.fastdecode.decode_layers.default, _stack_args(mode)[1])
+
+
+def test_decode_layers_checks_every_layer_before_the_first_write():
+    model, args = _stack_args("int8")
+    weights = list(args[3])
+    weights[-4] = weights[-4][:, :-32]  # the last layer's w3 (int8 q), 32 in-features short
+    weights[-3] = weights[-3][:, :-1]
+    before = [c.clone() for c in args[6]]
+    with pytest.raises(ValueError, match=r"\(w3\)"):
+        ops.decode_layers(*args[:3], weights, *args[4:])
+    assert all(torch.equal(a, b) for a, b in zip(args[6], before))
+    bad_cache = list(args[6])
+    bad_cache[2] = bad_cache[2][:, :, :4]
+    with pytest.raises(ValueError, match="the caches of layer 2 differ from layer 0's"):
+        ops.decode_layers(*args[:6], bad_cache, *args[7:])
+    with pytest.raises(ValueError, match="for L layers pass L k_caches"):
+        ops.decode_layers(args[0], args[1][:-1], *args[2:])
+
+
+def test_the_argument_cache_sees_swapped_modules_and_tensors():
+    model = tiny_model(seed=8, n_layer=2)
+    ids = torch.randint(0, 101, (1, 4))
+    first, _ = _decode(model, ids, 2, True)
+    ffn = model.layers[1].feed_forward
+    with torch.no_grad():  # a parameter replaced (as load_state_dict(assign=True) does)
+        ffn.w2.weight = torch.nn.Parameter(ffn.w2.weight * 2)
+    with torch.no_grad():
+        out = model(ids[:, -1:], torch.tensor([4]))  # no setup_caches in between
+        model.layers[1].feed_forward.w2.weight = torch.nn.Parameter(
+            model.layers[1].feed_forward.w2.weight / 2)
+        back = model(ids[:, -1:], torch.tensor([4]))
+    assert not torch.equal(out, back)
+    torch.testing.assert_close(back[:, -1], first[:, 0], rtol=1e-4, atol=1e-5)
