@@ -22,6 +22,10 @@ from .long_form import GenerateResponse, generate_long
 from .serving import (GenerateRequest, WrappedGenerateResponse, launch_thread_safe_queue,
                       launch_thread_safe_queue_agent)
 from .llm import LLM
+from .dual_ar import DualARModelArgs, DualARTransformer, NaiveModelArgs, NaiveTransformer
+from .codebook_decode import (decode_n_tokens_agent, decode_one_token_ar,
+                              decode_one_token_ar_agent, decode_one_token_naive_agent,
+                              encode_tokens, generate_agent)
 
 __version__ = _C.__version__
 
@@ -41,4 +45,7 @@ __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one
            "WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "early_exit_draft",
            "quantized_draft", "split_text", "generate_long", "GenerateResponse",
            "GenerateRequest", "WrappedGenerateResponse", "launch_thread_safe_queue",
-           "launch_thread_safe_queue_agent", "evaluate"]
+           "launch_thread_safe_queue_agent", "evaluate", "DualARModelArgs", "DualARTransformer",
+           "NaiveModelArgs", "NaiveTransformer", "decode_one_token_ar",
+           "decode_one_token_ar_agent", "decode_one_token_naive_agent", "decode_n_tokens_agent",
+           "generate_agent", "encode_tokens"]

@@ -43,7 +43,10 @@ def load_model(checkpoint_path, device, precision, compile: bool = False,
     ``generate_long`` reads). ``compile`` compiles the model's decode step
     (``compile_decode_step``), which ``decode_one_token_naive`` then runs."""
     from .checkpoint import load
+    from .dual_ar import is_codebook_checkpoint
 
+    if is_codebook_checkpoint(checkpoint_path):
+        return _load_codebook_model(checkpoint_path, device, precision, compile, is_agent)
     model, tokenizer = load(checkpoint_path, device=device, precision=precision)
     model.tokenizer = tokenizer
     if compile:
@@ -51,12 +54,44 @@ def load_model(checkpoint_path, device, precision, compile: bool = False,
     return model, decode_one_token_naive
 
 
+def _load_codebook_model(path, device, precision, compile: bool, is_agent: bool):
+    """A fish-speech DualAR / Naive folder: the model (``model.tokenizer`` from its
+    ``tokenizer.json`` when there is one, else None) and the step fish-speech pairs with it."""
+    from pathlib import Path
+
+    from . import codebook_decode as cd
+    from .dual_ar import DualARTransformer, load_codebook_model
+    from .quantize import cast_float_tensors
+    from .tokenizer import Tokenizer
+
+    if compile:
+        raise ValueError("compile=True is not available for DualAR / Naive codebook models: "
+                         "their steps already run the fused C++ decode step")
+    model = cast_float_tensors(load_codebook_model(path).to(device), precision).eval()
+    tok_file = Path(path) / "tokenizer.json"
+    model.tokenizer = Tokenizer.from_file(str(tok_file)) if tok_file.is_file() else None
+    if isinstance(model, DualARTransformer):
+        return model, cd.decode_one_token_ar_agent if is_agent else cd.decode_one_token_ar
+    return model, cd.decode_one_token_naive_agent if is_agent else decode_one_token_naive
+
+
 def decode_one_token_naive(model: Transformer, x: torch.Tensor, input_pos: torch.Tensor,
                            previous_tokens: Optional[torch.Tensor] = None,
                            **sampling_kwargs) -> torch.Tensor:
     """One decode step: x ``[B, 1]`` at input_pos ``[1]`` -> next token ``[B, 1]`` (int32),
-    through the model's decode step (compiled when ``compile_decode_step`` was called)."""
+    through the model's decode step (compiled when ``compile_decode_step`` was called). For a
+    ``NaiveTransformer`` (codebook model): x ``[1, rows, S]`` -> ``[rows, 1]``
+    (``codebook_decode.decode_one_token_naive_codes``)."""
+    if _is_codebook_model(model):
+        from .codebook_decode import decode_one_token_naive_codes
+        return decode_one_token_naive_codes(model, x, input_pos, previous_tokens,
+                                            **sampling_kwargs)
     return decode_step_of(model)(model, x, input_pos, previous_tokens, **sampling_kwargs)[0]
+
+
+def _is_codebook_model(model) -> bool:
+    from .dual_ar import _CodebookModel
+    return isinstance(model, _CodebookModel)
 
 
 def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
@@ -70,7 +105,15 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     padded with it). ``semantic_ids`` exists for fish-speech's signature; text models have
     none, so it must be None. ``previous_tokens`` ``[B, T]`` (the prompt) joins the
     generated tokens for the repetition penalty. ``input_pos`` advances in place.
+    Codebook models (DualAR / Naive): cur_token ``[1, rows, 1]`` -> ``[rows, n]``
+    (``codebook_decode.decode_n_tokens_codes``).
     """
+    if _is_codebook_model(model):
+        from .codebook_decode import decode_n_tokens_codes
+        step = None if decode_one_token is decode_one_token_naive else decode_one_token
+        return decode_n_tokens_codes(model, cur_token, input_pos, num_new_tokens, semantic_ids,
+                                     decode_one_token=step, im_end_id=im_end_id,
+                                     **sampling_kwargs)
     if semantic_ids is not None:
         raise ValueError("semantic_ids must be None: fastdecode serves text models, which "
                          "have no semantic-token vocabulary")
@@ -101,7 +144,14 @@ def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
              **sampling_kwargs) -> torch.Tensor:
     """fish-speech's ``generate``: prompt ``[T]`` -> ``[T + n]`` (``[B, T]`` -> ``[B, T + n]``),
     n <= max_new_tokens, stopping after ``im_end_id`` (rows that ended earlier are padded
-    with it). The KV cache holds exactly ``T + max_new_tokens`` positions."""
+    with it). The KV cache holds exactly ``T + max_new_tokens`` positions. Codebook models
+    (DualAR / Naive): prompt ``[rows, T]`` -> ``[rows, T + n]``
+    (``codebook_decode.generate_codes``; max_new_tokens 0 = up to max_seq_len)."""
+    if _is_codebook_model(model):
+        from .codebook_decode import generate_codes
+        step = None if decode_one_token is decode_one_token_naive else decode_one_token
+        return generate_codes(model=model, prompt=prompt, max_new_tokens=max_new_tokens,
+                              decode_one_token=step, im_end_id=im_end_id, **sampling_kwargs)
     check_int("max_new_tokens", max_new_tokens, 1)
     rows = prepare_prompt(model, prompt, None)
     knobs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import threading
 from dataclasses import asdict, dataclass
-from typing import Optional, Set
+from typing import Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -414,10 +414,17 @@ class Transformer(nn.Module):
         output head for all but the last position: a prefill of S tokens then costs one
         vocabulary projection, not S).
         """
+        return self.forward_embeddings(self.tok_embeddings(idx), input_pos, last_only)[0]
+
+    def forward_embeddings(self, x: torch.Tensor, input_pos: torch.Tensor,
+                           last_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The layers, final norm and head over embeddings ``x [B, S, E]`` (models that embed
+        their inputs their own way: DualAR's codebook sums, its fast transformer's hidden
+        state). Returns ``(logits, hidden)``: logits as ``forward``, hidden the last layer's
+        output before the final norm (``[B, 1, E]`` with ``last_only``)."""
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
-        bsz, seqlen = idx.shape
-        x = self.tok_embeddings(idx)
+        seqlen = x.shape[1]
         rope_table = mask = freqs_cis = None
         if (seqlen == 1 and self.fused_decode and x.dtype == torch.float32
                 and x.device.type == "cpu"):
@@ -434,4 +441,4 @@ class Transformer(nn.Module):
                 x = layer(x, freqs_cis, mask, input_pos, rope_table)
         if last_only:
             x = x[:, -1:]
-        return self.output(self.norm(x))
+        return self.output(self.norm(x)), x

@@ -26,7 +26,8 @@ from .long_form import GenerateResponse, generate_long, load_model
 from .validation import check_int
 
 __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
-           "launch_thread_safe_queue_agent", "AGENT_REQUEST_KEYS"]
+           "launch_thread_safe_queue_agent", "AGENT_REQUEST_KEYS",
+           "CODEBOOK_AGENT_REQUEST_KEYS"]
 
 
 @dataclass
@@ -48,6 +49,9 @@ _LONG_FORM_KEYS = frozenset(inspect.signature(generate_long).parameters) - {
 # keys of an agent request: token ids in, token ids out (fastdecode.generate's knobs)
 AGENT_REQUEST_KEYS = frozenset({"prompt", "max_new_tokens", "num_samples", "temperature",
                                 "top_k", "top_p", "min_p", "repetition_penalty"})
+# and for codebook models (DualAR / Naive): generate_agent's keywords
+CODEBOOK_AGENT_REQUEST_KEYS = AGENT_REQUEST_KEYS | {"semantic_ids", "im_end_id",
+                                                    "early_stop_threshold"}
 
 
 def _check_keys(request, allowed) -> dict:
@@ -168,7 +172,9 @@ def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: 
     from .generate import generate
 
     def serve(loaded, request, out):
-        model, _ = loaded
+        model, step = loaded
+        if hasattr(model.config, "num_codebooks"):
+            return _serve_codebook_request(model, step, request, out, device)
         kwargs = dict(_check_keys(request, AGENT_REQUEST_KEYS))
         if "prompt" not in kwargs:
             raise TypeError("request needs 'prompt' (token ids [T] or [B, T])")
@@ -184,6 +190,29 @@ def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: 
             out.put(WrappedGenerateResponse("success", GenerateResponse("sample", codes, text)))
             out.put(WrappedGenerateResponse("success", GenerateResponse("next")))
 
-    q, (model, _) = _launch(lambda: load_model(checkpoint_path, device, precision, compile),
+    q, (model, _) = _launch(lambda: load_model(checkpoint_path, device, precision, compile,
+                                               is_agent=True),
                             serve, "fastdecode-agent-queue")
     return q, model.tokenizer, model.config
+
+
+def _serve_codebook_request(model, step, request, out, device) -> None:
+    """A codebook model's request: ``prompt [rows, T]`` (required), ``semantic_ids``
+    (default: the config's semantic range), ``im_end_id`` (default: the tokenizer's, else 4),
+    ``max_new_tokens`` (default 256), ``num_samples``, ``early_stop_threshold`` and the
+    sampling knobs. Streams ``GenerateResponse("sample", codes [num_samples, rows, 1])`` per
+    position of ``generate_agent``, then ``GenerateResponse("next")``."""
+    from .codebook_decode import generate_agent
+
+    kwargs = dict(_check_keys(request, CODEBOOK_AGENT_REQUEST_KEYS))
+    if "prompt" not in kwargs:
+        raise TypeError("request needs 'prompt' (codes [num_codebooks + 1, T])")
+    c = model.config
+    kwargs.setdefault("semantic_ids", list(range(c.semantic_begin_id, c.semantic_end_id + 1)))
+    tok = getattr(model, "tokenizer", None)
+    kwargs.setdefault("im_end_id", getattr(tok, "im_end_id", None) or 4)
+    kwargs.setdefault("max_new_tokens", 256)
+    prompt = torch.as_tensor(kwargs.pop("prompt"), device=device)
+    for codes in generate_agent(model=model, prompt=prompt, decode_one_token=step, **kwargs):
+        out.put(WrappedGenerateResponse("success", GenerateResponse("sample", codes, None)))
+    out.put(WrappedGenerateResponse("success", GenerateResponse("next")))

@@ -1,0 +1,343 @@
+"""Decoding codebook models (seed 002, fish-speech's DualAR half): one step, n steps, whole
+generations, and the batch-first ``_agent`` variants, on ``fastdecode.sample`` and the fused
+decode step of ``dual_ar``'s transformers.
+
+Shapes: C = num_codebooks, rows = C + 1 (token row, then one row per codebook).
+- ``decode_one_token_ar`` / ``decode_one_token_naive`` (batch 1): x ``[1, rows, S]`` ->
+  ``[rows, 1]``; ``decode_n_tokens`` -> ``[rows, n]``; ``generate`` (in ``long_form``) ->
+  ``[rows, T + n]``.
+- ``_agent`` variants: x ``[B, rows, S]`` -> ``[B, rows, 1]``; codes of rows whose token is
+  not in ``semantic_ids`` are ``CODEBOOK_PAD_TOKEN_ID``; ``decode_n_tokens_agent`` and
+  ``generate_agent`` yield ``[B, rows, 1]`` per step.
+
+What fish-speech does and we do too: the token of the ``_agent`` steps and of
+``decode_one_token_naive`` is drawn at temperature 0.1, top_p 0.1 and no repetition penalty
+(the codes with the caller's knobs); the repetition penalty of the codes looks at the last 16
+positions. What we skip: zero-filling the fast transformer's caches before each position
+(every cache row it reads is rewritten first, so the result is the same).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, _CodebookModel
+from .sampling import sample, validate_sampling_kwargs
+from .validation import check_int, check_range
+
+__all__ = ["decode_one_token_ar", "decode_one_token_ar_agent", "decode_one_token_naive_codes",
+           "decode_one_token_naive_agent", "decode_n_tokens_codes", "decode_n_tokens_agent",
+           "generate_codes", "generate_agent", "encode_tokens", "PENALTY_WINDOW"]
+
+PENALTY_WINDOW = 16  # positions the codes' repetition penalty looks back at
+
+
+def _main_knobs(knobs: dict) -> dict:
+    """The token row's knobs in the agent / naive steps (fish-speech's fixed values)."""
+    return {**knobs, "temperature": 0.1, "top_p": 0.1, "repetition_penalty": 1.0}
+
+
+def _draw(logits: torch.Tensor, previous: Optional[torch.Tensor], knobs: dict) -> torch.Tensor:
+    """logits ``[B, 1, V]`` -> int64 ``[B, 1]``."""
+    return sample(logits, previous, **knobs)[0].long()
+
+
+def _semantic_mask(codes: torch.Tensor, semantic_ids: Sequence[int]) -> torch.Tensor:
+    """``codes [B, rows, 1]``: codes of rows whose token is not a semantic id -> pad."""
+    ids = torch.as_tensor(list(semantic_ids), dtype=codes.dtype, device=codes.device)
+    keep = torch.isin(codes[:, :1], ids)
+    codes[:, 1:] = codes[:, 1:].masked_fill(~keep, CODEBOOK_PAD_TOKEN_ID)
+    return codes
+
+
+def _check_step(model, kind, x, semantic_ids, batch_first: bool) -> None:
+    if not isinstance(model, kind):
+        raise TypeError(f"this step decodes a {kind.__name__}, got {type(model).__name__}")
+    model.check_input(x)
+    if not batch_first and x.shape[0] != 1:
+        raise ValueError(f"x must hold one row [1, rows, S] (use the _agent variant for "
+                         f"batches), got {tuple(x.shape)}")
+    if semantic_ids is not None and (isinstance(semantic_ids, (str, bytes)) or
+                                     not all(isinstance(i, int) for i in semantic_ids)):
+        raise ValueError("semantic_ids must be a list of token ids")
+
+
+def _codebook_loop(model: DualARTransformer, hidden: torch.Tensor, first: Optional[torch.Tensor],
+                   previous: Optional[torch.Tensor], knobs: dict) -> list:
+    """The fast transformer over one position's codebooks. ``first``: code 0 when it is given
+    by the token (decode_one_token_ar), else drawn too. previous ``[B, rows, W]`` or None."""
+    codes = []
+    x = hidden
+    for i in range(model.config.num_codebooks):
+        logits = model.forward_generate_fast(x, torch.tensor([i], device=hidden.device))
+        if i == 0 and first is not None:
+            code = first
+        else:
+            code = _draw(logits, None if previous is None else previous[:, i + 1], knobs)
+        codes.append(code)
+        x = model.fast_embeddings(code)
+    return codes
+
+
+@torch.no_grad()
+def decode_one_token_ar(model: DualARTransformer, x: torch.Tensor, input_pos: torch.Tensor,
+                        semantic_ids: list, previous_tokens: torch.Tensor = None,
+                        **sampling_kwargs) -> torch.Tensor:
+    """One position of a DualAR model: x ``[1, rows, S]`` -> ``[rows, 1]``. The token with
+    the caller's knobs (penalty over ``previous_tokens[0]``); code 0 is the token's semantic
+    index (``token - semantic_begin_id``, pad when it is not semantic), codes 1.. from the fast
+    transformer. ``previous_tokens``: ``[rows, W]``."""
+    _check_step(model, DualARTransformer, x, semantic_ids, batch_first=False)
+    knobs = validate_sampling_kwargs(dict(sampling_kwargs), batch_size=1)
+    prev = None if previous_tokens is None else previous_tokens.unsqueeze(0)
+    out = model.forward_generate(x, input_pos)
+    token = _draw(out.logits, None if prev is None else prev[:, 0], knobs)
+    c = model.config
+    semantic = (token >= c.semantic_begin_id) & (token <= c.semantic_end_id)
+    first = torch.where(semantic, token - c.semantic_begin_id,
+                        torch.full_like(token, CODEBOOK_PAD_TOKEN_ID))
+    codes = _codebook_loop(model, out.hidden_states, first, prev, knobs)
+    return torch.stack([token] + codes, dim=1)[0]
+
+
+@torch.no_grad()
+def decode_one_token_ar_agent(model: DualARTransformer, x: torch.Tensor,
+                              input_pos: torch.Tensor, semantic_ids: list,
+                              previous_tokens: torch.Tensor = None,
+                              **sampling_kwargs) -> torch.Tensor:
+    """Batch-first DualAR step: x ``[B, rows, S]`` -> ``[B, rows, 1]``; every code from the
+    fast transformer, codes of non-semantic tokens padded. previous ``[B, rows, W]``."""
+    _check_step(model, DualARTransformer, x, semantic_ids, batch_first=True)
+    knobs = validate_sampling_kwargs(dict(sampling_kwargs), batch_size=x.shape[0])
+    out = model.forward_generate(x, input_pos)
+    token = _draw(out.logits, None, _main_knobs(knobs))
+    codes = _codebook_loop(model, out.hidden_states, None, previous_tokens, knobs)
+    return _semantic_mask(torch.stack([token] + codes, dim=1), semantic_ids)
+
+
+def _naive_codes(model: NaiveTransformer, x, input_pos, previous, knobs, main_knobs):
+    out = model.forward_generate(x, input_pos)
+    token = _draw(out.token_logits, None, main_knobs)
+    codes = [_draw(out.codebook_logits[:, :, i], None if previous is None
+                   else previous[:, i + 1], knobs)
+             for i in range(model.config.num_codebooks)]
+    return torch.stack([token] + codes, dim=1)
+
+
+@torch.no_grad()
+def decode_one_token_naive_codes(model: NaiveTransformer, x: torch.Tensor,
+                                 input_pos: torch.Tensor, previous_tokens: torch.Tensor = None,
+                                 **sampling_kwargs) -> torch.Tensor:
+    """fish-speech's ``decode_one_token_naive`` for a NaiveTransformer: x ``[1, rows, S]`` ->
+    ``[rows, 1]`` (``long_form.decode_one_token_naive`` dispatches here)."""
+    _check_step(model, NaiveTransformer, x, None, batch_first=False)
+    knobs = validate_sampling_kwargs(dict(sampling_kwargs), batch_size=1)
+    prev = None if previous_tokens is None else previous_tokens.unsqueeze(0)
+    return _naive_codes(model, x, input_pos, prev, knobs, _main_knobs(knobs))[0]
+
+
+@torch.no_grad()
+def decode_one_token_naive_agent(model: NaiveTransformer, x: torch.Tensor,
+                                 input_pos: torch.Tensor, semantic_ids: list,
+                                 previous_tokens: torch.Tensor = None,
+                                 **sampling_kwargs) -> torch.Tensor:
+    """Batch-first NaiveTransformer step: ``[B, rows, S]`` -> ``[B, rows, 1]``, the token with
+    the caller's knobs, codes of non-semantic tokens padded."""
+    _check_step(model, NaiveTransformer, x, semantic_ids, batch_first=True)
+    knobs = validate_sampling_kwargs(dict(sampling_kwargs), batch_size=x.shape[0])
+    codes = _naive_codes(model, x, input_pos, previous_tokens, knobs, knobs)
+    return _semantic_mask(codes, semantic_ids)
+
+
+def _window(history: torch.Tensor, i: int) -> torch.Tensor:
+    """The repetition-penalty window of step i over ``history [..., rows, L]``."""
+    if i < PENALTY_WINDOW:
+        return history[..., :PENALTY_WINDOW]
+    return history[..., i - PENALTY_WINDOW:i]
+
+
+def _im_end_id(model, im_end_id: Optional[int]) -> Optional[int]:
+    if im_end_id is not None:
+        return im_end_id
+    tokenizer = getattr(model, "tokenizer", None)
+    return getattr(tokenizer, "im_end_id", None) if tokenizer is not None else None
+
+
+@torch.no_grad()
+def decode_n_tokens_codes(model: _CodebookModel, cur_token: torch.Tensor,
+                          input_pos: torch.Tensor, num_new_tokens: int, semantic_ids: list,
+                          decode_one_token=None, im_end_id: Optional[int] = None,
+                          **sampling_kwargs) -> torch.Tensor:
+    """Up to ``num_new_tokens`` positions after ``cur_token [1, rows, 1]`` -> ``[rows, n]``,
+    stopping after the token ``im_end_id`` (default: the model tokenizer's, if any).
+    ``input_pos`` advances in place."""
+    check_int("num_new_tokens", num_new_tokens, 0)
+    step = decode_one_token or _default_step(model, agent=False)
+    rows = model.config.num_codebooks + 1
+    history = torch.zeros((rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
+                          device=cur_token.device)
+    end = _im_end_id(model, im_end_id)
+    n = 0
+    for i in range(num_new_tokens):
+        kwargs = dict(sampling_kwargs)
+        if step is decode_one_token_ar or step is decode_one_token_ar_agent:
+            kwargs["semantic_ids"] = semantic_ids
+        nxt = step(model, cur_token, input_pos, previous_tokens=_window(history, i), **kwargs)
+        input_pos += 1
+        cur_token = nxt.view(1, rows, -1)
+        history[:, i:i + 1] = nxt.view(rows, -1)
+        n = i + 1
+        if end is not None and int(cur_token[0, 0, -1]) == end:
+            break
+    return history[:, :n]
+
+
+def _default_step(model, agent: bool):
+    if isinstance(model, DualARTransformer):
+        return decode_one_token_ar_agent if agent else decode_one_token_ar
+    if isinstance(model, NaiveTransformer):
+        return decode_one_token_naive_agent if agent else decode_one_token_naive_codes
+    raise TypeError(f"expected a DualARTransformer or NaiveTransformer, got "
+                    f"{type(model).__name__}")
+
+
+def _check_prompt(model, prompt) -> int:
+    """A whole prompt ``[rows, T]`` (codes checked by the model's step); returns rows."""
+    rows = model.config.num_codebooks + 1
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[0] != rows:
+        raise ValueError(f"prompt must be [num_codebooks + 1 = {rows}, T], got "
+                         f"{tuple(getattr(prompt, 'shape', ()))}")
+    return rows
+
+
+def _new_tokens(model, prompt_len: int, max_new_tokens: int) -> int:
+    """fish-speech's rule: 0 means up to max_seq_len; the total is capped at max_seq_len."""
+    check_int("max_new_tokens", max_new_tokens, 0)
+    limit = model.config.max_seq_len
+    if prompt_len >= limit:
+        raise ValueError(f"the prompt ({prompt_len} positions) must be shorter than the "
+                         f"model's max_seq_len ({limit})")
+    return min(max_new_tokens or limit, limit - prompt_len)
+
+
+@torch.no_grad()
+def generate_codes(*, model: _CodebookModel, prompt: torch.Tensor, max_new_tokens: int,
+                   decode_one_token=None, im_end_id: Optional[int] = None,
+                   **sampling_kwargs) -> torch.Tensor:
+    """fish-speech's ``generate`` for codebook models: prompt ``[rows, T]`` ->
+    ``[rows, T + n]`` (``long_form.generate`` dispatches here)."""
+    rows = _check_prompt(model, prompt)
+    T = prompt.shape[1]
+    new = _new_tokens(model, T, max_new_tokens)
+    semantic_ids = list(range(model.config.semantic_begin_id, model.config.semantic_end_id + 1))
+    model.setup_caches(1, T + new)
+    first_step = _default_step(model, agent=False)  # the prefill step: the module's own
+    extra = {"semantic_ids": semantic_ids} if first_step is decode_one_token_ar else {}
+    nxt = first_step(model, prompt.view(1, rows, T), torch.arange(T, device=prompt.device),
+                     **extra, **sampling_kwargs)
+    rest = decode_n_tokens_codes(model, nxt.view(1, rows, 1),
+                                 torch.tensor([T], device=prompt.device), new - 1,
+                                 semantic_ids, decode_one_token=decode_one_token,
+                                 im_end_id=im_end_id, **sampling_kwargs)
+    return torch.cat([prompt.to(torch.int64), nxt.view(rows, 1), rest], dim=1)
+
+
+@torch.no_grad()
+def decode_n_tokens_agent(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
+                          num_new_tokens: int, semantic_ids: list, im_end_id: int = 4,
+                          decode_one_token=decode_one_token_naive_agent,
+                          early_stop_threshold: float = 0.6,
+                          **sampling_kwargs) -> Iterator[torch.Tensor]:
+    """Yields ``[B, rows, 1]`` per position after ``cur_token [B, rows, 1]``. A row that has
+    produced ``im_end_id`` keeps producing it; decoding stops when every row has, or when
+    ``round(B * early_stop_threshold)`` rows have (for a threshold strictly inside (0, 1))."""
+    check_int("num_new_tokens", num_new_tokens, 0)
+    check_range("early_stop_threshold", early_stop_threshold, 0.0, 1.0, lo_open=False,
+                hi_open=False)
+    check_int("im_end_id", im_end_id, 0)
+    bsz, rows = cur_token.shape[0], model.config.num_codebooks + 1
+    history = torch.zeros((bsz, rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
+                          device=cur_token.device)
+    finished = cur_token[:, 0, -1] == im_end_id
+    for i in range(num_new_tokens):
+        nxt = decode_one_token(model, cur_token, input_pos, semantic_ids,
+                               previous_tokens=_window(history, i), **sampling_kwargs)
+        nxt[finished] = im_end_id
+        input_pos += 1
+        cur_token = nxt.view(bsz, rows, -1)
+        history[:, :, i:i + 1] = cur_token
+        yield cur_token.cpu()
+        finished = finished | (cur_token[:, 0, -1] == im_end_id)
+        if bool(finished.all()) or (0 < early_stop_threshold < 1 and
+                                    int(finished.sum()) >= round(bsz * early_stop_threshold)):
+            break
+
+
+@torch.no_grad()
+def generate_agent(*, model, prompt: torch.Tensor, max_new_tokens: int, semantic_ids: list,
+                   im_end_id: int = 4, decode_one_token=decode_one_token_naive_agent,
+                   num_samples: int = 1, early_stop_threshold: float = 0.6,
+                   **sampling_kwargs) -> Iterator[torch.Tensor]:
+    """Generator: prompt ``[rows, T]`` is decoded as ``num_samples`` rows; yields
+    ``[num_samples, rows, 1]`` for the first position (the prefill), then per position as
+    ``decode_n_tokens_agent``."""
+    check_int("num_samples", num_samples, 1)
+    rows = _check_prompt(model, prompt)
+    check_range("early_stop_threshold", early_stop_threshold, 0.0, 1.0, lo_open=False,
+                hi_open=False)
+    T = prompt.shape[1]
+    new = _new_tokens(model, T, max_new_tokens)
+    batch = prompt[None].repeat(num_samples, 1, 1)
+    model.setup_caches(num_samples, T + new)
+    prefill = _default_step(model, agent=True)
+    nxt = prefill(model, batch, torch.arange(T, device=prompt.device), semantic_ids,
+                  **sampling_kwargs).view(num_samples, rows, -1)
+    yield nxt.cpu()
+    yield from decode_n_tokens_agent(model, nxt, torch.tensor([T], device=prompt.device),
+                                     new - 1, semantic_ids, im_end_id=im_end_id,
+                                     decode_one_token=decode_one_token,
+                                     early_stop_threshold=early_stop_threshold,
+                                     **sampling_kwargs)
+
+
+def encode_tokens(tokenizer, string: str, device="cuda", prompt_tokens=None,
+                  num_codebooks: int = 4) -> torch.Tensor:
+    """The user turn ``string`` as a codebook-model prompt ``[num_codebooks + 1, T]``: its
+    ChatML token ids in row 0, ``CODEBOOK_PAD_TOKEN_ID`` in the code rows. With
+    ``prompt_tokens`` (reference codes ``[K, N]`` or ``[1, K, N]``, K >= num_codebooks; the
+    first num_codebooks rows are used) a semantic segment follows: N positions of the
+    ``<|semantic|>`` token with the codes + 1 (0 stays the pad) and a closing ``<|im_end|>``.
+    """
+    check_int("num_codebooks", num_codebooks, 1)
+    if not isinstance(string, str):
+        raise ValueError(f"string must be text, got {type(string).__name__}")
+    text = f"<|im_start|>user\n{string}<|im_end|><|im_start|>assistant\n"
+    ids = torch.tensor([tokenizer.encode(text, bos=False)], dtype=torch.int64, device=device)
+    pad = torch.full((num_codebooks, ids.shape[1]), CODEBOOK_PAD_TOKEN_ID, dtype=torch.int64,
+                     device=device)
+    prompt = torch.cat([ids, pad], dim=0)
+    if prompt_tokens is None:
+        return prompt
+    codes = torch.as_tensor(prompt_tokens, device=device)
+    if codes.dim() == 3:
+        if codes.shape[0] != 1:
+            raise ValueError(f"3-D prompt_tokens must be [1, K, N], got {tuple(codes.shape)}")
+        codes = codes[0]
+    if codes.dim() != 2 or codes.shape[0] < num_codebooks or codes.shape[1] < 1 or \
+            codes.dtype.is_floating_point:
+        raise ValueError(f"prompt_tokens must be integer codes [K >= num_codebooks = "
+                         f"{num_codebooks}, N >= 1], got {tuple(codes.shape)} {codes.dtype}")
+    if int(codes.min()) < 0:
+        raise ValueError("prompt_tokens must be codes >= 0")
+    data = codes[:num_codebooks].to(torch.int64) + 1
+    data = torch.cat([data, torch.zeros((num_codebooks, 1), dtype=torch.int64, device=device)],
+                     dim=1)
+    semantic = tokenizer.token_to_id("<|semantic|>")
+    end = tokenizer.token_to_id("<|im_end|>")
+    if semantic is None or end is None:
+        raise ValueError("the tokenizer has no <|semantic|> or <|im_end|> token: it cannot "
+                         "encode reference codes")
+    main = torch.full((1, data.shape[1]), semantic, dtype=torch.int64, device=device)
+    main[0, -1] = end
+    return torch.cat([prompt, torch.cat([main, data], dim=0)], dim=1)

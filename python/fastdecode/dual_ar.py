@@ -1,0 +1,415 @@
+"""fish-speech's codebook models: ``DualARTransformer`` and ``NaiveTransformer`` (seed 002).
+
+A step of a codebook model reads ``1 + num_codebooks`` rows per position: a text / semantic
+token in row 0 and one code per codebook below it. Where row 0 holds a semantic token
+(``semantic_begin_id <= id <= semantic_end_id``) the codes' embeddings are added to the
+token's embedding (``codebook_embeddings`` holds ``num_codebooks`` tables of
+``codebook_size`` rows, stacked).
+
+- ``DualARTransformer``: the slow transformer over time gives the next token's logits and
+  its last hidden state; a fast transformer then steps over the codebooks of that one
+  position (its own KV cache of ``num_codebooks`` positions): position 0 is the projected
+  hidden state, position i the embedding of code i - 1, each giving the next code's logits.
+- ``NaiveTransformer``: the slow transformer plus one head for all codebooks at once.
+
+Both are built from ``fastdecode.model.Transformer`` stacks, so every one-position step
+(the slow one and each fast one) runs the fused C++ decode step (``ops.decode_layers``),
+``quantize_model`` quantizes their linears and the sampler is ``fastdecode.sample``.
+Parameter names, ``config.json`` fields and ``model.pth`` are fish-speech's
+(``load_codebook_model`` / ``save_pretrained``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from .model import Embedding, Linear, ModelArgs, RMSNorm, Transformer, find_multiple
+
+__all__ = ["BaseModelArgs", "NaiveModelArgs", "DualARModelArgs", "NaiveTransformer",
+           "DualARTransformer", "CODEBOOK_PAD_TOKEN_ID", "load_codebook_model",
+           "is_codebook_checkpoint"]
+
+CODEBOOK_PAD_TOKEN_ID = 0  # the code written where row 0 is not a semantic token
+
+
+@dataclass
+class BaseModelArgs:
+    """fish-speech's model config (field names and defaults of its ``BaseModelArgs``)."""
+    model_type: str = "base"
+    vocab_size: int = 32000
+    n_layer: int = 32
+    n_head: int = 32
+    dim: int = 4096
+    intermediate_size: Optional[int] = None
+    n_local_heads: int = -1
+    head_dim: int = 64
+    rope_base: float = 10000
+    norm_eps: float = 1e-5
+    max_seq_len: int = 2048
+    dropout: float = 0.0
+    tie_word_embeddings: bool = True
+    attention_qkv_bias: bool = False
+    attention_o_bias: bool = False
+    attention_qk_norm: bool = False
+    codebook_size: int = 160
+    num_codebooks: int = 4
+    semantic_begin_id: int = 0
+    semantic_end_id: int = 0
+    use_gradient_checkpointing: bool = True
+    initializer_range: float = 0.02
+    is_reward_model: bool = False
+    scale_codebook_embeddings: bool = False
+
+    def __post_init__(self):
+        if self.n_local_heads == -1:
+            self.n_local_heads = self.n_head
+        if self.intermediate_size is None:
+            self.intermediate_size = find_multiple(int(2 * 4 * self.dim / 3), 256)
+        if self.head_dim is None:
+            self.head_dim = self.dim // self.n_head
+        for name in ("codebook_size", "num_codebooks"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"model config: {name} must be an integer >= 1, got {v!r}")
+        for name in ("attention_qkv_bias", "attention_o_bias", "attention_qk_norm",
+                     "is_reward_model"):
+            if getattr(self, name):
+                raise ValueError(f"model config: {name}=True is not supported by fastdecode's "
+                                 "codebook models (bias-free, no q/k norm, no reward head)")
+        if not 0 <= self.semantic_begin_id <= self.semantic_end_id < self.vocab_size:
+            raise ValueError(
+                f"model config: need 0 <= semantic_begin_id ({self.semantic_begin_id}) <= "
+                f"semantic_end_id ({self.semantic_end_id}) < vocab_size ({self.vocab_size})")
+
+    def slow_args(self) -> ModelArgs:
+        return ModelArgs(block_size=self.max_seq_len, vocab_size=self.vocab_size,
+                         n_layer=self.n_layer, n_head=self.n_head, dim=self.dim,
+                         intermediate_size=self.intermediate_size,
+                         n_local_heads=self.n_local_heads, head_dim=self.head_dim,
+                         rope_base=float(self.rope_base), norm_eps=self.norm_eps,
+                         tie_embeddings=self.tie_word_embeddings)
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write the config as fish-speech's ``config.json`` (a file or into a directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+    @staticmethod
+    def from_pretrained(path: Union[str, Path]) -> "BaseModelArgs":
+        """The config of a fish-speech folder (or its ``config.json``); ``model_type`` picks
+        ``DualARModelArgs`` ("dual_ar") or ``NaiveModelArgs`` ("naive")."""
+        path = Path(path)
+        file = path / "config.json" if path.is_dir() else path
+        try:
+            data = json.loads(file.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{file} is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a JSON object")
+        kinds = {"dual_ar": DualARModelArgs, "naive": NaiveModelArgs}
+        cls = kinds.get(data.get("model_type"))
+        if cls is None:
+            raise ValueError(f"{file}: model_type must be one of {sorted(kinds)}, got "
+                             f"{data.get('model_type')!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{file}: unknown config field(s) {unknown}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{file}: {e}") from None
+
+
+@dataclass
+class NaiveModelArgs(BaseModelArgs):
+    model_type: str = "naive"
+
+
+@dataclass
+class DualARModelArgs(BaseModelArgs):
+    """fast_* default to the slow transformer's values, as in fish-speech."""
+    model_type: str = "dual_ar"
+    n_fast_layer: int = 4
+    fast_dim: Optional[int] = None
+    fast_n_head: Optional[int] = None
+    fast_n_local_heads: Optional[int] = None
+    fast_head_dim: Optional[int] = None
+    fast_intermediate_size: Optional[int] = None
+    fast_attention_qkv_bias: Optional[bool] = None
+    fast_attention_qk_norm: Optional[bool] = None
+    fast_attention_o_bias: Optional[bool] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.fast_dim = self.fast_dim or self.dim
+        self.fast_n_head = self.fast_n_head or self.n_head
+        self.fast_n_local_heads = self.fast_n_local_heads or self.n_local_heads
+        self.fast_head_dim = self.fast_head_dim or self.head_dim
+        self.fast_intermediate_size = self.fast_intermediate_size or self.intermediate_size
+        for name in ("qkv_bias", "qk_norm", "o_bias"):
+            if getattr(self, f"fast_attention_{name}") is None:
+                setattr(self, f"fast_attention_{name}", getattr(self, f"attention_{name}"))
+            if getattr(self, f"fast_attention_{name}"):
+                raise ValueError(f"model config: fast_attention_{name}=True is not supported")
+        self.check_first_code()
+
+    def check_first_code(self) -> None:
+        """decode_one_token_ar derives code 0 from the semantic token (id - begin): the
+        semantic range must fit in one codebook."""
+        if self.semantic_end_id - self.semantic_begin_id >= self.codebook_size:
+            raise ValueError(
+                f"model config: the semantic ids [{self.semantic_begin_id}, "
+                f"{self.semantic_end_id}] are more than codebook_size ({self.codebook_size})")
+
+    def fast_args(self) -> ModelArgs:
+        """The fast transformer: a sequence of num_codebooks positions over the codes."""
+        return ModelArgs(block_size=self.num_codebooks, vocab_size=self.codebook_size,
+                         n_layer=self.n_fast_layer, n_head=self.fast_n_head, dim=self.fast_dim,
+                         intermediate_size=self.fast_intermediate_size,
+                         n_local_heads=self.fast_n_local_heads, head_dim=self.fast_head_dim,
+                         rope_base=float(self.rope_base), norm_eps=self.norm_eps)
+
+
+class _CodebookModel(nn.Module):
+    """What both codebook models share: the slow transformer and the codebook embeddings."""
+
+    def __init__(self, config: BaseModelArgs):
+        super().__init__()
+        self.config = config
+        self.slow = Transformer(config.slow_args())
+        self.codebook_embeddings = Embedding(config.codebook_size * config.num_codebooks,
+                                             config.dim)
+
+    # fish-speech's attribute names for the slow transformer's parts
+    @property
+    def embeddings(self) -> nn.Embedding:
+        return self.slow.tok_embeddings
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.slow.layers
+
+    @property
+    def norm(self) -> RMSNorm:
+        return self.slow.norm
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.slow.max_seq_length
+
+    def setup_caches(self, max_batch_size: int, max_seq_len: int,
+                     dtype: Optional[torch.dtype] = None) -> None:
+        """KV caches for ``max_batch_size`` rows of ``max_seq_len`` positions (rounded up to
+        a multiple of 8, as fish-speech does). The caches take the model's activation dtype:
+        ``dtype`` may name it, any other dtype is refused (fish-speech's default, bfloat16,
+        is not the CPU models' float32)."""
+        act = self.slow.tok_embeddings.weight.dtype
+        if dtype is not None and dtype != act:
+            raise ValueError(f"setup_caches: dtype {dtype} differs from the model's activation "
+                             f"dtype {act}; convert the model with .to({dtype}) instead")
+        if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or \
+                not 1 <= max_seq_len <= self.config.max_seq_len:
+            raise ValueError(f"setup_caches: max_seq_len must be in [1, {self.config.max_seq_len}]"
+                             f" (the config's max_seq_len), got {max_seq_len!r}")
+        self.slow.setup_caches(max_batch_size, min(find_multiple(max_seq_len, 8),
+                                                   self.config.max_seq_len))
+
+    def check_input(self, inp: torch.Tensor, name: str = "x") -> None:
+        """``inp [B, 1 + num_codebooks, S]`` of token ids and codes in range, or ValueError."""
+        rows = self.config.num_codebooks + 1
+        if not isinstance(inp, torch.Tensor) or inp.dim() != 3 or inp.shape[1] != rows or \
+                inp.shape[2] < 1 or inp.dtype.is_floating_point or inp.dtype == torch.bool:
+            raise ValueError(f"{name} must be an integer tensor [B, num_codebooks + 1 = {rows}, "
+                             f"S >= 1], got {getattr(inp, 'shape', inp)!r} "
+                             f"{getattr(inp, 'dtype', '')}")
+        if inp.numel() == 0:
+            return
+        tokens, codes = inp[:, 0], inp[:, 1:]
+        if int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size:
+            raise ValueError(f"{name}: token ids (row 0) must be in [0, "
+                             f"{self.config.vocab_size})")
+        if int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size:
+            raise ValueError(f"{name}: codes (rows 1..{rows - 1}) must be in [0, "
+                             f"{self.config.codebook_size}) (codebook_size)")
+
+    def embed(self, inp: torch.Tensor) -> torch.Tensor:
+        """``inp [B, 1 + C, S]`` -> ``[B, S, dim]``: token embedding plus, where row 0 is a
+        semantic token, the sum of the codes' embeddings."""
+        c = self.config
+        offsets = torch.arange(c.num_codebooks, device=inp.device).view(1, -1, 1) * \
+            c.codebook_size
+        codes = self.codebook_embeddings(inp[:, 1:].long() + offsets).sum(1)  # [B, S, dim]
+        tokens = inp[:, 0].long()
+        semantic = (tokens >= c.semantic_begin_id) & (tokens <= c.semantic_end_id)
+        x = self.slow.tok_embeddings(tokens) + codes * semantic.unsqueeze(-1).to(codes.dtype)
+        if c.scale_codebook_embeddings:
+            x = torch.where(semantic.unsqueeze(-1), x / (c.num_codebooks + 1) ** 0.5, x)
+        return x
+
+    def _slow_step(self, inp: torch.Tensor, input_pos: Optional[torch.Tensor]):
+        if input_pos is None:
+            input_pos = torch.arange(inp.shape[-1], device=inp.device)
+        return self.slow.forward_embeddings(self.embed(inp), input_pos, last_only=True)
+
+
+class NaiveTransformer(_CodebookModel):
+    """The slow transformer with one head for every codebook (fish-speech's layout)."""
+
+    def __init__(self, config: NaiveModelArgs):
+        super().__init__(config)
+        self.codebook_norm = RMSNorm(config.dim, config.norm_eps)
+        self.codebook_output = Linear(config.dim, config.codebook_size * config.num_codebooks,
+                                      bias=False)
+
+    def forward_generate(self, inp: torch.Tensor, input_pos: Optional[torch.Tensor] = None):
+        """``inp [B, 1 + C, S]`` at ``input_pos [S]`` -> ``.token_logits [B, 1, V]`` and
+        ``.codebook_logits [B, 1, C, codebook_size]`` of the last position."""
+        logits, hidden = self._slow_step(inp, input_pos)
+        codebook = self.codebook_output(self.codebook_norm(hidden))
+        codebook = codebook.view(*codebook.shape[:2], self.config.num_codebooks, -1)
+        return SimpleNamespace(token_logits=logits, logits=logits, codebook_logits=codebook,
+                               hidden_states=hidden)
+
+
+class DualARTransformer(_CodebookModel):
+    """The slow transformer over time and the fast one over each position's codebooks."""
+
+    def __init__(self, config: DualARModelArgs):
+        super().__init__(config)
+        self.fast = Transformer(config.fast_args())
+        self.fast_project_in = (Linear(config.dim, config.fast_dim, bias=True)
+                                if config.fast_dim != config.dim else nn.Identity())
+
+    @property
+    def fast_layers(self) -> nn.ModuleList:
+        return self.fast.layers
+
+    @property
+    def fast_embeddings(self) -> nn.Embedding:
+        return self.fast.tok_embeddings
+
+    @property
+    def fast_norm(self) -> RMSNorm:
+        return self.fast.norm
+
+    @property
+    def fast_output(self) -> nn.Linear:
+        return self.fast.output
+
+    def setup_caches(self, max_batch_size: int, max_seq_len: int,
+                     dtype: Optional[torch.dtype] = None) -> None:
+        super().setup_caches(max_batch_size, max_seq_len, dtype)
+        self.fast.setup_caches(max_batch_size, self.config.num_codebooks)
+
+    def forward_generate(self, inp: torch.Tensor, input_pos: Optional[torch.Tensor] = None):
+        """``inp [B, 1 + C, S]`` at ``input_pos [S]`` -> ``.logits [B, 1, V]`` (next token)
+        and ``.hidden_states [B, 1, fast_dim]`` (the last position's state, projected for
+        the fast transformer)."""
+        logits, hidden = self._slow_step(inp, input_pos)
+        return SimpleNamespace(logits=logits, token_logits=logits,
+                               hidden_states=self.fast_project_in(hidden))
+
+    def forward_generate_fast(self, x: torch.Tensor,
+                              input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One fast step: ``x [B, fast_dim]`` (or ``[B, 1, fast_dim]``) at codebook position
+        ``input_pos [1]`` -> the next code's logits ``[B, 1, codebook_size]``."""
+        if input_pos is None:
+            input_pos = torch.zeros(1, dtype=torch.long, device=x.device)
+        return self.fast.forward_embeddings(x.reshape(x.shape[0], 1, -1), input_pos)[0]
+
+
+# -- fish-speech folders ---------------------------------------------------------------------
+
+# fish-speech parameter name prefix -> ours (the layers keep gpt-fast's names on both sides)
+_FISH_PREFIXES = (("embeddings.", "slow.tok_embeddings."), ("layers.", "slow.layers."),
+                  ("norm.", "slow.norm."), ("output.", "slow.output."),
+                  ("fast_embeddings.", "fast.tok_embeddings."),
+                  ("fast_layers.", "fast.layers."), ("fast_norm.", "fast.norm."),
+                  ("fast_output.", "fast.output."))
+
+
+def _to_ours(name: str) -> str:
+    for fish, ours in _FISH_PREFIXES:
+        if name.startswith(fish):
+            return ours + name[len(fish):]
+    return name
+
+
+def _to_fish(name: str) -> str:
+    for fish, ours in _FISH_PREFIXES:
+        if name.startswith(ours):
+            return fish + name[len(ours):]
+    return name
+
+
+def fish_state_dict(model: _CodebookModel) -> Dict[str, torch.Tensor]:
+    """The weights under fish-speech's names (a tied head is left out, as fish-speech does)."""
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if ".kv_cache." in name or (name == "slow.output.weight" and
+                                    model.config.tie_word_embeddings):
+            continue
+        out[_to_fish(name)] = tensor
+    return out
+
+
+def save_pretrained(model: _CodebookModel, path: Union[str, Path]) -> Path:
+    """A fish-speech folder: ``config.json`` and ``model.pth`` (a plain state dict)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save(path / "config.json")
+    torch.save(fish_state_dict(model), path / "model.pth")
+    return path
+
+
+def is_codebook_checkpoint(path: Union[str, Path]) -> bool:
+    """True for a folder whose ``config.json`` names a codebook ``model_type``."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        return False
+    try:
+        return json.loads(file.read_text()).get("model_type") in ("dual_ar", "naive")
+    except (ValueError, AttributeError):
+        return False
+
+
+def load_codebook_model(path: Union[str, Path]) -> _CodebookModel:
+    """A fish-speech folder -> ``DualARTransformer`` / ``NaiveTransformer`` (eval mode):
+    ``config.json`` (``BaseModelArgs.from_pretrained``) and ``model.pth`` read with
+    ``weights_only=True``. Errors name the file."""
+    path = Path(path)
+    config = BaseModelArgs.from_pretrained(path)
+    weights = path / "model.pth"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing")
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a pickle with code, a truncated file: name the file
+        raise ValueError(f"{weights}: cannot read the weights ({type(e).__name__}: {e})") \
+            from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: expected a state dict, got {type(state).__name__}")
+    state = {_to_ours(k.removeprefix("model.")): v for k, v in state.items()}
+    model = (DualARTransformer if config.model_type == "dual_ar" else NaiveTransformer)(config)
+    if config.tie_word_embeddings and "slow.tok_embeddings.weight" in state:
+        state["slow.output.weight"] = state["slow.tok_embeddings.weight"]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("kv_cache.k_cache")
+               and not k.endswith("kv_cache.v_cache")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{weights}: tensors missing {missing[:5]}, not understood "
+                         f"{result.unexpected_keys[:5]}")
+    if config.tie_word_embeddings:
+        model.slow.output.weight = model.slow.tok_embeddings.weight
+    return model.eval()
