@@ -225,22 +225,51 @@ Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& pac
   return w;
 }
 
-// More than kMaxGemvRows rows (or x holding NaN / inf): dequantise the weight once, then
-// ATen's GEMM.
+// More than kMaxGemvRows rows (or x holding NaN / inf): ATen's GEMM over the weight
+// dequantised block by block. A block (~1 MB of fp32, whole int4 tiles) is dequantised by all
+// threads into one buffer that stays in cache while the GEMM reads it: no fp32 copy of the
+// whole weight (113 MB for the default model's head), no page faults per call.
+// dequantise(n0, n1, dst): rows [n0, n1) -> dst [n1 - n0, K_pad] fp32.
+template <typename Dequantise>
+at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad,
+                        const std::optional<at::Tensor>& bias, const Dequantise& dequantise) {
+  const at::Tensor xa = activations(x, K, K_pad);  // [M, K_pad]
+  const int64_t M = xa.size(0);
+  const int64_t tile = kernels::kInt4TileRows;
+  const int64_t block = std::max<int64_t>(tile, (int64_t{1} << 18) / K_pad / tile * tile);
+  at::Tensor yt = at::empty({N, M}, xa.options());  // y transposed: each block's rows contiguous
+  at::Tensor buffer = at::empty({std::min(block, N), K_pad}, xa.options());
+  const at::Tensor xt = xa.t();
+  float* dst = buffer.data_ptr<float>();
+  for (int64_t n0 = 0; n0 < N; n0 += block) {
+    const int64_t nb = std::min(block, N - n0);
+    at::parallel_for(0, (nb + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
+      dequantise(n0 + t0 * tile, n0 + std::min(t1 * tile, nb), dst + t0 * tile * K_pad);
+    });
+    at::Tensor out = yt.narrow(0, n0, nb);
+    at::mm_out(out, buffer.narrow(0, 0, nb), xt);
+  }
+  return finish(yt.t().contiguous(), x, bias);
+}
+
 at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,
                      const std::optional<at::Tensor>& bias) {
-  const int64_t N = w.N, K = w.K, G = w.G;
-  const at::Tensor wf = (w.q.to(at::kFloat).view({N, K / G, G}) *
-                         w.scales.reshape({N, K / G, 1})).view({N, K});
-  return finish(at::matmul(activations(x, K, K), wf.t()), x, bias);
+  const int8_t* q = w.q.data_ptr<int8_t>();
+  const float* scales = w.scales.data_ptr<float>();
+  return blocked_gemm(x, w.K, w.N, w.K, bias, [&](int64_t n0, int64_t n1, float* dst) {
+    kernels::dequantize_int8_rows(q, scales, w.K, w.G, n0, n1, dst);
+  });
 }
 
 at::Tensor int4_gemm(const at::Tensor& x, const Int4Weight& w,
                      const std::optional<at::Tensor>& bias) {
-  at::Tensor wf = at::empty({w.N, w.K_pad}, x.options().dtype(at::kFloat));
-  kernels::dequantize_int4(w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(), w.N, w.K_pad,
-                           w.G, wf.data_ptr<float>());
-  return finish(at::matmul(activations(x, x.size(-1), w.K_pad), wf.t()), x, bias);
+  const uint8_t* packed = w.packed.data_ptr<uint8_t>();
+  const float* sz = w.sz.data_ptr<float>();
+  const int64_t groups = w.K_pad / w.G;
+  return blocked_gemm(x, x.size(-1), w.N, w.K_pad, bias, [&](int64_t n0, int64_t n1, float* dst) {
+    kernels::dequantize_int4(packed + n0 * w.K_pad / 2, sz + n0 * groups * 2, n1 - n0, w.K_pad,
+                             w.G, dst);
+  });
 }
 
 // x [..., K] with no element, or no out-feature: the empty sum, [..., N] zeros (+ bias).

@@ -43,7 +43,9 @@ void untile_words(const uint32_t* src, int64_t N, int64_t C, uint32_t* dst);
 int int4_at(const uint8_t* packed, int64_t N, int64_t K, int64_t n, int64_t k);
 
 // Tiled packed [N, K / 2] and tiled scales/zeros [N, K / G, 2] -> w [N, K] row-major fp32,
-// w = (q - 8) * scale + zero (the GEMM path for many activation rows).
+// w = (q - 8) * scale + zero (the GEMM path for many activation rows). Rows [n0, n1) of a
+// matrix, n0 a multiple of 16, are this call on packed + n0 * K / 2, sz + n0 * (K / G) * 2
+// with N = n1 - n0.
 void dequantize_int4(const uint8_t* packed, const float* sz, int64_t N, int64_t K, int64_t G,
                      float* w);
 

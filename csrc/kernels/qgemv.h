@@ -29,7 +29,7 @@ constexpr int64_t kActBlock = 32;
 // Activation rows up to which the quantized linears run these kernels (more rows: the
 // weight is dequantised once and a float GEMM runs). Exposed to Python as
 // fastdecode._C.quantized_gemv_max_rows.
-constexpr int64_t kQuantizedGemvMaxRows = 64;
+constexpr int64_t kQuantizedGemvMaxRows = 32;
 constexpr float kActMax = 16383.0f;  // 2^14 - 1: 15-bit values
 
 // x quantized per 32-value block. q: [M, K] int16 in [-16383, 16383], scale: [M, K / 32];

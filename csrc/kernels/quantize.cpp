@@ -48,4 +48,17 @@ void quantize_int4_row(const float* w, int64_t K, int64_t G, uint8_t* packed, fl
   }
 }
 
+void dequantize_int8_rows(const int8_t* q, const float* scales, int64_t K, int64_t G, int64_t n0,
+                          int64_t n1, float* dst) {
+  const int64_t groups = K / G;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* qn = q + n * K;
+    float* out = dst + (n - n0) * K;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float scale = scales[n * groups + g];
+      for (int64_t k = g * G; k < (g + 1) * G; ++k) out[k] = static_cast<float>(qn[k]) * scale;
+    }
+  }
+}
+
 }  // namespace fastdecode::kernels

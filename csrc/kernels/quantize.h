@@ -25,6 +25,11 @@ float quantize_int8_row(const float* w, int64_t K, int8_t* q);
 // w: [K] (K a multiple of G and of 32) -> packed: [K / 2] bytes, sz: [K / G][2] (scale, zero).
 void quantize_int4_row(const float* w, int64_t K, int64_t G, uint8_t* packed, float* sz);
 
+// q [N, K] int8 and scales [N, K / G] (G = K: one per row) -> rows [n0, n1) of w = q * scale
+// as fp32 into dst [n1 - n0, K].
+void dequantize_int8_rows(const int8_t* q, const float* scales, int64_t K, int64_t G, int64_t n0,
+                          int64_t n1, float* dst);
+
 // The 4-bit value at column k of a packed row (for tests and dequantisation).
 inline int unpack_int4(const uint8_t* packed, int64_t k) {
   const uint8_t byte = packed[(k / 32) * 16 + (k % 16)];
