@@ -62,10 +62,12 @@ TORCH_LIBRARY(fastdecode, m) {
       {at::Tag::nondeterministic_seeded});
   // x [..., E] -> x * rsqrt(mean(x^2, -1) + eps) * weight [E], in x's dtype (fp32 math).
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  // qkv [B, S, (H + 2 Hkv) D] at input_pos [S] or [B, S] -> [B, S, H D]: RoPE, the new k/v
+  // written into the caches, causal attention over cache positions 0..pos of each query.
   m.def(
       "decode_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor input_pos, "
       "Tensor rope, int n_head, int n_kv_head) -> Tensor");
-  // One pre-norm decoder layer at one decode position, fp32 activations x [B, 1, E]:
+  // One pre-norm decoder layer at S decode positions (a step, a verify pass), fp32 x [B, S, E]:
   // h = x + wo(attention(wqkv(rms_norm(x)))), out = h + w2(silu(w1(n)) * w3(n)) with
   // n = rms_norm(h) (attention as decode_attention, which writes the caches). The five
   // linears' tensors follow one another in `weights`, kinds[i] = 0 (fp32: weight), 1 (int8:

@@ -1,5 +1,5 @@
 // fastdecode::decode_attention on the CPU: checks, then the cache writes (one task) and the
-// per-(row, head) attention in parallel.
+// per-(query, head) attention in parallel.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -32,11 +32,11 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   const int64_t L = k_cache.size(2), D = k_cache.size(3);
   TORCH_CHECK_VALUE(D > 0 && D % 2 == 0 && D <= 512, op,
                     ": head_dim must be even, > 0 and <= 512, got ", D);
-  TORCH_CHECK_VALUE(qkv.dim() == 3 && qkv.size(1) == 1 &&
+  TORCH_CHECK_VALUE(qkv.dim() == 3 && qkv.size(1) >= 1 &&
                         qkv.size(2) == (n_head + 2 * n_kv_head) * D,
-                    op, ": qkv must be [B, 1, (n_head + 2 n_kv_head) * head_dim] = [B, 1, ",
+                    op, ": qkv must be [B, S, (n_head + 2 n_kv_head) * head_dim] = [B, S, ",
                     (n_head + 2 * n_kv_head) * D, "], got ", qkv.sizes());
-  const int64_t B = qkv.size(0);
+  const int64_t B = qkv.size(0), S = qkv.size(1);
   TORCH_CHECK_VALUE(B <= k_cache.size(0), op, ": batch ", B, " exceeds the cache's ",
                     k_cache.size(0));
   for (const at::Tensor* t : {&qkv, static_cast<const at::Tensor*>(&k_cache),
@@ -51,22 +51,28 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
                     ": rope must be [positions, head_dim / 2, 2] (cos, sin), got ", rope.sizes());
   TORCH_CHECK_TYPE(input_pos.scalar_type() == at::kLong, op, ": input_pos must be int64, got ",
                    input_pos.scalar_type());
+  // [S] (every row at the same positions) or [B, S] (per row: batched speculative rounds)
+  const bool per_row = input_pos.dim() == 2;
   TORCH_CHECK_VALUE(input_pos.device().is_cpu() &&
-                        (input_pos.numel() == 1 || input_pos.numel() == B),
-                    op, ": input_pos must be a CPU tensor [1] or [B, 1], got ",
-                    input_pos.sizes());
-  const at::Tensor pos_cpu = input_pos.reshape({-1}).contiguous();
+                        ((input_pos.dim() == 1 && input_pos.size(0) == S) ||
+                         (per_row && input_pos.size(0) == B && input_pos.size(1) == S)),
+                    op, ": input_pos must be a CPU tensor [S] or [B, S] with S = ", S,
+                    " positions of qkv, got ", input_pos.sizes());
+  const at::Tensor pos_cpu = input_pos.contiguous();
   const int64_t* pos = pos_cpu.data_ptr<int64_t>();
-  std::vector<int64_t> row_pos(B);
+  std::vector<int64_t> row_pos(B * S);  // the position of query (b, s)
   for (int64_t b = 0; b < B; ++b) {
-    row_pos[b] = pos[input_pos.numel() == 1 ? 0 : b];
-    TORCH_CHECK_VALUE(row_pos[b] >= 0 && row_pos[b] < L && row_pos[b] < rope.size(0), op,
-                      ": input_pos ", row_pos[b], " outside the cache (length ", L, ")");
+    for (int64_t q = 0; q < S; ++q) {
+      const int64_t p = pos[per_row ? b * S + q : q];
+      TORCH_CHECK_VALUE(p >= 0 && p < L && p < rope.size(0), op, ": input_pos ", p,
+                        " outside the cache (length ", L, ")");
+      row_pos[b * S + q] = p;
+    }
   }
 
   const at::Tensor x = qkv.contiguous();
   const at::Tensor r = rope.contiguous();
-  at::Tensor y = at::empty({B, 1, n_head * D}, x.options());
+  at::Tensor y = at::empty({B, S, n_head * D}, x.options());
   const kernels::DecodeAttentionShape shape{n_head, n_kv_head, D, L};
   const float* xp = x.data_ptr<float>();
   const float* rp = r.data_ptr<float>();
@@ -75,22 +81,25 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   float* yp = y.data_ptr<float>();
   const int64_t row_cache = n_kv_head * L * D;
   const int64_t row_qkv = (n_head + 2 * n_kv_head) * D;
-  for (int64_t b = 0; b < B; ++b) {
-    kernels::write_rotated_kv(xp + b * row_qkv, rp + row_pos[b] * D, row_pos[b], shape,
+  // every new key and value first: query s of a row attends to the positions <= its own,
+  // the row's earlier new positions included (causal among the S new positions)
+  for (int64_t i = 0; i < B * S; ++i) {
+    const int64_t b = i / S;
+    kernels::write_rotated_kv(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], shape,
                               kp + b * row_cache, vp + b * row_cache);
   }
-  // (row, head) tasks cost ~2 (pos + 1) D multiply-adds each: early in a sequence a whole
+  // (query, head) tasks cost ~2 (pos + 1) D multiply-adds each: early in a sequence a whole
   // step is a few thousand, less than waking the thread pool costs, so it runs on one thread
   int64_t max_pos = 0;
   for (int64_t p : row_pos) max_pos = std::max(max_pos, p);
   const int64_t grain = std::max<int64_t>(1, kMinWorkPerTask / (2 * (max_pos + 1) * D));
-  parallel_for(B * n_head, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(B * S * n_head, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(L);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / n_head, h = i % n_head;
-      kernels::attend_one_head(xp + b * row_qkv, rp + row_pos[b] * D, row_pos[b], h, shape,
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t / n_head, h = t % n_head, b = i / S;
+      kernels::attend_one_head(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], h, shape,
                                kp + b * row_cache, vp + b * row_cache, scores.data(),
-                               yp + b * n_head * D + h * D);
+                               yp + i * n_head * D + h * D);
     }
   });
   return y;

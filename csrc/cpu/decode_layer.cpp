@@ -119,8 +119,8 @@ std::vector<LinearArgs> check_layer(const char* op, const at::Tensor& x,
 void check_x(const char* op, const at::Tensor& x) {
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": x must be float32, got ",
                    x.scalar_type());
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(1) == 1 && x.device().is_cpu(), op,
-                    ": x must be a CPU tensor [B, 1, E], got ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(1) >= 1 && x.device().is_cpu(), op,
+                    ": x must be a CPU tensor [B, S, E], got ", x.sizes());
 }
 
 // The layer's arithmetic on checked arguments; writes the caches at input_pos.

@@ -16,9 +16,10 @@ __attribute__((always_inline)) inline void prefetch_next_block(const float* next
   for (int r = 0; r < kRows; ++r) __builtin_prefetch(next + r * ldw);
 }
 
+template <int kWidth = kLanes>
 inline float reduce_lanes(const float* acc) {
   float s = 0.0f;
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  for (int l = 0; l < kWidth; ++l) s += acc[l];
   return s;
 }
 
@@ -36,16 +37,20 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
     const float* w3 = w + (n + 3) * ldw;
     int64_t m = 0;
     // Two activation rows at a time (verify passes, small batches): eight independent
-    // accumulator chains hide the FMA latency, and each weight load feeds two FMAs.
+    // accumulator chains hide the FMA latency, and each weight load feeds two FMAs. The
+    // chains are 8 lanes wide (one ymm): at 16 lanes the eight of them alone fill the AVX2
+    // register file and spill (5 rows took 4x one row's time; 8 lanes: ~1.5x).
+    constexpr int kPairLanes = 8;
+    const int64_t k_pairs = K - K % kPairLanes;
     for (; m + 2 <= M; m += 2) {
       const float* xm = x + m * ldx;
       const float* xn = xm + ldx;
-      float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
-      float b0[kLanes] = {}, b1[kLanes] = {}, b2[kLanes] = {}, b3[kLanes] = {};
+      float a0[kPairLanes] = {}, a1[kPairLanes] = {}, a2[kPairLanes] = {}, a3[kPairLanes] = {};
+      float b0[kPairLanes] = {}, b1[kPairLanes] = {}, b2[kPairLanes] = {}, b3[kPairLanes] = {};
       const bool prefetch = m == 0 && n + 2 * kRows <= n_end;
-      for (int64_t k = 0; k < k_full; k += kLanes) {
-        if (prefetch) prefetch_next_block(w0 + kRows * ldw + k, ldw);
-        for (int l = 0; l < kLanes; ++l) {
+      for (int64_t k = 0; k < k_pairs; k += kPairLanes) {
+        if (prefetch && k % kLanes == 0) prefetch_next_block(w0 + kRows * ldw + k, ldw);
+        for (int l = 0; l < kPairLanes; ++l) {
           const float xv = xm[k + l], xw = xn[k + l];
           a0[l] += xv * w0[k + l];
           a1[l] += xv * w1[k + l];
@@ -57,7 +62,7 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
           b3[l] += xw * w3[k + l];
         }
       }
-      for (int64_t k = k_full; k < K; ++k) {
+      for (int64_t k = k_pairs; k < K; ++k) {
         a0[0] += xm[k] * w0[k];
         a1[0] += xm[k] * w1[k];
         a2[0] += xm[k] * w2[k];
@@ -69,14 +74,14 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
       }
       float* ym = y + m * ldy + n;
       float* yn = ym + ldy;
-      ym[0] = reduce_lanes(a0);
-      ym[1] = reduce_lanes(a1);
-      ym[2] = reduce_lanes(a2);
-      ym[3] = reduce_lanes(a3);
-      yn[0] = reduce_lanes(b0);
-      yn[1] = reduce_lanes(b1);
-      yn[2] = reduce_lanes(b2);
-      yn[3] = reduce_lanes(b3);
+      ym[0] = reduce_lanes<kPairLanes>(a0);
+      ym[1] = reduce_lanes<kPairLanes>(a1);
+      ym[2] = reduce_lanes<kPairLanes>(a2);
+      ym[3] = reduce_lanes<kPairLanes>(a3);
+      yn[0] = reduce_lanes<kPairLanes>(b0);
+      yn[1] = reduce_lanes<kPairLanes>(b1);
+      yn[2] = reduce_lanes<kPairLanes>(b2);
+      yn[3] = reduce_lanes<kPairLanes>(b3);
     }
     for (; m < M; ++m) {
       const float* xm = x + m * ldx;

@@ -26,6 +26,11 @@ __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weight
 # How ops.decode_layer receives each linear (csrc/cpu/linear_kind.h, the one definition).
 LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 
+# Steps of up to this many new positions (decode, speculative verify and draft steps, short
+# chunks) run the fused C++ layers (ops.decode_layers); longer prefills take the composite
+# path, whose SDPA handles long causal blocks better than the per-query decode attention.
+FUSED_MAX_POSITIONS = 16
+
 # Bumped whenever any module anywhere registers a submodule, parameter or buffer (torch's
 # global registration hooks: module swaps, `assign=True` loads, new caches). The fused
 # decode step caches its argument lists per model and rebuilds them when this moves.
@@ -226,7 +231,7 @@ class Attention(nn.Module):
         kv_size = self.n_local_heads * self.head_dim
         if self.kv_cache is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
-        if rope_table is not None:  # one decode position: the fused C++ op
+        if rope_table is not None:  # up to FUSED_MAX_POSITIONS positions: the fused C++ op
             y = ops.decode_attention(self.wqkv(x), self.kv_cache.k_cache, self.kv_cache.v_cache,
                                      input_pos, rope_table, self.n_head, self.n_local_heads)
             return self.wo(y)
@@ -263,7 +268,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
-        if rope_table is not None and can_fuse(self):  # one decode position, fp32 on the CPU
+        if rope_table is not None and can_fuse(self):  # a short step, fp32 on the CPU
             args = self.decode_layer_args()
             if args is not None:  # the whole layer in one C++ op
                 mods = self._modules  # dict reads: see Linear.decode_layer_args
@@ -426,7 +431,7 @@ class Transformer(nn.Module):
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         seqlen = x.shape[1]
         rope_table = mask = freqs_cis = None
-        if (seqlen == 1 and self.fused_decode and x.dtype == torch.float32
+        if (seqlen <= FUSED_MAX_POSITIONS and self.fused_decode and x.dtype == torch.float32
                 and x.device.type == "cpu"):
             rope_table = self.rope_table
         else:  # the composite path's mask and rotations

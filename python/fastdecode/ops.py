@@ -243,12 +243,12 @@ def _int4_linear_fake(x, packed, scales_and_zeros, groupsize, bias=None):
 def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      input_pos: torch.Tensor, rope: torch.Tensor, n_head: int,
                      n_kv_head: int) -> torch.Tensor:
-    """Attention for one decode position, fused: ``qkv [B, 1, (H + 2 Hkv) * D]`` (the fused
-    projection, (re, im) pairs interleaved) -> ``[B, 1, H * D]``.
+    """Attention for S decode positions (a step, a verify pass), fused: ``qkv [B, S, (H + 2
+    Hkv) * D]`` (the fused projection, (re, im) pairs interleaved) -> ``[B, S, H * D]``.
 
-    Rotates q and k by ``rope [positions, D / 2, 2]`` (cos, sin) at ``input_pos`` (``[1]`` or
-    ``[B, 1]`` int64), writes k and v into ``k_cache``/``v_cache`` ``[B_max, Hkv, L, D]`` (in
-    place) and attends over cache positions ``0..pos`` of each row. fp32, CPU.
+    Rotates q and k by ``rope [positions, D / 2, 2]`` (cos, sin) at ``input_pos`` (``[S]`` or
+    ``[B, S]`` int64), writes k and v into ``k_cache``/``v_cache`` ``[B_max, Hkv, L, D]`` (in
+    place) and attends, causally, over cache positions ``0..pos`` of each query. fp32, CPU.
     """
     _require_tensors("decode_attention",
                      qkv=qkv, k_cache=k_cache, v_cache=v_cache, input_pos=input_pos, rope=rope)
@@ -257,7 +257,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
 @torch.library.register_fake("fastdecode::decode_attention")
 def _decode_attention_fake(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head):
-    return qkv.new_empty((qkv.shape[0], 1, n_head * k_cache.shape[3]))
+    return qkv.new_empty((qkv.shape[0], qkv.shape[1], n_head * k_cache.shape[3]))
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
