@@ -116,6 +116,51 @@ TEST_CASE("tile_words and untile_words are inverse; int4_at reads the tiled layo
   }
 }
 
+TEST_CASE("dequantize_int4 on a tile-aligned row range equals the rows of the whole matrix "
+          "and the formula; dequantize_int8_rows", "[int4][dequant]") {
+  const int64_t N = 40, K = 128, G = 64, C = K / 8;
+  const auto w = normal(N * K, 11);
+  std::vector<uint8_t> rows(N * K / 2);
+  std::vector<float> sz_rows(N * (K / G) * 2);
+  for (int64_t n = 0; n < N; ++n) {
+    quantize_int4_row(w.data() + n * K, K, G, rows.data() + n * K / 2,
+                      sz_rows.data() + n * (K / G) * 2);
+  }
+  std::vector<uint32_t> words(N * C), tiled(N * C), sz_tiled(sz_rows.size());
+  std::memcpy(words.data(), rows.data(), rows.size());
+  tile_words(words.data(), N, C, tiled.data());
+  tile_words(reinterpret_cast<const uint32_t*>(sz_rows.data()), N, (K / G) * 2,
+             sz_tiled.data());
+  const auto* packed = reinterpret_cast<const uint8_t*>(tiled.data());
+  const auto* sz = reinterpret_cast<const float*>(sz_tiled.data());
+  std::vector<float> whole(N * K), part(24 * K);
+  dequantize_int4(packed, sz, N, K, G, whole.data());
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* s = sz_rows.data() + n * (K / G) * 2 + (k / G) * 2;
+      const float want = (static_cast<float>(unpack_int4(rows.data() + n * K / 2, k)) - 8.0f) *
+                         s[0] + s[1];
+      REQUIRE(whole[n * K + k] == want);
+    }
+  }
+  // rows [16, 40): the last tile holds 8 rows
+  dequantize_int4(packed + 16 * K / 2, sz + 16 * (K / G) * 2, 24, K, G, part.data());
+  CHECK(std::equal(part.begin(), part.end(), whole.begin() + 16 * K));
+
+  std::vector<int8_t> q(N * K);
+  std::vector<float> scales(N * (K / 32));
+  for (int64_t i = 0; i < N * K; ++i) q[i] = static_cast<int8_t>((i * 37) % 255 - 127);
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = 0.01f * static_cast<float>(i + 1);
+  std::vector<float> out(10 * K);
+  dequantize_int8_rows(q.data(), scales.data(), K, 32, 5, 15, out.data());
+  for (int64_t n = 5; n < 15; ++n) {
+    for (int64_t k = 0; k < K; ++k) {
+      REQUIRE(out[(n - 5) * K + k] ==
+              static_cast<float>(q[n * K + k]) * scales[n * (K / 32) + k / 32]);
+    }
+  }
+}
+
 TEST_CASE("quantize_activations rounds per 32-block within half a step", "[qgemv]") {
   const int64_t M = 2, K = 70, K_pad = 96;
   auto x = normal(M * K, 10);
