@@ -26,26 +26,30 @@ struct LinearArgs {
   int64_t kind, groupsize;
 };
 
+// One layer's five linears: kinds / groupsizes [5] (wqkv, wo, w1, w3, w2), their tensors
+// from weights[*next] on; *next advances past them. LinearArgs point into `weights`.
 std::vector<LinearArgs> split_weights(const char* op, const std::vector<at::Tensor>& weights,
-                                      const std::vector<int64_t>& kinds,
-                                      const std::vector<int64_t>& groupsizes) {
-  TORCH_CHECK_VALUE(kinds.size() == kLinears && groupsizes.size() == kLinears, op,
-                    ": kinds and groupsizes must have 5 entries (wqkv, wo, w1, w3, w2), got ",
-                    kinds.size(), " and ", groupsizes.size());
+                                      size_t* next, const int64_t* kinds,
+                                      const int64_t* groupsizes) {
   std::vector<LinearArgs> out(kLinears);
-  size_t next = 0;
   for (int64_t i = 0; i < kLinears; ++i) {
     TORCH_CHECK_VALUE(kinds[i] >= kFloat32 && kinds[i] <= kInt4, op, ": kinds[", i, "] (",
                       kNames[i], ") must be 0 (fp32), 1 (int8) or 2 (int4), got ", kinds[i]);
     const size_t n = kinds[i] == kFloat32 ? 1 : 2;
-    TORCH_CHECK_VALUE(next + n <= weights.size(), op, ": weights holds ", weights.size(),
-                      " tensors, too few for the kinds ", kinds);
-    out[i] = {{&weights[next], n == 2 ? &weights[next + 1] : nullptr}, kinds[i], groupsizes[i]};
-    next += n;
+    TORCH_CHECK_VALUE(*next + n <= weights.size(), op, ": weights holds ", weights.size(),
+                      " tensors, too few for the kinds ", at::IntArrayRef(kinds, kLinears));
+    out[i] = {{&weights[*next], n == 2 ? &weights[*next + 1] : nullptr}, kinds[i],
+              groupsizes[i]};
+    *next += n;
   }
+  return out;
+}
+
+// After the last layer: every tensor of `weights` was taken by some kind.
+void check_all_taken(const char* op, const std::vector<at::Tensor>& weights,
+                     const std::vector<int64_t>& kinds, size_t next) {
   TORCH_CHECK_VALUE(next == weights.size(), op, ": weights holds ", weights.size(),
                     " tensors, the kinds ", kinds, " take ", next);
-  return out;
 }
 
 // A linear's out-features, after checking its tensors as its op does and that it takes `in`
@@ -96,12 +100,12 @@ std::tuple<at::Tensor, at::Tensor> apply_pair(const LinearArgs& a, const LinearA
 std::vector<LinearArgs> check_layer(const char* op, const at::Tensor& x,
                                     const at::Tensor& attention_norm, const at::Tensor& ffn_norm,
                                     double eps, const std::vector<at::Tensor>& weights,
-                                    const std::vector<int64_t>& kinds,
-                                    const std::vector<int64_t>& groupsizes,
-                                    const at::Tensor& k_cache, int64_t n_head) {
+                                    size_t* next, const int64_t* kinds,
+                                    const int64_t* groupsizes, const at::Tensor& k_cache,
+                                    int64_t n_head) {
   check_rms_norm_args(op, x, attention_norm, eps);
   check_rms_norm_args(op, x, ffn_norm, eps);
-  std::vector<LinearArgs> l = split_weights(op, weights, kinds, groupsizes);
+  std::vector<LinearArgs> l = split_weights(op, weights, next, kinds, groupsizes);
   const int64_t E = x.size(2);
   check_linear(op, 0, l[0], E);  // wqkv's out-features: decode_attention checks them first
   if (k_cache.dim() == 4) {      // else decode_attention's own check fails before its work
@@ -156,9 +160,15 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& attention_norm,
                         int64_t n_head, int64_t n_kv_head) {
   constexpr const char* op = "fastdecode::decode_layer";
   check_x(op, x);
+  TORCH_CHECK_VALUE(kinds.size() == kLinears && groupsizes.size() == kLinears, op,
+                    ": kinds and groupsizes must have 5 entries (wqkv, wo, w1, w3, w2), got ",
+                    kinds.size(), " and ", groupsizes.size());
   // Every argument is checked before the attention writes the KV cache.
-  const std::vector<LinearArgs> l = check_layer(op, x, attention_norm, ffn_norm, eps, weights,
-                                                kinds, groupsizes, k_cache, n_head);
+  size_t next = 0;
+  const std::vector<LinearArgs> l =
+      check_layer(op, x, attention_norm, ffn_norm, eps, weights, &next, kinds.data(),
+                  groupsizes.data(), k_cache, n_head);
+  check_all_taken(op, weights, kinds, next);
   return run_layer(l, x, attention_norm, ffn_norm, eps, k_cache, v_cache, input_pos, rope,
                    n_head, n_kv_head);
 }
@@ -190,26 +200,14 @@ at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& nor
                       op, ": the caches of layer ", i, " differ from layer 0's (",
                       k_caches[i].sizes(), " vs ", k_caches[0].sizes(), ")");
   }
-  // LinearArgs point into their layer's tensor list: the lists live as long as `checked`
-  std::vector<std::vector<at::Tensor>> layer_weights(layers);
   std::vector<std::vector<LinearArgs>> checked(layers);
   size_t next = 0;
   for (int64_t i = 0; i < layers; ++i) {
-    // this layer's tensors: one for an fp32 linear, two for the quantized kinds
-    size_t count = 0;
-    for (int64_t j = 0; j < kLinears; ++j) count += kinds[i * kLinears + j] == kFloat32 ? 1 : 2;
-    TORCH_CHECK_VALUE(next + count <= weights.size(), op, ": weights holds ", weights.size(),
-                      " tensors, fewer than the kinds of layer ", i, " need");
-    layer_weights[i].assign(weights.begin() + next, weights.begin() + next + count);
-    next += count;
-    const std::vector<int64_t> k(kinds.begin() + i * kLinears, kinds.begin() + (i + 1) * kLinears);
-    const std::vector<int64_t> g(groupsizes.begin() + i * kLinears,
-                                 groupsizes.begin() + (i + 1) * kLinears);
-    checked[i] = check_layer(op, x, norms[2 * i], norms[2 * i + 1], eps, layer_weights[i], k, g,
+    checked[i] = check_layer(op, x, norms[2 * i], norms[2 * i + 1], eps, weights, &next,
+                             kinds.data() + i * kLinears, groupsizes.data() + i * kLinears,
                              k_caches[i], n_head);
   }
-  TORCH_CHECK_VALUE(next == weights.size(), op, ": weights holds ", weights.size(),
-                    " tensors, the kinds use ", next);
+  check_all_taken(op, weights, kinds, next);
   at::Tensor h = x;
   for (int64_t i = 0; i < layers; ++i) {
     h = run_layer(checked[i], h, norms[2 * i], norms[2 * i + 1], eps, k_caches[i], v_caches[i],

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import threading
 from dataclasses import asdict, dataclass
-from typing import Optional, Set, Tuple
+from typing import NamedTuple, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import _C, ops
 
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
-           "LinearKind", "FUSED_LINEAR_TYPES", "can_fuse"]
+           "LinearKind", "FUSED_LINEAR_TYPES", "can_fuse", "FusedLayerArgs"]
 
 # How ops.decode_layer receives each linear (csrc/cpu/linear_kind.h, the one definition).
 LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
@@ -268,19 +268,28 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
-        if rope_table is not None and can_fuse(self):  # a short step, fp32 on the CPU
-            args = self.decode_layer_args()
-            if args is not None:  # the whole layer in one C++ op
-                mods = self._modules  # dict reads: see Linear.decode_layer_args
-                att = mods["attention"]
-                cache = att._modules["kv_cache"]._buffers
-                return ops.decode_layer(x, mods["attention_norm"]._parameters["weight"],
-                                        mods["ffn_norm"]._parameters["weight"],
-                                        mods["attention_norm"].eps, *args, cache["k_cache"],
-                                        cache["v_cache"], input_pos, rope_table, att.n_head,
-                                        att.n_local_heads)
+        fused = self.fused_args() if rope_table is not None else None  # a short fp32 CPU step
+        if fused is not None:  # the whole layer in one C++ op
+            return ops.decode_layer(x, *fused[:8], input_pos, rope_table, *fused[8:])
         h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos, rope_table)
         return h + self.feed_forward(self.ffn_norm(h))
+
+    def fused_args(self) -> Optional["FusedLayerArgs"]:
+        """This layer's arguments of ``ops.decode_layer`` (all but x, input_pos and the
+        rotations), or None when it must run module by module (``can_fuse``, the linears'
+        ``decode_layer_args``). Read through the modules' dicts: see Linear.decode_layer_args."""
+        if not can_fuse(self):
+            return None
+        linears = self.decode_layer_args()
+        if linears is None:
+            return None
+        mods = self._modules
+        att, attention_norm = mods["attention"], mods["attention_norm"]
+        cache = att._modules["kv_cache"]._buffers
+        return FusedLayerArgs(attention_norm._parameters["weight"],
+                              mods["ffn_norm"]._parameters["weight"], attention_norm.eps,
+                              *linears, cache["k_cache"], cache["v_cache"], att.n_head,
+                              att.n_local_heads)
 
     def decode_layer_args(self):
         """``(weights, kinds, groupsizes)`` of the five linears for ``ops.decode_layer``, or
@@ -298,6 +307,20 @@ class TransformerBlock(nn.Module):
             kinds.append(args[1])
             groupsizes.append(args[2])
         return weights, kinds, groupsizes
+
+
+class FusedLayerArgs(NamedTuple):
+    """One layer's arguments of ``ops.decode_layer``, in its order (``fused_args``)."""
+    attention_norm: torch.Tensor
+    ffn_norm: torch.Tensor
+    eps: float
+    weights: list
+    kinds: list
+    groupsizes: list
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    n_head: int
+    n_kv_head: int
 
 
 def can_fuse(block: "TransformerBlock") -> bool:
@@ -337,47 +360,30 @@ class Transformer(nn.Module):
 
     def _cached_decode_layers_args(self):
         """``_decode_layers_args``, rebuilt only after a module, parameter or buffer was
-        registered somewhere (a swap, a load, new caches): building costs ~10 us a layer."""
+        registered somewhere (a swap, a load, new caches) or ``setup_caches`` ran: building
+        costs ~10 us a layer."""
         cached = self.__dict__.get("_decode_layers_cache")
-        if cached is not None and cached[0] == _module_generation[0] and \
-                cached[1] == self.fused_decode:
-            return cached[2]
+        if cached is not None and cached[0] == _module_generation[0]:
+            return cached[1]
         args = self._decode_layers_args()
-        self.__dict__["_decode_layers_cache"] = (_module_generation[0], self.fused_decode, args)
+        self.__dict__["_decode_layers_cache"] = (_module_generation[0], args)
         return args
 
     def _decode_layers_args(self):
         """``(norms, eps, weights, kinds, groupsizes, k_caches, v_caches, n_head, n_kv_head)``
-        for ``ops.decode_layers``, or None when a layer cannot fuse (``can_fuse``, a linear's
-        ``decode_layer_args``) or the layers differ in eps or head counts."""
-        norms, weights, kinds, groupsizes, k_caches, v_caches = [], [], [], [], [], []
-        first = self.layers[0]._modules["attention"] if len(self.layers) else None
-        heads = (first.n_head, first.n_local_heads) if first is not None else None
-        eps = None
-        for layer in self.layers:
-            if not can_fuse(layer):
-                return None
-            args = layer.decode_layer_args()
-            if args is None:
-                return None
-            mods = layer._modules
-            att = mods["attention"]
-            if (att.n_head, att.n_local_heads) != heads:
-                return None
-            an, fn = mods["attention_norm"], mods["ffn_norm"]
-            eps = an.eps if eps is None else eps
-            if an.eps != eps:
-                return None
-            norms += (an._parameters["weight"], fn._parameters["weight"])
-            weights += args[0]
-            kinds += args[1]
-            groupsizes += args[2]
-            cache = att._modules["kv_cache"]._buffers
-            k_caches.append(cache["k_cache"])
-            v_caches.append(cache["v_cache"])
-        if eps is None:
+        for ``ops.decode_layers``: every layer's ``fused_args`` joined, or None when a layer
+        cannot fuse or the layers differ in eps or head counts."""
+        layers = [layer.fused_args() for layer in self.layers]
+        if not layers or any(a is None for a in layers):
             return None
-        return (norms, eps, weights, kinds, groupsizes, k_caches, v_caches) + heads
+        first = layers[0]
+        shared = (first.eps, first.n_head, first.n_kv_head)
+        if any((a.eps, a.n_head, a.n_kv_head) != shared for a in layers):
+            return None
+        return ([t for a in layers for t in (a.attention_norm, a.ffn_norm)], first.eps,
+                [w for a in layers for w in a.weights], [k for a in layers for k in a.kinds],
+                [g for a in layers for g in a.groupsizes], [a.k_cache for a in layers],
+                [a.v_cache for a in layers], first.n_head, first.n_kv_head)
 
     def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:
         """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
