@@ -19,10 +19,9 @@ namespace fastdecode::cpu {
 namespace {
 
 constexpr int64_t kRowsPerTask = 64;
-// Above this many activation rows the weight is dequantised once and ATen's GEMM runs:
-// prefill is compute bound, and one dequantisation is amortised over many rows. Up to it,
-// the integer kernels run (each pass over a layer's weights serves a few rows, and the
-// weights stay in the last-level cache between passes).
+// Up to this many activation rows the integer kernels run (their cost grows with every row);
+// above it, ATen's GEMM over the weight dequantised block by block (blocked_gemm): prefill
+// is compute bound, and each block's dequantisation is amortised over all rows.
 constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
 // Weights per GEMV chunk (~64 KB of int8): chunks are claimed dynamically, so many small
 // ones balance the threads; a call under one chunk runs on the calling thread alone.

@@ -9,7 +9,6 @@
 //     members of the bucket the previous level chose; the last level fixes all 32 bits.
 #include <algorithm>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <vector>
 

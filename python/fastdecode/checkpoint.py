@@ -194,7 +194,7 @@ def _load_quantized_dir(path: Path):
 
     from .quantize import FORMAT_VERSION, build_quantized_linears
 
-    meta = _read_json(path / "fastdecode.json")
+    meta = read_json_file(path / "fastdecode.json")
     if meta.get("format") != "fastdecode-quantized":
         raise ValueError(f"{path / 'fastdecode.json'}: not a fastdecode quantized checkpoint")
     if meta.get("version") != FORMAT_VERSION:
@@ -245,7 +245,7 @@ def _hf_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 def _load_hf_dir(path: Path):
     from safetensors.torch import load_file
 
-    cfg = _read_json(path / "config.json")
+    cfg = read_json_file(path / "config.json")
     args = _args_from_hf_config(cfg)
     files = sorted(path.glob("*.safetensors"))
     if not files:
@@ -294,7 +294,7 @@ def _load_pth(path: Path):
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} is missing: a .pth checkpoint needs a config.json "
                                 "with the ModelArgs fields beside it")
-    cfg = _read_json(cfg_file)
+    cfg = read_json_file(cfg_file)
     unknown = sorted(set(cfg) - set(ModelArgs.__dataclass_fields__))
     if unknown:
         raise ValueError(f"{cfg_file}: unknown ModelArgs field(s) {unknown}")
@@ -318,7 +318,7 @@ def save_pth(model: Transformer, tokenizer: Tokenizer, directory: PathLike) -> P
     return directory / "model.pth"
 
 
-def _read_json(file: Path) -> dict:
+def read_json_file(file: Path) -> dict:
     """A JSON object from ``file``; a ValueError naming the file when it is not one."""
     try:
         value = json.loads(file.read_text())

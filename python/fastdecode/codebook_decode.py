@@ -178,11 +178,9 @@ def decode_n_tokens_codes(model: _CodebookModel, cur_token: torch.Tensor,
     history = torch.zeros((rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
                           device=cur_token.device)
     end = _im_end_id(model, im_end_id)
+    kwargs = _step_kwargs(step, semantic_ids, sampling_kwargs)
     n = 0
     for i in range(num_new_tokens):
-        kwargs = dict(sampling_kwargs)
-        if step is decode_one_token_ar or step is decode_one_token_ar_agent:
-            kwargs["semantic_ids"] = semantic_ids
         nxt = step(model, cur_token, input_pos, previous_tokens=_window(history, i), **kwargs)
         input_pos += 1
         cur_token = nxt.view(1, rows, -1)
@@ -191,6 +189,14 @@ def decode_n_tokens_codes(model: _CodebookModel, cur_token: torch.Tensor,
         if end is not None and int(cur_token[0, 0, -1]) == end:
             break
     return history[:, :n]
+
+
+def _step_kwargs(step, semantic_ids, sampling_kwargs: dict) -> dict:
+    """A single-row step's keywords: the DualAR steps take ``semantic_ids``, the naive one
+    (fish-speech's ``decode_one_token_naive`` signature) does not."""
+    if step is decode_one_token_ar or step is decode_one_token_ar_agent:
+        return {**sampling_kwargs, "semantic_ids": semantic_ids}
+    return sampling_kwargs
 
 
 def _default_step(model, agent: bool):
@@ -230,12 +236,11 @@ def generate_codes(*, model: _CodebookModel, prompt: torch.Tensor, max_new_token
     rows = _check_prompt(model, prompt)
     T = prompt.shape[1]
     new = _new_tokens(model, T, max_new_tokens)
-    semantic_ids = list(range(model.config.semantic_begin_id, model.config.semantic_end_id + 1))
+    semantic_ids = model.config.semantic_ids()
     model.setup_caches(1, T + new)
     first_step = _default_step(model, agent=False)  # the prefill step: the module's own
-    extra = {"semantic_ids": semantic_ids} if first_step is decode_one_token_ar else {}
     nxt = first_step(model, prompt.view(1, rows, T), torch.arange(T, device=prompt.device),
-                     **extra, **sampling_kwargs)
+                     **_step_kwargs(first_step, semantic_ids, sampling_kwargs))
     rest = decode_n_tokens_codes(model, nxt.view(1, rows, 1),
                                  torch.tensor([T], device=prompt.device), new - 1,
                                  semantic_ids, decode_one_token=decode_one_token,

@@ -29,7 +29,8 @@ from typing import Dict, Optional, Union
 import torch
 import torch.nn as nn
 
-from .model import Embedding, Linear, ModelArgs, RMSNorm, Transformer, find_multiple
+from .model import (Embedding, Linear, ModelArgs, RMSNorm, Transformer, _check_size,
+                    find_multiple)
 
 __all__ = ["BaseModelArgs", "NaiveModelArgs", "DualARModelArgs", "NaiveTransformer",
            "DualARTransformer", "CODEBOOK_PAD_TOKEN_ID", "load_codebook_model",
@@ -74,9 +75,7 @@ class BaseModelArgs:
         if self.head_dim is None:
             self.head_dim = self.dim // self.n_head
         for name in ("codebook_size", "num_codebooks"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"model config: {name} must be an integer >= 1, got {v!r}")
+            _check_size(name, getattr(self, name))
         for name in ("attention_qkv_bias", "attention_o_bias", "attention_qk_norm",
                      "is_reward_model"):
             if getattr(self, name):
@@ -86,6 +85,10 @@ class BaseModelArgs:
             raise ValueError(
                 f"model config: need 0 <= semantic_begin_id ({self.semantic_begin_id}) <= "
                 f"semantic_end_id ({self.semantic_end_id}) < vocab_size ({self.vocab_size})")
+
+    def semantic_ids(self) -> list:
+        """The semantic token ids, ``semantic_begin_id .. semantic_end_id``."""
+        return list(range(self.semantic_begin_id, self.semantic_end_id + 1))
 
     def slow_args(self) -> ModelArgs:
         return ModelArgs(block_size=self.max_seq_len, vocab_size=self.vocab_size,
@@ -106,16 +109,11 @@ class BaseModelArgs:
     def from_pretrained(path: Union[str, Path]) -> "BaseModelArgs":
         """The config of a fish-speech folder (or its ``config.json``); ``model_type`` picks
         ``DualARModelArgs`` ("dual_ar") or ``NaiveModelArgs`` ("naive")."""
+        from .checkpoint import read_json_file
+
         path = Path(path)
         file = path / "config.json" if path.is_dir() else path
-        try:
-            data = json.loads(file.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{file} is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{file}: expected a JSON object")
+        data = read_json_file(file)
         kinds = {"dual_ar": DualARModelArgs, "naive": NaiveModelArgs}
         cls = kinds.get(data.get("model_type"))
         if cls is None:

@@ -207,8 +207,7 @@ def _serve_codebook_request(model, step, request, out, device) -> None:
     kwargs = dict(_check_keys(request, CODEBOOK_AGENT_REQUEST_KEYS))
     if "prompt" not in kwargs:
         raise TypeError("request needs 'prompt' (codes [num_codebooks + 1, T])")
-    c = model.config
-    kwargs.setdefault("semantic_ids", list(range(c.semantic_begin_id, c.semantic_end_id + 1)))
+    kwargs.setdefault("semantic_ids", model.config.semantic_ids())
     tok = getattr(model, "tokenizer", None)
     kwargs.setdefault("im_end_id", getattr(tok, "im_end_id", None) or 4)
     kwargs.setdefault("max_new_tokens", 256)

@@ -38,7 +38,7 @@ def test_ranks_match_one_process(nproc, one_process, tmp_path):
     out = tmp_path / "ranks.pt"
     proc = torchrun(nproc, str(HERE / "tp_ranks.py"), str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = torch.load(out)
+    got = torch.load(out, weights_only=True)
     for variant in ("fp32", "int8", "int4"):
         logits, tokens = got[variant]
         want_logits, want_tokens = one_process[variant]
