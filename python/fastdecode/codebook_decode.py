@@ -22,7 +22,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from .dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, _CodebookModel
+from .dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, CodebookModel
 from .sampling import sample, validate_sampling_kwargs
 from .validation import check_int, check_range
 
@@ -165,7 +165,7 @@ def _im_end_id(model, im_end_id: Optional[int]) -> Optional[int]:
 
 
 @torch.no_grad()
-def decode_n_tokens_codes(model: _CodebookModel, cur_token: torch.Tensor,
+def decode_n_tokens_codes(model: CodebookModel, cur_token: torch.Tensor,
                           input_pos: torch.Tensor, num_new_tokens: int, semantic_ids: list,
                           decode_one_token=None, im_end_id: Optional[int] = None,
                           **sampling_kwargs) -> torch.Tensor:
@@ -228,7 +228,7 @@ def _new_tokens(model, prompt_len: int, max_new_tokens: int) -> int:
 
 
 @torch.no_grad()
-def generate_codes(*, model: _CodebookModel, prompt: torch.Tensor, max_new_tokens: int,
+def generate_codes(*, model: CodebookModel, prompt: torch.Tensor, max_new_tokens: int,
                    decode_one_token=None, im_end_id: Optional[int] = None,
                    **sampling_kwargs) -> torch.Tensor:
     """fish-speech's ``generate`` for codebook models: prompt ``[rows, T]`` ->

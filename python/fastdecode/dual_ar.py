@@ -32,7 +32,8 @@ import torch.nn as nn
 from .model import (Embedding, Linear, ModelArgs, RMSNorm, Transformer, _check_size,
                     find_multiple)
 
-__all__ = ["BaseModelArgs", "NaiveModelArgs", "DualARModelArgs", "NaiveTransformer",
+__all__ = ["BaseModelArgs", "NaiveModelArgs", "DualARModelArgs", "CodebookModel",
+           "NaiveTransformer",
            "DualARTransformer", "CODEBOOK_PAD_TOKEN_ID", "load_codebook_model",
            "is_codebook_checkpoint"]
 
@@ -179,7 +180,7 @@ class DualARModelArgs(BaseModelArgs):
                          rope_base=float(self.rope_base), norm_eps=self.norm_eps)
 
 
-class _CodebookModel(nn.Module):
+class CodebookModel(nn.Module):
     """What both codebook models share: the slow transformer and the codebook embeddings."""
 
     def __init__(self, config: BaseModelArgs):
@@ -261,7 +262,7 @@ class _CodebookModel(nn.Module):
         return self.slow.forward_embeddings(self.embed(inp), input_pos, last_only=True)
 
 
-class NaiveTransformer(_CodebookModel):
+class NaiveTransformer(CodebookModel):
     """The slow transformer with one head for every codebook (fish-speech's layout)."""
 
     def __init__(self, config: NaiveModelArgs):
@@ -280,7 +281,7 @@ class NaiveTransformer(_CodebookModel):
                                hidden_states=hidden)
 
 
-class DualARTransformer(_CodebookModel):
+class DualARTransformer(CodebookModel):
     """The slow transformer over time and the fast one over each position's codebooks."""
 
     def __init__(self, config: DualARModelArgs):
@@ -351,7 +352,7 @@ def _to_fish(name: str) -> str:
     return name
 
 
-def fish_state_dict(model: _CodebookModel) -> Dict[str, torch.Tensor]:
+def fish_state_dict(model: CodebookModel) -> Dict[str, torch.Tensor]:
     """The weights under fish-speech's names (a tied head is left out, as fish-speech does)."""
     out = {}
     for name, tensor in model.state_dict().items():
@@ -362,7 +363,7 @@ def fish_state_dict(model: _CodebookModel) -> Dict[str, torch.Tensor]:
     return out
 
 
-def save_pretrained(model: _CodebookModel, path: Union[str, Path]) -> Path:
+def save_pretrained(model: CodebookModel, path: Union[str, Path]) -> Path:
     """A fish-speech folder: ``config.json`` and ``model.pth`` (a plain state dict)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -382,7 +383,7 @@ def is_codebook_checkpoint(path: Union[str, Path]) -> bool:
         return False
 
 
-def load_codebook_model(path: Union[str, Path]) -> _CodebookModel:
+def load_codebook_model(path: Union[str, Path]) -> CodebookModel:
     """A fish-speech folder -> ``DualARTransformer`` / ``NaiveTransformer`` (eval mode):
     ``config.json`` (``BaseModelArgs.from_pretrained``) and ``model.pth`` read with
     ``weights_only=True``. Errors name the file."""

@@ -18,6 +18,7 @@ import torch
 
 from .generate import (_decode_loop, compile_decode_step, decode, decode_step_of,
                        prepare_prompt)
+from .dual_ar import CodebookModel
 from .model import Transformer
 from .sampling import validate_sampling_kwargs
 from .segmentation import split_text
@@ -90,8 +91,7 @@ def decode_one_token_naive(model: Transformer, x: torch.Tensor, input_pos: torch
 
 
 def _is_codebook_model(model) -> bool:
-    from .dual_ar import _CodebookModel
-    return isinstance(model, _CodebookModel)
+    return isinstance(model, CodebookModel)
 
 
 def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,

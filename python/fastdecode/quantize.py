@@ -81,8 +81,8 @@ class WeightOnlyInt8Linear(nn.Module):
         return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
     def decode_layer_args(self):
-        """``([q, scales], LinearKind.INT8, 0)`` for ``ops.decode_layer``; None with a bias (read
-        through the module's dicts, see ``model.Linear.decode_layer_args``)."""
+        """``([q, scales], LinearKind.INT8, 0)`` for ``ops.decode_layer``; None with a bias
+        (read through the module's dicts, see ``model.Linear.decode_layer_args``)."""
         if self._parameters.get("bias") is not None:
             return None
         buffers = self._buffers
@@ -123,8 +123,7 @@ class WeightOnlyInt4Linear(nn.Module):
 
     def decode_layer_args(self):
         """``([packed, scales_and_zeros], LinearKind.INT4, groupsize)`` for
-        ``ops.decode_layer``; None
-        with a bias."""
+        ``ops.decode_layer``; None with a bias."""
         if self._parameters.get("bias") is not None:
             return None
         buffers = self._buffers
@@ -238,8 +237,6 @@ def save_quantized(model, tokenizer, directory) -> Path:
 
 
 # -- GGUF quantized blocks -------------------------------------------------------------------
-
-
 
 def _blocks(data: np.ndarray, n: int, k: int, kind: str) -> np.ndarray:
     return np.ascontiguousarray(data).reshape(n, k // 32, BLOCK_BYTES[kind])
