@@ -89,8 +89,9 @@ int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t 
 double row_sum(const float* probs, int64_t n);
 
 // One draw from probs (non-negative with a positive sum, need not be normalised): the
-// smallest index j with probs[0] + ... + probs[j] > u * sum(probs) (sums in double), u
-// uniform in [0, 1), so index i with probability probs[i] / sum(probs), never one with
+// smallest index j with probs[0] + ... + probs[j] > u * sum(probs) (row_sum's lane partial
+// sums, running sums in double), u uniform in [0, 1), so index i with probability
+// probs[i] / sum(probs), never one with
 // probs[i] == 0. One uniform per row instead of one Exp(1) draw per token (the race above):
 // about two passes over the row. Also the speculative kernels' draw.
 int64_t inverse_cdf_sample(const float* probs, int64_t n, double u);
