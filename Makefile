@@ -86,6 +86,7 @@ ASAN_TESTS := tests/python/test_sampling_ops.py tests/python/test_sampling_stati
   tests/python/test_linear_op.py tests/python/test_quant_ops.py tests/python/test_rms_norm.py \
   tests/python/test_decode_attention.py tests/python/test_decode_layer.py \
   tests/python/test_speculative_op.py tests/python/test_hardening.py \
+  tests/python/test_hardening_limits.py \
   tests/python/test_fuzz_ops.py tests/python/test_fuzz_files.py
 
 .PHONY: test-asan fuzz

@@ -5,8 +5,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "kernels/decode_attention.h"
 
@@ -17,6 +19,32 @@ namespace {
 constexpr int64_t kMinWorkPerTask = 1 << 16;
 
 }  // namespace
+
+void check_caches_disjoint(const char* op, const std::vector<const at::Tensor*>& caches) {
+  // [first byte, one past the last byte, index] of each cache, sorted: neighbours overlap
+  // exactly when some pair does.
+  struct Span {
+    uintptr_t begin, end;
+    size_t index;
+  };
+  std::vector<Span> spans;
+  spans.reserve(caches.size());
+  for (size_t i = 0; i < caches.size(); ++i) {
+    const at::Tensor& t = *caches[i];
+    if (t.numel() == 0) continue;
+    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    spans.push_back({begin, begin + static_cast<uintptr_t>(t.nbytes()), i});
+  }
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < spans.size(); ++i) {
+    TORCH_CHECK_VALUE(spans[i].begin >= spans[i - 1].end, op, ": caches ",
+                      std::min(spans[i - 1].index, spans[i].index), " and ",
+                      std::max(spans[i - 1].index, spans[i].index),
+                      " (in k, v order per layer) share memory; every KV cache must be a "
+                      "tensor of its own");
+  }
+}
 
 at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                             const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
@@ -47,6 +75,7 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   }
   TORCH_CHECK_VALUE(k_cache.is_contiguous() && v_cache.is_contiguous(), op,
                     ": the caches must be contiguous");
+  check_caches_disjoint(op, {&k_cache, &v_cache});
   TORCH_CHECK_VALUE(rope.dim() == 3 && rope.size(1) == D / 2 && rope.size(2) == 2, op,
                     ": rope must be [positions, head_dim / 2, 2] (cos, sin), got ", rope.sizes());
   TORCH_CHECK_TYPE(input_pos.scalar_type() == at::kLong, op, ": input_pos must be int64, got ",

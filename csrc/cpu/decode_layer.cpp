@@ -200,6 +200,11 @@ at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& nor
                       op, ": the caches of layer ", i, " differ from layer 0's (",
                       k_caches[i].sizes(), " vs ", k_caches[0].sizes(), ")");
   }
+  {
+    std::vector<const at::Tensor*> caches;
+    for (int64_t i = 0; i < layers; ++i) caches.insert(caches.end(), {&k_caches[i], &v_caches[i]});
+    check_caches_disjoint(op, caches);
+  }
   std::vector<std::vector<LinearArgs>> checked(layers);
   size_t next = 0;
   for (int64_t i = 0; i < layers; ++i) {

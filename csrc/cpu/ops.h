@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace fastdecode::cpu {
 
@@ -43,6 +44,9 @@ LinearShape dense_linear_shape(const char* op, const at::Tensor& weight);
 LinearShape int8_linear_shape(const char* op, const at::Tensor& q, const at::Tensor& scales);
 LinearShape int4_linear_shape(const char* op, const at::Tensor& packed, const at::Tensor& sz,
                               int64_t groupsize);
+// KV caches written in place must not overlap in memory (k is v, or one cache shared by two
+// layers, would let one write clobber another's keys). ValueError naming the pair.
+void check_caches_disjoint(const char* op, const std::vector<const at::Tensor*>& caches);
 at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                             const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
                             int64_t n_kv_head);

@@ -232,6 +232,9 @@ Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& pac
 template <typename Dequantise>
 at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad,
                         const std::optional<at::Tensor>& bias, const Dequantise& dequantise) {
+  // The op has no gradient; without this guard an x that requires grad (a model called
+  // outside torch.no_grad()) makes mm_out refuse its out= argument.
+  at::NoGradGuard no_grad;
   const at::Tensor xa = activations(x, K, K_pad);  // [M, K_pad]
   const int64_t M = xa.size(0);
   const int64_t tile = kernels::kInt4TileRows;

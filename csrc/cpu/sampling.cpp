@@ -48,22 +48,50 @@ namespace {
 // Column order of the optional per-row parameter table row_params [B, 5] (float32).
 enum ParamColumn { kTemperature = 0, kTopK, kTopP, kMinP, kRepetitionPenalty, kNumParams };
 
+// The knobs as given (double precision), before they are narrowed to the kernel's floats.
+struct RawParams {
+  double temperature, top_k, top_p, min_p, repetition_penalty;
+};
+
 // Range checks shared by the scalar and the per-row forms; `row` < 0 means "scalar". Value
-// errors (TORCH_CHECK_VALUE), so Python sees ValueError naming the knob and its range.
-void check_row_params(const char* op, int64_t row, const kernels::RowSamplingParams& p,
-                      double top_k_raw) {
+// errors (TORCH_CHECK_VALUE), so Python sees ValueError naming the knob and its range. The
+// values are checked as given, then again as the floats the kernel reads: a positive top_p
+// or temperature that float32 rounds to 0 is refused (it would change meaning silently).
+void check_row_params(const char* op, int64_t row, const RawParams& p) {
   const std::string where = row < 0 ? std::string() : " (row " + std::to_string(row) + ")";
-  TORCH_CHECK_VALUE(std::isfinite(p.temperature) && p.temperature >= 0.0f, op, ": temperature",
-                    where, " must be a finite number >= 0 (0 = greedy), got ", p.temperature);
-  TORCH_CHECK_VALUE(top_k_raw >= 0 && top_k_raw == std::floor(top_k_raw), op, ": top_k", where,
-                    " must be None or an integer >= 0 (0/None = off), got ", top_k_raw);
-  TORCH_CHECK_VALUE(p.top_p > 0.0f && p.top_p <= 1.0f, op, ": top_p", where,
+  constexpr double kMinFloat = std::numeric_limits<float>::denorm_min();
+  TORCH_CHECK_VALUE(std::isfinite(p.temperature) && p.temperature >= 0.0 &&
+                        p.temperature <= std::numeric_limits<float>::max(),
+                    op, ": temperature", where,
+                    " must be a finite number >= 0 (0 = greedy), got ", p.temperature);
+  TORCH_CHECK_VALUE(p.temperature == 0.0 || p.temperature >= kMinFloat, op, ": temperature",
+                    where, " must be 0 (greedy) or at least ", kMinFloat,
+                    " (the smallest float32), got ", p.temperature);
+  TORCH_CHECK_VALUE(p.top_k >= 0 && p.top_k == std::floor(p.top_k) && p.top_k < 9.2e18, op,
+                    ": top_k", where,
+                    " must be None or an integer in [0, 2^63) (0/None = off), got ", p.top_k);
+  TORCH_CHECK_VALUE(p.top_p > 0.0 && p.top_p <= 1.0, op, ": top_p", where,
                     " must be in (0, 1] (1 = off), got ", p.top_p);
-  TORCH_CHECK_VALUE(p.min_p >= 0.0f && p.min_p < 1.0f, op, ": min_p", where,
+  TORCH_CHECK_VALUE(p.top_p >= kMinFloat, op, ": top_p", where, " must be at least ",
+                    kMinFloat, " (the smallest float32), got ", p.top_p);
+  TORCH_CHECK_VALUE(p.min_p >= 0.0 && p.min_p < 1.0, op, ": min_p", where,
                     " must be in [0, 1) (0 = off), got ", p.min_p);
-  TORCH_CHECK_VALUE(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f, op,
-                    ": repetition_penalty", where, " must be a finite number > 0 (1 = off), got ",
+  TORCH_CHECK_VALUE(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0 &&
+                        static_cast<float>(p.repetition_penalty) > 0.0f &&
+                        p.repetition_penalty <= std::numeric_limits<float>::max(),
+                    op, ": repetition_penalty", where,
+                    " must be a finite float32 number > 0 (1 = off), got ",
                     p.repetition_penalty);
+}
+
+kernels::RowSamplingParams narrow(const RawParams& raw) {
+  kernels::RowSamplingParams p;
+  p.temperature = static_cast<float>(raw.temperature);
+  p.top_k = static_cast<int64_t>(raw.top_k);
+  p.top_p = static_cast<float>(raw.top_p);
+  p.min_p = static_cast<float>(raw.min_p);
+  p.repetition_penalty = static_cast<float>(raw.repetition_penalty);
+  return p;
 }
 
 // The knobs of `rows` rows, every one range-checked: one set for every row, or the [B, 5]
@@ -88,24 +116,17 @@ std::vector<kernels::RowSamplingParams> read_sampling_params(
     std::vector<kernels::RowSamplingParams> params(rows);
     for (int64_t r = 0; r < rows; ++r) {
       const double* c = v + r * kNumParams;
-      kernels::RowSamplingParams& p = params[r];
-      p.temperature = static_cast<float>(c[kTemperature]);
-      p.top_k = static_cast<int64_t>(c[kTopK]);
-      p.top_p = static_cast<float>(c[kTopP]);
-      p.min_p = static_cast<float>(c[kMinP]);
-      p.repetition_penalty = static_cast<float>(c[kRepetitionPenalty]);
-      check_row_params(op, r, p, c[kTopK]);
+      const RawParams raw{c[kTemperature], c[kTopK], c[kTopP], c[kMinP],
+                          c[kRepetitionPenalty]};
+      check_row_params(op, r, raw);
+      params[r] = narrow(raw);
     }
     return params;
   }
-  kernels::RowSamplingParams p;
-  p.temperature = static_cast<float>(temperature);
-  p.top_k = top_k.value_or(0);
-  p.top_p = static_cast<float>(top_p);
-  p.min_p = static_cast<float>(min_p);
-  p.repetition_penalty = static_cast<float>(repetition_penalty);
-  check_row_params(op, -1, p, static_cast<double>(p.top_k));
-  return std::vector<kernels::RowSamplingParams>(std::max<int64_t>(rows, 1), p);
+  const RawParams raw{temperature, static_cast<double>(top_k.value_or(0)), top_p, min_p,
+                      repetition_penalty};
+  check_row_params(op, -1, raw);
+  return std::vector<kernels::RowSamplingParams>(std::max<int64_t>(rows, 1), narrow(raw));
 }
 
 }  // namespace

@@ -82,7 +82,9 @@ std::tuple<at::Tensor, at::Tensor> shard_int4(const at::Tensor& packed,
   auto cut = [&](const at::Tensor& tiled, int64_t words, int64_t words_per_unit_num,
                  int64_t words_per_unit_den, int64_t out_words, at::Tensor& out) {
     std::vector<uint32_t> rows(N * words), picked(N_out * out_words);
-    const auto* src = reinterpret_cast<const uint32_t*>(tiled.contiguous().data_ptr());
+    // a named tensor: the pointer must not outlive the contiguous copy it points into
+    const at::Tensor tiled_c = tiled.contiguous();
+    const auto* src = reinterpret_cast<const uint32_t*>(tiled_c.data_ptr());
     kernels::untile_words(src, N, words, rows.data());
     int64_t at_ = 0;  // next output row (dim 0) or word column (dim 1)
     for (size_t i = 0; i < offsets.size(); ++i) {

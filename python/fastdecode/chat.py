@@ -9,7 +9,9 @@ ends it with a traceback: a bad setting is reported and the prompt comes back.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable, List, Optional, TextIO, Tuple
 
 from .llm import LLM, check_generate_arguments
@@ -75,6 +77,28 @@ class ChatSession:
         return out
 
 
+def readable_text(line: str) -> Tuple[str, bool]:
+    """``(line, False)`` when ``line`` is valid Unicode, else the line with its undecodable
+    bytes (surrogate escapes, as ``input()`` returns them) or lone surrogates replaced by
+    U+FFFD, and True."""
+    try:
+        line.encode("utf-8")
+        return line, False
+    except UnicodeEncodeError:
+        pass
+    try:
+        return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), True
+    except UnicodeEncodeError:  # a surrogate that no input byte made
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in line), True
+
+
+def _ignore_interrupts() -> None:
+    """The session is over: a Ctrl-C from now on (say, just after Ctrl-D, while the
+    interpreter tears down) must not turn the clean exit into death by SIGINT."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_repl(session: ChatSession, read: Callable[[str], str] = input,
              out: TextIO = sys.stdout) -> int:
     """Read lines until quit / EOF / Ctrl-C at the prompt; returns the exit status (0)."""
@@ -89,9 +113,14 @@ def run_repl(session: ChatSession, read: Callable[[str], str] = input,
         try:
             line = read(PROMPT)
         except (EOFError, KeyboardInterrupt):
+            _ignore_interrupts()
             write("\n")
             return 0
+        line, replaced = readable_text(line)
+        if replaced:
+            write("[the line was not valid UTF-8: undecodable bytes were replaced by U+FFFD]\n")
         if line.strip().lower() in QUIT_WORDS:
+            _ignore_interrupts()
             return 0
         if not line.strip():
             continue

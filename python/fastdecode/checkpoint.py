@@ -18,6 +18,7 @@ import torch
 from .gguf_file import dequantize, read_gguf
 from .model import ModelArgs, Transformer, empty_weights
 from .tokenizer import Tokenizer
+from .validation import check_config_types, check_device
 
 __all__ = ["load", "default_checkpoint_path", "DEFAULT_MODEL_PACKAGE"]
 
@@ -68,7 +69,7 @@ def _check_layer_count(args: ModelArgs, names, prefix: str) -> None:
     "blk." or "layers."), checked before any module is built: a corrupt count of 2^31
     would otherwise build modules for minutes."""
     found = {n[len(prefix):].split(".", 1)[0] for n in names if n.startswith(prefix)}
-    if found != {str(i) for i in range(args.n_layer)}:
+    if len(found) != args.n_layer or found != {str(i) for i in range(args.n_layer)}:
         raise ValueError(f"the config says {args.n_layer} layers, the tensors hold "
                          f"{len(found)} ({prefix}*)")
 
@@ -213,12 +214,49 @@ def _load_quantized_dir(path: Path):
 
 # -- Hugging Face directory ----------------------------------------------------------------
 
+# Hugging Face config keys the llama loader reads -> the JSON type each must have: a string
+# "false" is not a boolean and "abc" is not a token id (both used to load and fail later).
+_HF_INT_KEYS = ("max_position_embeddings", "vocab_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "hidden_size",
+                "intermediate_size", "head_dim")
+_HF_NUMBER_KEYS = ("rope_theta", "rms_norm_eps")
+
+
+def _check_hf_config_types(cfg: dict) -> None:
+    def bad(key, want):
+        raise ValueError(f"config.json: {key} must be {want}, got {cfg[key]!r}")
+
+    for key in _HF_INT_KEYS:
+        v = cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            bad(key, "an integer")
+    for key in _HF_NUMBER_KEYS:
+        v = cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            bad(key, "a number")
+    if "tie_word_embeddings" in cfg and not isinstance(cfg["tie_word_embeddings"], bool):
+        bad("tie_word_embeddings", "true or false")
+    for key in ("eos_token_id", "bos_token_id"):
+        v = cfg.get(key)
+        ids = v if isinstance(v, list) else [v]
+        if v is not None and not all(isinstance(i, int) and not isinstance(i, bool) and
+                                     0 <= i < 2 ** 63 for i in ids):
+            bad(key, "a token id or a list of token ids")
+
+
 def _args_from_hf_config(cfg: dict) -> ModelArgs:
     if cfg.get("model_type", "llama") not in ("llama", "mistral", "qwen2"):
         raise ValueError(f"unsupported Hugging Face model_type {cfg.get('model_type')!r}")
+    _check_hf_config_types(cfg)
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise ValueError(f"config.json: rope_scaling must be an object, got {rope!r}")
     if rope.get("rope_type", "default") not in ("default", None):
         raise ValueError(f"unsupported rope scaling {rope!r}: fastdecode implements plain RoPE")
+    for key in ("num_attention_heads", "vocab_size", "num_hidden_layers", "hidden_size",
+                "intermediate_size"):
+        if key not in cfg:
+            raise ValueError(f"config.json: {key} is missing")
     n_head = cfg["num_attention_heads"]
     return ModelArgs(
         block_size=cfg.get("max_position_embeddings", 2048),
@@ -231,7 +269,7 @@ def _args_from_hf_config(cfg: dict) -> ModelArgs:
         head_dim=cfg.get("head_dim"),  # None: dim // n_head, once n_head is checked
         rope_base=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
         norm_eps=cfg.get("rms_norm_eps", 1e-5),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        tie_embeddings=cfg.get("tie_word_embeddings", False),
     )
 
 
@@ -247,6 +285,12 @@ def _load_hf_dir(path: Path):
 
     cfg = read_json_file(path / "config.json")
     args = _args_from_hf_config(cfg)
+    eos = cfg.get("eos_token_id")
+    eos = (eos[0] if eos else None) if isinstance(eos, list) else eos
+    for key, value in (("eos_token_id", eos), ("bos_token_id", cfg.get("bos_token_id"))):
+        if value is not None and value >= args.vocab_size:
+            raise ValueError(f"config.json: {key} {value} is not below vocab_size "
+                             f"({args.vocab_size})")
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{path}: no *.safetensors files (pickled .bin weights are "
@@ -279,8 +323,6 @@ def _load_hf_dir(path: Path):
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
         raise FileNotFoundError(f"{path}: tokenizer.json is missing")
-    eos = cfg.get("eos_token_id")
-    eos = eos[0] if isinstance(eos, list) else eos
     tokenizer = Tokenizer.from_file(str(tok_file), bos_id=cfg.get("bos_token_id"), eos_id=eos)
     return _build_model(args, sd), tokenizer
 
@@ -350,6 +392,7 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
 
     if not isinstance(precision, torch.dtype) or not precision.is_floating_point:
         raise ValueError(f"precision must be a floating torch.dtype, got {precision!r}")
+    device = check_device(device)  # before the file is read
     path = default_checkpoint_path() if str(checkpoint) == "default" else Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")

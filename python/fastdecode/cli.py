@@ -6,6 +6,7 @@ import argparse
 import io
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -39,13 +40,51 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _add_sampling_args(p: argparse.ArgumentParser, temperature: float, top_k: int) -> None:
-    p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=top_k, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1 = off")
-    p.add_argument("--min-p", type=float, default=0.0, help="in [0, 1); 0 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0; 1 = off")
-    p.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
+def _device(s: str) -> str:
+    from .validation import check_device
+
+    try:
+        check_device(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
+def _seed(s: str) -> int:
+    from .validation import check_seed
+
+    try:
+        return check_seed("--seed", int(s))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from .sampling import RECOMMENDED_SAMPLING as best
+
+    p.add_argument("--temperature", type=float, default=best["temperature"], help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=best["top_k"], help="0 = off")
+    p.add_argument("--top-p", type=float, default=best["top_p"],
+                   help="nucleus mass in (0, 1]; 1 = off")
+    p.add_argument("--min-p", type=float, default=best["min_p"], help="in [0, 1); 0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help=f"> 0; 1 = off (default {best['repetition_penalty']}; 1 when greedy "
+                        "or with a draft model, which takes no penalty)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="seed of the sampling generator, in [0, 2^64)")
+
+
+def _repetition_penalty(args, speculative: bool) -> float:
+    """The flag, else the recommended penalty when sampling; greedy decoding
+    (``--temperature 0``: the model's own argmax) and speculative decoding (which takes no
+    penalty) default to 1.0, so the two give the same text."""
+    from .sampling import RECOMMENDED_SAMPLING
+
+    if args.repetition_penalty is not None:
+        return args.repetition_penalty
+    if speculative or args.temperature == 0:
+        return 1.0
+    return RECOMMENDED_SAMPLING["repetition_penalty"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -58,13 +97,13 @@ def _build_parser() -> argparse.ArgumentParser:
                         "Hugging Face directory or a gpt-fast .pth")
     g.add_argument("--prompt", default="Hello, my name is")
     g.add_argument("--max-new-tokens", type=_positive_int, default=100)
-    _add_sampling_args(g, temperature=0.8, top_k=200)
+    _add_sampling_args(g)
     g.add_argument("--chat", action="store_true",
                    help="wrap the prompt as a user turn of the model's chat template")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (slow first call)")
     g.add_argument("--precision", choices=sorted(_PRECISIONS), default="float32")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
     g.add_argument("--draft-checkpoint", default=None,
                    help="speculative decoding: a draft model (any checkpoint format) with the "
                         "target's vocabulary")
@@ -89,10 +128,10 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--raw", action="store_true",
                    help="continue each line as plain text (no chat template, no history)")
     c.add_argument("--max-new-tokens", type=_positive_int, default=256)
-    _add_sampling_args(c, temperature=0.7, top_k=50)
+    _add_sampling_args(c)
     c.add_argument("--quantize", choices=["int8", "int4", "gguf"], default=None)
     c.add_argument("--compile", action="store_true", help="torch.compile the decode step")
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
     sub.add_parser("info", help="print build information")
     d = sub.add_parser("serve-queue-demo",
                        help="several client threads share one launch_thread_safe_queue worker")
@@ -156,7 +195,8 @@ def _generate(args, rank: Optional[int]) -> int:
                        draft_model=draft, speculate_k=args.speculate_k,
                        eos_id=tokenizer.stop_ids, temperature=args.temperature,
                        top_k=args.top_k or None, top_p=args.top_p, min_p=args.min_p,
-                       repetition_penalty=args.repetition_penalty, generator=generator)
+                       repetition_penalty=_repetition_penalty(args, draft is not None),
+                       generator=generator)
     dt = time.perf_counter() - t0
     out.write("\n")
     print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]",
@@ -192,9 +232,15 @@ def _cmd_quantize(args) -> int:
     from .checkpoint import load
     from .quantize import quantize_model, save_quantized
 
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a directory")
+    groupsize = args.groupsize
+    if args.mode == "int8" and groupsize == 0:
+        groupsize = None  # per output channel
     t0 = time.perf_counter()
     model, tokenizer = load(args.checkpoint)
-    quantize_model(model, args.mode, args.groupsize or None)
+    quantize_model(model, args.mode, groupsize)
     out = save_quantized(model, tokenizer, args.out)
     print(f"wrote {args.mode} checkpoint to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -204,16 +250,16 @@ def _cmd_chat(args) -> int:
     from .chat import ChatSession, run_repl
     from .llm import LLM, check_generate_arguments
 
-    sampling = dict(temperature=args.temperature, top_k=args.top_k if args.top_k > 0 else -1,
+    sampling = dict(temperature=args.temperature, top_k=args.top_k if args.top_k != 0 else -1,
                     top_p=args.top_p, min_p=args.min_p,
-                    repetition_penalty=args.repetition_penalty)
+                    repetition_penalty=_repetition_penalty(args, speculative=False))
     check_generate_arguments(args.max_new_tokens, seed=args.seed, **sampling)  # before loading
     llm = LLM(args.checkpoint, device=args.device, quantize=args.quantize,
               compile=args.compile)
     session = ChatSession(llm, raw=args.raw, max_new_tokens=args.max_new_tokens,
                           seed=args.seed, **sampling)
     session.warm_up()
-    return run_repl(session)
+    return run_repl(session)  # which ignores Ctrl-C once the session is over
 
 
 def _cmd_serve_queue_demo(args) -> int:
@@ -240,7 +286,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: a file error names the file
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

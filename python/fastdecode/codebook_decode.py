@@ -24,7 +24,7 @@ import torch
 
 from .dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, CodebookModel
 from .sampling import sample, validate_sampling_kwargs
-from .validation import check_int, check_range
+from .validation import as_token_id, check_int, check_range
 
 __all__ = ["decode_one_token_ar", "decode_one_token_ar_agent", "decode_one_token_naive_codes",
            "decode_one_token_naive_agent", "decode_n_tokens_codes", "decode_n_tokens_agent",
@@ -58,9 +58,23 @@ def _check_step(model, kind, x, semantic_ids, batch_first: bool) -> None:
     if not batch_first and x.shape[0] != 1:
         raise ValueError(f"x must hold one row [1, rows, S] (use the _agent variant for "
                          f"batches), got {tuple(x.shape)}")
-    if semantic_ids is not None and (isinstance(semantic_ids, (str, bytes)) or
-                                     not all(isinstance(i, int) for i in semantic_ids)):
-        raise ValueError("semantic_ids must be a list of token ids")
+    if semantic_ids is not None:
+        _check_semantic_ids(model, semantic_ids)
+
+
+def _check_semantic_ids(model, semantic_ids) -> None:
+    """A list (or tuple) of Python-int token ids in [0, vocab_size)."""
+    vocab = model.config.vocab_size
+    if not isinstance(semantic_ids, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in semantic_ids) or (
+            semantic_ids and not (0 <= min(semantic_ids) and max(semantic_ids) < vocab)):
+        raise ValueError(f"semantic_ids must be a list of token ids in [0, {vocab}), got "
+                         f"{_short(semantic_ids)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _codebook_loop(model: DualARTransformer, hidden: torch.Tensor, first: Optional[torch.Tensor],
@@ -159,7 +173,7 @@ def _window(history: torch.Tensor, i: int) -> torch.Tensor:
 
 def _im_end_id(model, im_end_id: Optional[int]) -> Optional[int]:
     if im_end_id is not None:
-        return im_end_id
+        return as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     tokenizer = getattr(model, "tokenizer", None)
     return getattr(tokenizer, "im_end_id", None) if tokenizer is not None else None
 
@@ -230,13 +244,19 @@ def _new_tokens(model, prompt_len: int, max_new_tokens: int) -> int:
 @torch.no_grad()
 def generate_codes(*, model: CodebookModel, prompt: torch.Tensor, max_new_tokens: int,
                    decode_one_token=None, im_end_id: Optional[int] = None,
+                   semantic_ids: Optional[Sequence[int]] = None,
                    **sampling_kwargs) -> torch.Tensor:
     """fish-speech's ``generate`` for codebook models: prompt ``[rows, T]`` ->
-    ``[rows, T + n]`` (``long_form.generate`` dispatches here)."""
+    ``[rows, T + n]`` (``long_form.generate`` dispatches here). ``semantic_ids`` (as
+    fish-speech's ``decode_n_tokens`` takes it through ``**sampling_kwargs``) defaults to
+    the config's semantic range."""
     rows = _check_prompt(model, prompt)
     T = prompt.shape[1]
     new = _new_tokens(model, T, max_new_tokens)
-    semantic_ids = model.config.semantic_ids()
+    if semantic_ids is None:
+        semantic_ids = model.config.semantic_ids()
+    _check_semantic_ids(model, semantic_ids)
+    im_end_id = _im_end_id(model, im_end_id)
     model.setup_caches(1, T + new)
     first_step = _default_step(model, agent=False)  # the prefill step: the module's own
     nxt = first_step(model, prompt.view(1, rows, T), torch.arange(T, device=prompt.device),
@@ -260,7 +280,8 @@ def decode_n_tokens_agent(model, cur_token: torch.Tensor, input_pos: torch.Tenso
     check_int("num_new_tokens", num_new_tokens, 0)
     check_range("early_stop_threshold", early_stop_threshold, 0.0, 1.0, lo_open=False,
                 hi_open=False)
-    check_int("im_end_id", im_end_id, 0)
+    im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
+    _check_semantic_ids(model, semantic_ids)
     bsz, rows = cur_token.shape[0], model.config.num_codebooks + 1
     history = torch.zeros((bsz, rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
                           device=cur_token.device)

@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from .model import (Embedding, Linear, ModelArgs, RMSNorm, Transformer, _check_size,
                     find_multiple)
+from .validation import check_config_types
 
 __all__ = ["BaseModelArgs", "NaiveModelArgs", "DualARModelArgs", "CodebookModel",
            "NaiveTransformer",
@@ -69,13 +70,17 @@ class BaseModelArgs:
     scale_codebook_embeddings: bool = False
 
     def __post_init__(self):
+        # every size named as the config names it, before a module is sized from it
+        for name in ("vocab_size", "n_layer", "n_head", "dim", "max_seq_len"):
+            _check_size(name, getattr(self, name))
         if self.n_local_heads == -1:
             self.n_local_heads = self.n_head
         if self.intermediate_size is None:
             self.intermediate_size = find_multiple(int(2 * 4 * self.dim / 3), 256)
         if self.head_dim is None:
             self.head_dim = self.dim // self.n_head
-        for name in ("codebook_size", "num_codebooks"):
+        for name in ("n_local_heads", "intermediate_size", "head_dim", "codebook_size",
+                     "num_codebooks"):
             _check_size(name, getattr(self, name))
         for name in ("attention_qkv_bias", "attention_o_bias", "attention_qk_norm",
                      "is_reward_model"):
@@ -124,8 +129,13 @@ class BaseModelArgs:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{file}: unknown config field(s) {unknown}")
+        check_config_types(file, cls, data)
         try:
-            return cls(**data)
+            config = cls(**data)
+            config.slow_args()  # the transformers' own checks (rope_base, head counts, ...)
+            if isinstance(config, DualARModelArgs):
+                config.fast_args()
+            return config
         except (TypeError, ValueError) as e:
             raise ValueError(f"{file}: {e}") from None
 
@@ -151,6 +161,11 @@ class DualARModelArgs(BaseModelArgs):
 
     def __post_init__(self):
         super().__post_init__()
+        _check_size("n_fast_layer", self.n_fast_layer)
+        for name in ("fast_dim", "fast_n_head", "fast_n_local_heads", "fast_head_dim",
+                     "fast_intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_size(name, getattr(self, name))
         self.fast_dim = self.fast_dim or self.dim
         self.fast_n_head = self.fast_n_head or self.n_head
         self.fast_n_local_heads = self.fast_n_local_heads or self.n_local_heads
@@ -399,16 +414,59 @@ def load_codebook_model(path: Union[str, Path]) -> CodebookModel:
             from None
     if not isinstance(state, dict):
         raise ValueError(f"{weights}: expected a state dict, got {type(state).__name__}")
-    state = {_to_ours(k.removeprefix("model.")): v for k, v in state.items()}
-    model = (DualARTransformer if config.model_type == "dual_ar" else NaiveTransformer)(config)
+    model = _load_weights(config, state, weights)
+    return model.eval()
+
+
+def _load_weights(config: BaseModelArgs, state: dict, weights: Path) -> CodebookModel:
+    """The model built on the meta device (nothing allocated), every tensor of ``state``
+    checked against the parameter it fills (name, type, shape), then assigned in the
+    parameter's dtype. A config whose sizes do not match the file (fish-speech's defaults
+    next to a small model) is refused before any memory is taken."""
+    from .model import empty_weights
+
+    state = {_to_ours(k.removeprefix("model.")) if isinstance(k, str) else k: v
+             for k, v in state.items()}
+    # layer counts against the file before a module exists: a count of 10^9 would build
+    # modules (even on the meta device) for hours
+    counts = [("slow.layers.", "n_layer", config.n_layer)]
+    if isinstance(config, DualARModelArgs):
+        counts.append(("fast.layers.", "n_fast_layer", config.n_fast_layer))
+    for prefix, field, count in counts:
+        found = {k[len(prefix):].split(".", 1)[0] for k in state
+                 if isinstance(k, str) and k.startswith(prefix)}
+        if len(found) != count or found != {str(i) for i in range(count)}:
+            raise ValueError(f"{weights}: the config's {field} is {count}, the file holds "
+                             f"{len(found)} such layers")
+    try:
+        with empty_weights():  # meta tensors: sizes, no memory
+            model = (DualARTransformer if config.model_type == "dual_ar" else
+                     NaiveTransformer)(config)
+    except (TypeError, RuntimeError, OverflowError) as e:  # a product of sizes past int64
+        raise ValueError(f"{weights.parent / 'config.json'}: the model's sizes cannot be "
+                         f"built ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
     if config.tie_word_embeddings and "slow.tok_embeddings.weight" in state:
         state["slow.output.weight"] = state["slow.tok_embeddings.weight"]
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("kv_cache.k_cache")
-               and not k.endswith("kv_cache.v_cache")]
-    if missing or result.unexpected_keys:
+    params = dict(model.named_parameters(remove_duplicate=False))  # a tied head too
+    missing = sorted(set(params) - set(state))
+    unknown = sorted(str(k) for k in set(state) - set(params))
+    if missing or unknown:
         raise ValueError(f"{weights}: tensors missing {missing[:5]}, not understood "
-                         f"{result.unexpected_keys[:5]}")
+                         f"{unknown[:5]}")
+    for name, param in params.items():
+        value = state[name]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{weights}: {name} must be a tensor, got "
+                             f"{type(value).__name__}")
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"{weights}: {name} has shape {tuple(value.shape)}, the config "
+                             f"({weights.parent / 'config.json'}) makes it "
+                             f"{tuple(param.shape)}")
+        if not value.is_floating_point():
+            raise ValueError(f"{weights}: {name} must be a floating tensor, got {value.dtype}")
+        state[name] = value.to(param.dtype)
+    model.load_state_dict(state, strict=True, assign=True)
     if config.tie_word_embeddings:
         model.slow.output.weight = model.slow.tok_embeddings.weight
-    return model.eval()
+    return model

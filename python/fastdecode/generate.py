@@ -30,11 +30,11 @@ from .cancel import check_cancelled, current_cancel_event
 from .model import Transformer
 from .sampling import sample, validate_sampling_kwargs
 from .speculative import shares_caches, speculative_decode_rows
-from .validation import check_int
+from .validation import as_token_id, as_token_ids, check_int
 
 __all__ = ["prefill", "decode_one_token", "decode_n_tokens", "generate", "decode",
            "DecodeResult", "compile_decode_step", "decode_step_of", "prepare_prompt",
-           "INTERACTIVE_MAX_SEQ_LENGTH"]
+           "INTERACTIVE_MAX_SEQ_LENGTH", "ReentrantDecodeError"]
 
 # gpt-fast caps the KV cache at this many positions in interactive (chat) mode.
 INTERACTIVE_MAX_SEQ_LENGTH = 350
@@ -93,10 +93,12 @@ def decode_step_of(model: Transformer) -> Callable:
     return getattr(model, "compiled_decode_step", None) or decode_one_token
 
 
-def _as_stop_ids(eos_id: Union[None, int, Sequence[int]], device) -> Optional[torch.Tensor]:
+def _as_stop_ids(eos_id, vocab_size: int, device) -> Optional[torch.Tensor]:
+    """``eos_id`` (None, one id or a sequence of ids; see ``validation.as_token_ids``) as an
+    int64 tensor ``[S]``, or None."""
     if eos_id is None:
         return None
-    ids = [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    ids = as_token_ids("eos_id", eos_id, vocab_size)
     return torch.tensor(ids, dtype=torch.int64, device=device) if ids else None
 
 
@@ -245,19 +247,17 @@ def _capacity(model: Transformer, interactive: bool) -> Tuple[int, str]:
     return model.config.block_size, "block_size"
 
 
-def _check_ids(model: Transformer, stop_ids: Optional[torch.Tensor],
-               pad_id: Optional[int]) -> None:
+def _check_ids(model: Transformer, stop_ids: Optional[torch.Tensor], pad_id) -> Optional[int]:
     """Stop and pad ids are token ids: in [0, vocab_size), checked before any work (a bad
-    pad id would otherwise reach the embedding once a row ends)."""
+    pad id would otherwise reach the embedding once a row ends). Returns the pad id as a
+    Python int (None stays None)."""
     vocab = model.config.vocab_size
     if stop_ids is not None:
         bad = [int(i) for i in stop_ids.tolist() if not 0 <= int(i) < vocab]
         if bad:
             raise ValueError(f"eos_id must hold token ids in [0, {vocab}) (the model's "
                              f"vocab_size), got {bad}")
-    if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)
-                               or not 0 <= pad_id < vocab):
-        raise ValueError(f"pad_id must be a token id in [0, {vocab}), got {pad_id!r}")
+    return None if pad_id is None else as_token_id("pad_id", pad_id, vocab)
 
 
 # model -> its decode lock; kept beside the model, not on it, so the model still deep-copies
@@ -275,19 +275,41 @@ def _model_lock(model: Transformer) -> threading.Lock:
     return lock
 
 
+class ReentrantDecodeError(RuntimeError):
+    """A decode started on a model from inside a decode of that model in the same thread
+    (a ``stream`` callback or stop condition calling ``generate`` again): raised at once,
+    since waiting for the model's lock would wait forever."""
+
+
+# the models whose decode lock this thread holds (the re-entrancy check)
+_held_by_thread = threading.local()
+
+
 @contextlib.contextmanager
 def _exclusive(model: Transformer, draft: Optional[Transformer]):
     """One decode at a time per model: the KV caches are the model's, so two threads
-    decoding on one model would overwrite each other's. A second caller waits. Locks are
-    taken in id order so that two models used as each other's drafts cannot deadlock."""
+    decoding on one model would overwrite each other's. A second caller waits; a call from
+    the thread already decoding on the model (a callback) raises ``ReentrantDecodeError``.
+    Locks are taken in id order so that two models used as each other's drafts cannot
+    deadlock."""
     models = [model] + ([draft] if draft is not None and not shares_caches(draft, model)
                         else [])
+    held = getattr(_held_by_thread, "ids", None)
+    if held is None:
+        held = _held_by_thread.ids = set()
+    if any(id(m) in held for m in models):
+        raise ReentrantDecodeError(
+            "a decode was started on a model from inside a decode of the same model (a "
+            "stream callback, callback or stop condition calling generate): finish the "
+            "outer call first, or use a second model")
     locks = [_model_lock(m) for m in sorted(models, key=id)]
     for lock in locks:
         lock.acquire()
+    held.update(id(m) for m in models)
     try:
         yield
     finally:
+        held.difference_update(id(m) for m in models)
         for lock in reversed(locks):
             lock.release()
 
@@ -332,7 +354,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         k_eff = min(speculate_k, capacity - T - max_new_tokens)
         speculative = k_eff > 0 and max_new_tokens > 1
     device = rows.device
-    _check_ids(model, stop_ids, pad_id)
+    pad_id = _check_ids(model, stop_ids, pad_id)
     if pad_id is None:
         pad_id = int(stop_ids[0]) if stop_ids is not None else 0
     check_cancelled()
@@ -432,6 +454,6 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
     result = decode(model, rows, max_new_tokens, sampling_kwargs=sampling_kwargs,
                     interactive=interactive, draft_model=draft_model, speculate_k=speculate_k,
-                    callback=callback, stop_ids=_as_stop_ids(eos_id, rows.device),
+                    callback=callback, stop_ids=_as_stop_ids(eos_id, model.config.vocab_size, rows.device),
                     pad_id=pad_id)
     return result.seq, {"accept_counts": result.accept_counts}

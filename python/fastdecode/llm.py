@@ -16,7 +16,8 @@ import torch
 from .detokenize import IncrementalDetokenizer, find_stop
 from .generate import compile_decode_step, decode
 from .sampling import validate_sampling_kwargs
-from .validation import check_flag, check_int, check_range
+from .memory import check_decode_memory
+from .validation import check_flag, check_int, check_range, check_seed
 
 __all__ = ["LLM", "check_generate_arguments"]
 
@@ -191,6 +192,7 @@ class LLM:
             raise ValueError(f"max_tokens ({max_tokens}) + prompt length ({len(ids)}) exceeds "
                              f"the model's context ({block} tokens); max_tokens may be at most "
                              f"{max(block - len(ids), 0)}")
+        check_decode_memory(self.model, n, len(ids) + max_tokens)  # before n rows exist
         if seed is not None and self.compiled:
             torch.manual_seed(seed)
         elif seed is not None:
@@ -260,9 +262,8 @@ def check_generate_arguments(max_tokens: int = 512, temperature: float = 1.0, n:
     if opts["stream"] is not None and (not callable(opts["stream"]) or n != 1):
         raise ValueError("stream must be a callable taking each new piece of text, and "
                          "needs n=1")
-    seed = opts["seed"]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be None or an int, got {seed!r}")
+    if opts["seed"] is not None:
+        opts["seed"] = check_seed("seed", opts["seed"])
     return opts, stops, _sampler_knobs(temperature, opts, n)
 
 

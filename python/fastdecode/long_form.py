@@ -22,7 +22,7 @@ from .dual_ar import CodebookModel
 from .model import Transformer
 from .sampling import validate_sampling_kwargs
 from .segmentation import split_text
-from .validation import check_flag, check_int, check_range
+from .validation import as_token_id, check_flag, check_int, check_range
 
 __all__ = ["GenerateResponse", "generate_long", "load_model", "decode_one_token_naive",
            "decode_n_tokens", "generate", "build_prompt", "SYSTEM_PROMPT"]
@@ -129,6 +129,8 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     out = history[:, n_before + 1:]
     rp = knobs["repetition_penalty"]
     penalised = isinstance(rp, torch.Tensor) or rp != 1.0
+    if im_end_id is not None:
+        im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=cur_token.device)
     steps = _decode_loop(model, cur_token, input_pos, num_new_tokens, lambda _: None,
                          step=decode_one_token, out=out, new_probs=None, stop_ids=stop_ids,
@@ -155,6 +157,8 @@ def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     check_int("max_new_tokens", max_new_tokens, 1)
     rows = prepare_prompt(model, prompt, None)
     knobs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    if im_end_id is not None:
+        im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=rows.device)
     result = decode(model, rows, max_new_tokens, sampling_kwargs=knobs, stop_ids=stop_ids,
                     step=decode_one_token)

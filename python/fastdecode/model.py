@@ -30,6 +30,12 @@ LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 # chunks) run the fused C++ layers (ops.decode_layers); longer prefills take the composite
 # path, whose SDPA handles long causal blocks better than the per-query decode attention.
 FUSED_MAX_POSITIONS = 16
+# Longer inputs run in chunks of at most this many positions: the attention of a chunk
+# scores [chunk, L] per head, so memory stays linear in the context (a whole 40k-token
+# prompt at once would need 40k x 40k scores).
+PREFILL_CHUNK = 512
+# ...and fewer where one chunk's scores (H x chunk x L fp32) would pass this many bytes.
+_SCORE_BYTES = 1 << 26
 
 # Bumped whenever any module anywhere registers a submodule, parameter or buffer (torch's
 # global registration hooks: module swaps, `assign=True` loads, new caches). The fused
@@ -51,9 +57,15 @@ for _register in (nn.modules.module.register_module_module_registration_hook,
 FUSED_LINEAR_TYPES: Set[type] = set()
 
 
+# Above this a size is no model's (and products of sizes would pass int64)
+MAX_CONFIG_SIZE = 2 ** 40
+
+
 def _check_size(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"model config: {name} must be an integer >= 1, got {value!r}")
+    if value > MAX_CONFIG_SIZE:
+        raise ValueError(f"model config: {name} must be at most 2^40, got {value!r}")
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -352,7 +364,6 @@ class Transformer(nn.Module):
         self.max_seq_length = -1
         self.freqs_cis: Optional[torch.Tensor] = None
         self.rope_table: Optional[torch.Tensor] = None
-        self.causal_mask: Optional[torch.Tensor] = None
         # Decode steps (one new position) run each layer as one C++ op (ops.decode_layer,
         # attention through ops.decode_attention) when activations and caches are fp32 on
         # the CPU; False forces the composite path (the tests compare the two).
@@ -397,9 +408,14 @@ class Transformer(nn.Module):
                              f"block_size ({self.config.block_size})")
         if self.max_seq_length == max_seq_length and self.max_batch_size >= max_batch_size:
             return
+        from .memory import check_decode_memory
+
+        check_decode_memory(self, max_batch_size, max_seq_length)  # before any allocation
         # the embedding table is never quantized: its dtype is the activation dtype
         weight = self.tok_embeddings.weight
         dtype, device = weight.dtype, weight.device
+        for layer in self.layers:  # the old caches go first: old and new never coexist
+            layer.attention.kv_cache = None
         self.max_seq_length = max_seq_length
         self.max_batch_size = max_batch_size
         for layer in self.layers:
@@ -410,12 +426,21 @@ class Transformer(nn.Module):
         self.freqs_cis = precompute_freqs_cis(max_seq_length, self.config.head_dim,
                                               self.config.rope_base).to(device)
         self.rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
-        # Additive mask (0 where attended, -inf elsewhere) in the cache dtype: SDPA would
-        # otherwise convert a boolean mask to this form in every layer of every step.
-        allowed = torch.tril(torch.ones(max_seq_length, max_seq_length, dtype=torch.bool,
-                                        device=device))
-        self.causal_mask = torch.zeros(max_seq_length, max_seq_length, dtype=dtype,
-                                       device=device).masked_fill_(~allowed, float("-inf"))
+
+    def _chunk_positions(self) -> int:
+        """Positions per chunk of a long input (``PREFILL_CHUNK``, fewer for long caches)."""
+        per_position = max(self.config.n_head * self.max_seq_length * 4, 1)
+        return max(FUSED_MAX_POSITIONS, min(PREFILL_CHUNK, _SCORE_BYTES // per_position))
+
+    def causal_mask(self, input_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (0 where attended, -inf elsewhere) of the queries at ``input_pos``
+        (``[S]`` or ``[B, S]``) over the cache: ``[1 or B, 1, S, L]`` in ``dtype``. Built per
+        call, ``S x L``: never an ``L x L`` table."""
+        cols = torch.arange(self.max_seq_length, device=input_pos.device)
+        allowed = cols <= input_pos.unsqueeze(-1)  # [S, L] or [B, S, L]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=input_pos.device)
+        mask.masked_fill_(~allowed, float("-inf"))
+        return mask.view(-1 if input_pos.dim() == 2 else 1, 1, *allowed.shape[-2:])
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor,
                 last_only: bool = False) -> torch.Tensor:
@@ -436,13 +461,24 @@ class Transformer(nn.Module):
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         seqlen = x.shape[1]
+        chunk = self._chunk_positions()
+        if seqlen > chunk:  # in chunks, each attending to the cache the ones before filled
+            logits, hidden = [], []
+            for start in range(0, seqlen, chunk):
+                end = min(start + chunk, seqlen)
+                last = end == seqlen
+                part = self.forward_embeddings(x[:, start:end], input_pos[..., start:end],
+                                               last_only and last)
+                if not last_only or last:
+                    logits.append(part[0])
+                    hidden.append(part[1])
+            return torch.cat(logits, dim=1), torch.cat(hidden, dim=1)
         rope_table = mask = freqs_cis = None
         if (seqlen <= FUSED_MAX_POSITIONS and self.fused_decode and x.dtype == torch.float32
                 and x.device.type == "cpu"):
             rope_table = self.rope_table
         else:  # the composite path's mask and rotations
-            mask = self.causal_mask[input_pos]  # [S, L] or [B, S, L]
-            mask = mask.view(-1 if input_pos.dim() == 2 else 1, 1, seqlen, self.max_seq_length)
+            mask = self.causal_mask(input_pos, x.dtype)
             freqs_cis = self.freqs_cis[input_pos]
         fused = self._cached_decode_layers_args() if rope_table is not None else None
         if fused is not None:  # every layer in one C++ call

@@ -33,6 +33,27 @@ def _require_tensors(op: str, **named) -> None:
                             f"{type(value).__name__}")
 
 
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
+def _require_int64(op: str, **named) -> None:
+    """ValueError naming the argument when an integer argument (or an entry of an integer
+    list) does not fit the schema's int64: the dispatcher would say only "Overflow when
+    unpacking long long"."""
+    for name, value in named.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        try:  # min / max first: decode_layers passes 5 kinds a layer every step
+            if not items or (_INT64[0] <= min(items) and max(items) <= _INT64[1]):
+                continue
+        except TypeError:  # not numbers: the dispatcher's type check names them
+            continue
+        for v in items:
+            if isinstance(v, int) and not isinstance(v, bool) and \
+                    not _INT64[0] <= v <= _INT64[1]:
+                raise ValueError(f"fastdecode::{op}: {name} must fit in a 64-bit integer, "
+                                 f"got {v}")
+
+
 def _row_param_table(rows: int, knobs, device) -> torch.Tensor:
     """[rows, 5] float64 table (temperature, top_k, top_p, min_p, repetition_penalty) from
     knobs that are Python scalars, 0-d tensors or per-row [rows] tensors."""
@@ -54,7 +75,10 @@ _KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 def _knob_args(rows: int, knobs, device) -> dict:
     """The op's keyword arguments for the knobs: scalars as they are, or the [rows, 5]
     ``row_params`` table when any knob is a tensor."""
-    if any(isinstance(v, torch.Tensor) for v in knobs):
+    top_k = knobs[1]
+    huge_top_k = isinstance(top_k, int) and not _INT64[0] <= top_k <= _INT64[1]
+    # a top_k past int64 goes through the float64 table, whose check names it
+    if huge_top_k or any(isinstance(v, torch.Tensor) for v in knobs):
         return {"row_params": _row_param_table(rows, knobs, device)}
     temperature, top_k, top_p, min_p, repetition_penalty = knobs
     return dict(temperature=float(temperature), top_k=top_k, top_p=float(top_p),
@@ -183,6 +207,7 @@ def quantize_int4_grouped(w: torch.Tensor, groupsize: int = 128):
     docs/formats.md: GGML's nibble order inside 32-value blocks, rows in 16-row tiles of
     4-byte words (both outputs), so ``packed[n]`` is not row n."""
     _require_tensors("quantize_int4_grouped", w=w)
+    _require_int64("quantize_int4_grouped", groupsize=groupsize)
     return _ops.quantize_int4_grouped(w, groupsize)
 
 
@@ -197,6 +222,7 @@ def dequantize_gguf(blocks: torch.Tensor, ggml_type: int) -> torch.Tensor:
     """GGUF blocks ``uint8 [..., n * bytes]`` of ggml type 2 (Q4_0, 18 bytes), 3 (Q4_1, 20)
     or 8 (Q8_0, 34) -> fp32 ``[..., n * 32]``, bit for bit the ``gguf`` package's values."""
     _require_tensors("dequantize_gguf", blocks=blocks)
+    _require_int64("dequantize_gguf", ggml_type=ggml_type)
     return _ops.dequantize_gguf(blocks, ggml_type)
 
 
@@ -234,6 +260,7 @@ def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.T
     and multiplied as integers (error at most ``sum |q * scale| * step / 2``); more rows run a
     GEMM over the weight dequantised block by block."""
     _require_tensors("int4_linear", x=x, packed=packed, scales_and_zeros=scales_and_zeros)
+    _require_int64("int4_linear", groupsize=groupsize)
     return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)
 
 
@@ -254,6 +281,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     """
     _require_tensors("decode_attention",
                      qkv=qkv, k_cache=k_cache, v_cache=v_cache, input_pos=input_pos, rope=rope)
+    _require_int64("decode_attention", n_head=n_head, n_kv_head=n_kv_head)
     return _ops.decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
 
 
@@ -325,6 +353,8 @@ def decode_layer(x: torch.Tensor, attention_norm: torch.Tensor, ffn_norm: torch.
     _require_tensors("decode_layer",
                      x=x, attention_norm=attention_norm, ffn_norm=ffn_norm, k_cache=k_cache,
                      v_cache=v_cache, input_pos=input_pos, rope=rope)
+    _require_int64("decode_layer", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
+                   n_kv_head=n_kv_head)
     return _ops.decode_layer(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes,
                              k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
 
@@ -346,6 +376,8 @@ def decode_layers(x: torch.Tensor, norms: List[torch.Tensor], eps: float,
     shaped alike. Every layer is checked before the first cache write. One dispatcher trip
     per decode step instead of one per layer."""
     _require_tensors("decode_layers", x=x, input_pos=input_pos, rope=rope)
+    _require_int64("decode_layers", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
+                   n_kv_head=n_kv_head)
     return _ops.decode_layers(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
                               input_pos, rope, n_head, n_kv_head)
 
@@ -362,6 +394,7 @@ def shard(t: torch.Tensor, dim: int, offsets: Sequence[int], lengths: Sequence[i
     lengths[i])`` of dimension ``dim``, concatenated in order, contiguous (uneven parts and the
     fused wqkv's q / k / v segments alike). Every range must be non-empty and inside ``t``."""
     _require_tensors("shard", t=t)
+    _require_int64("shard", dim=dim, offsets=list(offsets), lengths=list(lengths))
     return _ops.shard(t, dim, list(offsets), list(lengths))
 
 
@@ -380,6 +413,8 @@ def shard_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor, groupsize: 
     ``scales_and_zeros [N, K_pad / G, 2]`` together; the result is re-tiled, and equals
     ``quantize_int4_grouped`` of the same cut of the float weight, bit for bit."""
     _require_tensors("shard_int4", packed=packed, scales_and_zeros=scales_and_zeros)
+    _require_int64("shard_int4", groupsize=groupsize, dim=dim, offsets=list(offsets),
+                   lengths=list(lengths))
     return _ops.shard_int4(packed, scales_and_zeros, groupsize, dim, list(offsets), list(lengths))
 
 

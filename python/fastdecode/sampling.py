@@ -16,13 +16,21 @@ import torch
 
 from . import ops
 
-__all__ = ["SAMPLING_KWARGS", "validate_sampling_kwargs", "is_greedy", "logits_to_probs",
+__all__ = ["SAMPLING_KWARGS", "RECOMMENDED_SAMPLING", "validate_sampling_kwargs", "is_greedy", "logits_to_probs",
            "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
            "multinomial_sample_one_no_sync_agent", "sample_agent"]
 
 # Knob -> default. Anything else passed as **sampling_kwargs is rejected by name.
 SAMPLING_KWARGS: Dict[str, Any] = {"temperature": 1.0, "top_k": None, "top_p": 1.0,
                                    "min_p": 0.0, "repetition_penalty": 1.0, "generator": None}
+
+
+# What the command line (`generate`, `chat`) and `make demo` sample with unless told
+# otherwise: chosen on the default model (SmolLM2-135M-Instruct) over several seeds and
+# prompts (docs/sampling.md). Higher temperatures or a wide top-k drift into other
+# languages; lower ones, or no repetition penalty, loop on one phrase.
+RECOMMENDED_SAMPLING: Dict[str, Any] = {"temperature": 0.6, "top_k": 40, "top_p": 0.9,
+                                        "min_p": 0.05, "repetition_penalty": 1.1}
 
 
 def validate_sampling_kwargs(kwargs: Dict[str, Any], batch_size: Optional[int] = None

@@ -9,11 +9,17 @@ is served unchanged; a ``device`` other than the worker's is an error response. 
 arrives as ``WrappedGenerateResponse("success", GenerateResponse(...))``; a request that
 raises gets one ``WrappedGenerateResponse("error", exception)`` and the worker moves on.
 ``None`` on the input queue stops the worker.
+
+Response sinks: a response queue whose ``put`` raises (a closed ``multiprocessing.Queue``)
+or stays full for ``RESPONSE_PUT_TIMEOUT_S`` seconds (a bounded queue its client stopped
+reading) cancels that request alone: the worker drops it, logs a warning and serves the
+next request. A sink whose ``put`` takes no ``timeout`` is called as ``put(item)``.
 """
 from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import queue
 import threading
 from dataclasses import dataclass
@@ -26,8 +32,41 @@ from .long_form import GenerateResponse, generate_long, load_model
 from .validation import check_int
 
 __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
+           "ResponseSinkError", "RESPONSE_PUT_TIMEOUT_S",
            "launch_thread_safe_queue_agent", "AGENT_REQUEST_KEYS",
            "CODEBOOK_AGENT_REQUEST_KEYS"]
+
+
+# Seconds a response sink may stay full before its request is cancelled (docs/reliability.md).
+RESPONSE_PUT_TIMEOUT_S = 5.0
+
+_log = logging.getLogger("fastdecode.serving")
+
+
+class ResponseSinkError(RuntimeError):
+    """A request's response queue raised or stayed full: that request is cancelled."""
+
+
+def _put_takes_timeout(put) -> bool:
+    try:
+        return "timeout" in inspect.signature(put).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+
+
+def _deliver(sink, item) -> None:
+    """``sink.put(item)``, waiting at most ``RESPONSE_PUT_TIMEOUT_S`` when the sink takes a
+    timeout; any failure (full, closed, raising) becomes ``ResponseSinkError``."""
+    try:
+        if _put_takes_timeout(sink.put):
+            sink.put(item, timeout=RESPONSE_PUT_TIMEOUT_S)
+        else:
+            sink.put(item)
+    except Exception as e:
+        reason = ("stayed full for %.0f s" % RESPONSE_PUT_TIMEOUT_S
+                  if isinstance(e, queue.Full) else f"raised {type(e).__name__}: {e}")
+        raise ResponseSinkError(f"the response queue {reason}; the request was cancelled") \
+            from e
 
 
 @dataclass
@@ -126,11 +165,16 @@ def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Que
                     raise TypeError(f"queue items must be GenerateRequest or None, got "
                                     f"{type(item).__name__}")
                 serve(state[0], item.request, item.response_queue)
+            except ResponseSinkError as e:  # nobody can be told: drop the request
+                _log.warning("%s", e)
             except Exception as e:
                 # any object with put() serves (queue.Queue, multiprocessing queues, ...)
                 target = getattr(item, "response_queue", None)
                 if callable(getattr(target, "put", None)):
-                    target.put(WrappedGenerateResponse(status="error", response=e))
+                    try:
+                        _deliver(target, WrappedGenerateResponse(status="error", response=e))
+                    except ResponseSinkError as sink_error:
+                        _log.warning("%s (it carried: %r)", sink_error, e)
 
     # not a daemon: a daemon thread killed inside torch at exit aborts the process
     thread = threading.Thread(target=worker, name=f"{name}-{next(_worker_ids)}")
@@ -153,7 +197,7 @@ def launch_thread_safe_queue(checkpoint_path, device, precision, compile: bool =
         kwargs = {"device": device, **_check_keys(request, _LONG_FORM_KEYS)}
         with torch.no_grad():
             for chunk in generate_long(model=model, decode_one_token=step, **kwargs):
-                out.put(WrappedGenerateResponse(status="success", response=chunk))
+                _deliver(out, WrappedGenerateResponse(status="success", response=chunk))
 
     q, _ = _launch(lambda: load_model(checkpoint_path, device, precision, compile), serve,
                    "fastdecode-queue")
@@ -187,8 +231,9 @@ def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: 
             seq, _ = generate(model, prompt, max_new, eos_id=tok.stop_ids, **kwargs)
             codes = seq[:, prompt.shape[-1]:]
             text = tok.decode(codes[0].tolist(), skip_special_tokens=True)
-            out.put(WrappedGenerateResponse("success", GenerateResponse("sample", codes, text)))
-            out.put(WrappedGenerateResponse("success", GenerateResponse("next")))
+            _deliver(out, WrappedGenerateResponse("success",
+                                                  GenerateResponse("sample", codes, text)))
+            _deliver(out, WrappedGenerateResponse("success", GenerateResponse("next")))
 
     q, (model, _) = _launch(lambda: load_model(checkpoint_path, device, precision, compile,
                                                is_agent=True),
@@ -213,5 +258,6 @@ def _serve_codebook_request(model, step, request, out, device) -> None:
     kwargs.setdefault("max_new_tokens", 256)
     prompt = torch.as_tensor(kwargs.pop("prompt"), device=device)
     for codes in generate_agent(model=model, prompt=prompt, decode_one_token=step, **kwargs):
-        out.put(WrappedGenerateResponse("success", GenerateResponse("sample", codes, None)))
-    out.put(WrappedGenerateResponse("success", GenerateResponse("next")))
+        _deliver(out, WrappedGenerateResponse("success",
+                                              GenerateResponse("sample", codes, None)))
+    _deliver(out, WrappedGenerateResponse("success", GenerateResponse("next")))

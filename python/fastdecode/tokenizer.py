@@ -22,6 +22,19 @@ _DIGIT_SPLIT_PRE = {"smollm", "qwen2", "deepseek-llm", "deepseek-coder"}
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
+def check_text(name: str, text) -> str:
+    """``text`` must be a str that encodes as UTF-8 (no lone surrogates)."""
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} is not valid Unicode: it holds the lone surrogate "
+                         f"{text[e.start]!r} at index {e.start} (undecodable input bytes?)") \
+            from None
+    return text
+
+
 class Tokenizer:
     """encode/decode with BOS/EOS ids and ChatML prompts.
 
@@ -96,8 +109,11 @@ class Tokenizer:
     def encode(self, text: str, bos: Optional[bool] = None) -> List[int]:
         """Token ids of ``text``; special tokens written in the text are matched whole.
 
-        bos: prepend the BOS id (default: what the checkpoint asks for).
+        bos: prepend the BOS id (default: what the checkpoint asks for). ``text`` must be a
+        str of valid Unicode: a lone surrogate (what undecodable input bytes become under
+        Python's ``surrogateescape``) is a ValueError giving its index.
         """
+        check_text("text", text)
         ids = self._tok.encode(text, add_special_tokens=False).ids
         if (self.add_bos if bos is None else bos) and self.bos_id is not None:
             ids = [self.bos_id] + ids

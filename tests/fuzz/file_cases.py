@@ -1,4 +1,5 @@
-"""File fuzz cases: ``fastdecode.load`` on a mutated checkpoint must load or raise a
+"""File fuzz cases: ``fastdecode.load`` (or ``load_codebook_model`` for a fish-speech folder,
+``"loader": "codebook"``) on a mutated checkpoint must load or raise a
 ValueError / FileNotFoundError whose message names the file; anything else (another
 exception type, a message without the path, a crash or a hang) is a finding."""
 from __future__ import annotations
@@ -12,7 +13,11 @@ import fastdecode
 def run_file_case(case: Dict) -> Dict[str, str]:
     path = case["file"]
     try:
-        fastdecode.load(path, quantized=case.get("quantized", False))
+        if case.get("loader") == "codebook":  # a fish-speech folder
+            from fastdecode.dual_ar import load_codebook_model
+            load_codebook_model(path)
+        else:
+            fastdecode.load(path, quantized=case.get("quantized", False))
     except (ValueError, FileNotFoundError) as e:
         if path not in str(e):
             return {"outcome": "bad", "detail": f"the error does not name the file: {e!r}"}

@@ -25,10 +25,12 @@ from fastdecode import ops as OPS  # the public wrappers over torch.ops.fastdeco
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
           "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
-NUMBERS = [-1, 0, 1, 3, 7, 31, 48, 2 ** 31, -(2 ** 62), 1e30, -0.5, 0.999, 1.5,
-           float("nan"), float("inf")]
+NUMBERS = [-1, 0, 1, 3, 7, 31, 48, 2 ** 31, -(2 ** 62), 2 ** 63, 2 ** 70, -(2 ** 70), 1e30,
+           1e-300, -0.5, 0.999, 1.5, float("nan"), float("inf")]
+# alias: a tensor argument (or list entry) replaced by another one of the same shape, so two
+# arguments share memory (k_cache is v_cache, one cache for two layers)
 MUTATIONS = ["dtype", "zero_dim", "grow_dim", "drop_dim", "add_dim", "noncontig", "nan",
-             "inf", "none", "number", "list_short", "list_long"]
+             "inf", "none", "number", "list_short", "list_long", "alias"]
 
 
 def _rand(g, shape, dtype=torch.float32, scale=1.0):
@@ -211,10 +213,30 @@ def _mutate_tensor(t: torch.Tensor, kind: str, g, pick: int, dtype: str) -> Any:
     return t
 
 
+def _alias(args: List[Any], i: int, pick: int) -> None:
+    """args[i] (a tensor, or an entry of a tensor list) becomes another tensor of the same
+    shape among the arguments, when there is one."""
+    a = args[i]
+    if isinstance(a, list) and a and isinstance(a[0], torch.Tensor):
+        j = pick % len(a)
+        same = [t for t in a if isinstance(t, torch.Tensor) and t is not a[j]
+                and t.shape == a[j].shape]
+        if same:
+            args[i] = a[:j] + [same[pick % len(same)]] + a[j + 1:]
+    elif isinstance(a, torch.Tensor):
+        same = [t for t in args if isinstance(t, torch.Tensor) and t is not a
+                and t.shape == a.shape]
+        if same:
+            args[i] = same[pick % len(same)]
+
+
 def mutate(args: List[Any], kind: str, index: int, pick: int, dtype: str, g) -> None:
     """Apply one mutation to args[index % len(args)] in place (lists: to one entry)."""
     i = index % len(args)
     a = args[i]
+    if kind == "alias":
+        _alias(args, i, pick)
+        return
     if isinstance(a, list):
         if kind == "list_short" and a:
             args[i] = a[:-1]
@@ -333,12 +355,36 @@ def _nonfinite_pattern(op: str, args, out) -> str:
     return ""
 
 
+def _contiguous_copy(a):
+    if isinstance(a, torch.Tensor):
+        return a.contiguous().clone()
+    if isinstance(a, list):
+        return [_contiguous_copy(b) for b in a]
+    return a
+
+
+def _same_as_contiguous(call, copy, out) -> str:
+    """A call with non-contiguous tensors must give what contiguous copies of them give (a
+    kernel that reads a strided tensor's memory as if dense, or a freed temporary, does
+    not)."""
+    want = _flat(call(copy))
+    for got, w in zip(_flat(out), want):
+        same = (torch.allclose(got.double(), w.double(), rtol=1e-4, atol=1e-5, equal_nan=True)
+                if got.dtype.is_floating_point else torch.equal(got, w))
+        if not same:  # floats: a strided tensor may take another, equally exact path
+            return "a non-contiguous input gives another result than its contiguous copy"
+    return ""
+
+
 def run_case(case: Dict[str, Any]) -> Dict[str, str]:
     op = case["op"]
     g = torch.Generator().manual_seed(case["dims"]["seed"])
     args, call = BUILDERS[op](g, case["dims"])
     for m in case["mutations"]:
         mutate(args, m["kind"], m["index"], m["pick"], m["dtype"], g)
+    kinds = {m["kind"] for m in case["mutations"]}
+    # before the call: ops that write their caches start the second call from the same state
+    copy = _contiguous_copy(args) if kinds == {"noncontig"} else None
     try:
         out = call(args)
     except Exception as e:  # judged below
@@ -357,7 +403,8 @@ def run_case(case: Dict[str, Any]) -> Dict[str, str]:
                     f"{tuple(f.shape)} {f.dtype}"}
     try:
         problem = (_properties(op, args, out) if not case["mutations"] else "") or \
-            _nonfinite_pattern(op, args, out)
+            _nonfinite_pattern(op, args, out) or \
+            (_same_as_contiguous(call, copy, out) if copy is not None else "")
     except Exception:  # a failing check is a finding to read, not a dead worker
         return {"outcome": "bad", "detail": f"the check raised: {traceback.format_exc()[-1500:]}"}
     if problem:

@@ -4,6 +4,7 @@ quit / Ctrl-D / Ctrl-C at the prompt all exiting 0, never a traceback."""
 import io
 import re
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -83,3 +84,13 @@ def test_bad_setting_is_an_error_message_not_a_traceback():
     child.logfile_read = io.StringIO()
     status, transcript = _finish(child)
     assert status == 2 and "temperature must be in [0, 2]" in transcript
+
+
+def test_ctrl_c_right_after_ctrl_d_still_exits_zero():
+    for delay in (0.0, 0.05, 0.2):
+        child = _spawn("--max-new-tokens", "4")
+        child.sendeof()
+        time.sleep(delay)
+        child.sendintr()
+        status, _ = _finish(child)
+        assert status == 0 and child.signalstatus is None, (delay, status)
