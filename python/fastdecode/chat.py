@@ -15,6 +15,8 @@ import threading
 from typing import Callable, List, Optional, TextIO, Tuple
 
 from .llm import LLM, check_generate_arguments
+from .params import SamplingParams
+from .validation import check_int
 
 __all__ = ["ChatSession", "run_repl"]
 
@@ -26,13 +28,21 @@ class ChatSession:
     """Conversation state: the (user, assistant) turns and how to prompt the next one."""
 
     def __init__(self, llm: LLM, *, raw: bool = False, max_new_tokens: int = 256,
-                 seed: Optional[int] = None, **sampling):
-        check_generate_arguments(max_new_tokens, seed=seed, **sampling)  # before any turn
+                 seed: Optional[int] = None, params: Optional[SamplingParams] = None,
+                 **sampling):
+        """Sampling: ``LLM.generate``'s keywords (``seed``, ``temperature``, ``top_k``...)
+        or one ``SamplingParams`` (``params``), built and checked once for the session;
+        each reply changes only its seed (``seed + turn``) and its room."""
+        if params is None:
+            params = check_generate_arguments(max_new_tokens, seed=seed, **sampling)[1]
+        elif sampling or seed is not None:
+            raise TypeError("pass params or sampling keywords, not both")
+        check_int("max_new_tokens", max_new_tokens, 1)
+        self.params = params
         self.llm = llm
         self.raw = raw or not llm.tokenizer.is_chatml
         self.max_new_tokens = max_new_tokens
-        self.seed = seed
-        self.sampling = sampling
+        self.seed = params.seed
         self.turns: List[Tuple[str, str]] = []
 
     def _ids(self, user: str, turns) -> List[int]:
@@ -69,9 +79,9 @@ class ChatSession:
         """Decode the reply to ``user`` (streamed through ``stream``), remember the turn and
         return ``LLM.generate``'s dict."""
         ids, max_tokens = self.prompt_ids(user)
-        seed = None if self.seed is None else self.seed + len(self.turns)
-        out = self.llm.generate(ids, max_tokens=max_tokens, seed=seed, stream=stream,
-                                return_token_ids=True, **self.sampling)
+        seed = None if self.seed is None else (self.seed + len(self.turns)) % 2 ** 64
+        out = self.llm.complete(ids, self.params.replace(seed=seed, max_tokens=max_tokens),
+                                stream=stream)[0]
         if not self.raw:
             self.turns.append((user, out["text"]))
         return out

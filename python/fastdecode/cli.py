@@ -74,6 +74,20 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="seed of the sampling generator, in [0, 2^64)")
 
 
+def _generate_params(args):
+    """`generate`'s flags as SamplingParams (``--top-k 0`` is off)."""
+    from .params import SamplingParams
+
+    speculative = args.speculate_k > 0 and (args.draft_layers is not None or
+                                            args.draft_checkpoint is not None or
+                                            args.draft_quantize is not None)
+    return SamplingParams(temperature=args.temperature,
+                          top_k=None if args.top_k == 0 else args.top_k, top_p=args.top_p,
+                          min_p=args.min_p,
+                          repetition_penalty=_repetition_penalty(args, speculative),
+                          seed=args.seed)
+
+
 def _repetition_penalty(args, speculative: bool) -> float:
     """The flag, else the recommended penalty when sampling; greedy decoding
     (``--temperature 0``: the model's own argmax) and speculative decoding (which takes no
@@ -159,6 +173,7 @@ def _generate(args, rank: Optional[int]) -> int:
     from .checkpoint import load
     from .generate import compile_decode_step, generate
 
+    params = _generate_params(args)  # before loading: a bad flag costs no load
     lead = rank in (None, 0)  # only rank 0 prints
     log = sys.stderr if lead else io.StringIO()
     t0 = time.perf_counter()
@@ -179,12 +194,6 @@ def _generate(args, rank: Optional[int]) -> int:
     if args.chat:
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}])
     prompt = torch.tensor(tokenizer.encode(text), dtype=torch.int64, device=args.device)
-    generator = None
-    if args.seed is not None:
-        if args.compile:  # compiled steps draw from the global generator
-            torch.manual_seed(args.seed)
-        else:
-            generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.compile:
         compile_decode_step(model)
     streamer = TextStreamer(tokenizer, out=out)
@@ -193,10 +202,7 @@ def _generate(args, rank: Optional[int]) -> int:
     t0 = time.perf_counter()
     _, info = generate(model, prompt, args.max_new_tokens, callback=streamer,
                        draft_model=draft, speculate_k=args.speculate_k,
-                       eos_id=tokenizer.stop_ids, temperature=args.temperature,
-                       top_k=args.top_k or None, top_p=args.top_p, min_p=args.min_p,
-                       repetition_penalty=_repetition_penalty(args, draft is not None),
-                       generator=generator)
+                       eos_id=tokenizer.stop_ids, params=params)
     dt = time.perf_counter() - t0
     out.write("\n")
     print(f"[{streamer.count} tokens in {dt:.2f} s: {streamer.count / dt:.1f} tokens/s]",
@@ -253,11 +259,12 @@ def _cmd_chat(args) -> int:
     sampling = dict(temperature=args.temperature, top_k=args.top_k if args.top_k != 0 else -1,
                     top_p=args.top_p, min_p=args.min_p,
                     repetition_penalty=_repetition_penalty(args, speculative=False))
-    check_generate_arguments(args.max_new_tokens, seed=args.seed, **sampling)  # before loading
+    # built and checked once, before loading
+    params = check_generate_arguments(args.max_new_tokens, seed=args.seed, **sampling)[1]
     llm = LLM(args.checkpoint, device=args.device, quantize=args.quantize,
               compile=args.compile)
     session = ChatSession(llm, raw=args.raw, max_new_tokens=args.max_new_tokens,
-                          seed=args.seed, **sampling)
+                          params=params)
     session.warm_up()
     return run_repl(session)  # which ignores Ctrl-C once the session is over
 

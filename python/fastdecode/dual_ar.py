@@ -121,7 +121,8 @@ class BaseModelArgs:
         file = path / "config.json" if path.is_dir() else path
         data = read_json_file(file)
         kinds = {"dual_ar": DualARModelArgs, "naive": NaiveModelArgs}
-        cls = kinds.get(data.get("model_type"))
+        model_type = data.get("model_type")
+        cls = kinds.get(model_type) if isinstance(model_type, str) else None
         if cls is None:
             raise ValueError(f"{file}: model_type must be one of {sorted(kinds)}, got "
                              f"{data.get('model_type')!r}")

@@ -28,7 +28,8 @@ import torch
 
 from .cancel import check_cancelled, current_cancel_event
 from .model import Transformer
-from .sampling import sample, validate_sampling_kwargs
+from .params import SamplingParams
+from .sampling import sample
 from .speculative import shares_caches, speculative_decode_rows
 from .validation import as_token_id, as_token_ids, check_int
 
@@ -212,15 +213,14 @@ def prepare_prompt(model: Transformer, prompt: torch.Tensor,
     return rows.to(torch.int64)
 
 
-def _check_draft(model: Transformer, draft_model, sampling_kwargs: dict) -> None:
+def _check_draft(model: Transformer, draft_model, params: SamplingParams) -> None:
     if not isinstance(draft_model, Transformer):
         raise ValueError(f"draft_model must be a fastdecode Transformer, got "
                          f"{type(draft_model).__name__}")
     if draft_model.config.vocab_size != model.config.vocab_size:
         raise ValueError(f"draft_model's vocab_size ({draft_model.config.vocab_size}) must equal "
                          f"the target's ({model.config.vocab_size}): both score the same tokens")
-    rp = sampling_kwargs["repetition_penalty"]
-    if isinstance(rp, torch.Tensor) or rp != 1.0:
+    if params.penalised:
         raise ValueError("repetition_penalty must be 1.0 with speculative decoding (the "
                          "penalty of a draft position depends on the drafts before it); use "
                          "draft_model=None or speculate_k=0 to combine it with a penalty")
@@ -316,7 +316,7 @@ def _exclusive(model: Transformer, draft: Optional[Transformer]):
 
 @torch.no_grad()
 def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
-           sampling_kwargs: dict, interactive: bool = False,
+           params: SamplingParams, interactive: bool = False,
            draft_model: Optional[Transformer] = None, speculate_k: int = 0,
            callback: Callable = lambda x: x, stop_ids: Optional[torch.Tensor] = None,
            pad_id: Optional[int] = None, stop_rows: Optional[StopRows] = None,
@@ -324,7 +324,9 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
     """Prefill ``rows [B, T]`` (int64, validated by ``prepare_prompt``) and decode up to
     ``max_new_tokens`` tokens per row: the loop behind every entry point.
 
-    sampling_kwargs: validated knobs (``validate_sampling_kwargs``). stop_ids ``[S]`` int64
+    params: the request's ``SamplingParams`` (checked when built; per-row knobs must have
+    B rows; a ``seed`` becomes the request's own generator, or seeds the global one for a
+    compiled step, which cannot take a generator). stop_ids ``[S]`` int64
     and ``stop_rows`` end rows (the stop token is kept, later ones are ``pad_id``, default
     the first stop id or 0); decoding ends when every row has ended. ``callback`` gets each
     new token column ``[B, 1]``. ``step`` replaces ``decode_step_of(model)`` (fish-speech's
@@ -340,14 +342,15 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         raise ValueError(f"max_new_tokens ({max_new_tokens}) + prompt length ({T}) exceeds the "
                          f"{what} ({capacity}); max_new_tokens may be at most {capacity - T}")
     step = step or decode_step_of(model)
-    if sampling_kwargs.get("generator") is not None and \
-            getattr(model, "compiled_decode_step", None) is not None:
+    params.check_rows(bsz)
+    compiled = getattr(model, "compiled_decode_step", None) is not None
+    if params.generator is not None and compiled:
         raise ValueError("generator cannot be passed to a compiled decode step (Dynamo cannot "
-                         "take a torch.Generator): seed with torch.manual_seed instead")
+                         "take a torch.Generator): pass a seed, or seed with torch.manual_seed")
     speculative = draft_model is not None and speculate_k > 0
     k_eff = 0
     if speculative:
-        _check_draft(model, draft_model, sampling_kwargs)
+        _check_draft(model, draft_model, params)
         if logprobs:
             raise ValueError("logprobs are not recorded with a draft_model")
         # the target's check pass writes up to k positions past a row's last token
@@ -358,6 +361,11 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
     if pad_id is None:
         pad_id = int(stop_ids[0]) if stop_ids is not None else 0
     check_cancelled()
+    if compiled and params.seed is not None:
+        torch.manual_seed(params.seed)  # compiled steps draw from the global generator
+        sampling_kwargs = params.replace(seed=None).knobs()
+    else:
+        sampling_kwargs = params.with_generator(rows.device).knobs()
     with _exclusive(model, draft_model if speculative else None):
         t0 = time.perf_counter()
         T_new = T + max_new_tokens
@@ -372,9 +380,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         # fixed-shape seq can serve as previous_tokens at every step (static shapes for compile).
         seq = rows[:, :1].expand(bsz, T_new).clone()
         seq[:, :T] = rows
-        rp = sampling_kwargs["repetition_penalty"]
-        penalised = isinstance(rp, torch.Tensor) or rp != 1.0
-        previous_tokens = seq if penalised else None
+        previous_tokens = seq if params.penalised else None
         logprobs_out = (torch.zeros((bsz, max_new_tokens), dtype=torch.float32, device=device)
                         if logprobs else None)
         input_pos = torch.arange(0, T, device=device)
@@ -425,8 +431,8 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
              batch_size: Optional[int] = None, *, interactive: bool = False,
              draft_model: Optional[Transformer] = None, speculate_k: int = 8,
              callback: Callable = lambda x: x, eos_id: Union[None, int, Sequence[int]] = None,
-             pad_id: Optional[int] = None, **sampling_kwargs
-             ) -> Tuple[torch.Tensor, Dict[str, list]]:
+             pad_id: Optional[int] = None, params: Optional[SamplingParams] = None,
+             **sampling_kwargs) -> Tuple[torch.Tensor, Dict[str, list]]:
     """Continue ``prompt`` by ``max_new_tokens`` tokens (gpt-fast's ``generate``).
 
     prompt: ``(T,)`` or ``(B, T)`` token ids; a ``(T,)`` prompt is repeated ``batch_size``
@@ -443,6 +449,7 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     sampling_kwargs: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
     ``repetition_penalty`` (scalars or per-row ``[B]`` tensors) and ``generator``. The
     repetition penalty covers the prompt and every token generated so far, as in Hugging Face.
+    params: a ``SamplingParams`` instead of the sampling keywords.
 
     Returns ``(seq [B, T + max_new_tokens] int64, {"accept_counts": [...]})``;
     ``accept_counts[a]`` (length ``speculate_k + 1``) counts the (row, round) pairs that
@@ -451,8 +458,12 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     check_int("max_new_tokens", max_new_tokens, 1)
     check_int("speculate_k", speculate_k, 0)
     rows = prepare_prompt(model, prompt, batch_size)
-    sampling_kwargs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
-    result = decode(model, rows, max_new_tokens, sampling_kwargs=sampling_kwargs,
+    if params is None:
+        params = SamplingParams.from_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    elif sampling_kwargs:
+        raise TypeError(f"pass params or sampling keywords, not both (got params and "
+                        f"{sorted(sampling_kwargs)})")
+    result = decode(model, rows, max_new_tokens, params=params,
                     interactive=interactive, draft_model=draft_model, speculate_k=speculate_k,
                     callback=callback, stop_ids=_as_stop_ids(eos_id, model.config.vocab_size, rows.device),
                     pad_id=pad_id)

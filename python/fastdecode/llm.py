@@ -9,15 +9,15 @@ token; the returned text ends right before the earliest stop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .detokenize import IncrementalDetokenizer, find_stop
 from .generate import compile_decode_step, decode
-from .sampling import validate_sampling_kwargs
+from .params import SamplingParams
 from .memory import check_decode_memory
-from .validation import check_flag, check_int, check_range, check_seed
+from .validation import check_flag, check_int, check_range
 
 __all__ = ["LLM", "check_generate_arguments"]
 
@@ -114,12 +114,27 @@ class LLM:
         tokens/s, the sampling settings used).
         """
         ids = self._prompt_ids(input_context)
-        opts, stops, knobs = check_generate_arguments(max_tokens, temperature, n, **kwargs)
-        rows = self._complete(ids, max_tokens, n, knobs, stops, opts["logprobs"],
-                              opts["stream"], opts["seed"])
-        settings = dict(temperature=temperature, top_p=opts["top_p"], top_k=opts["top_k"],
-                        min_p=opts["min_p"], repetition_penalty=opts["repetition_penalty"],
-                        seed=opts["seed"], n=n, max_tokens=max_tokens, stop=stops)
+        opts, params = check_generate_arguments(max_tokens, temperature, n, **kwargs)
+        out = self._respond(ids, n, params, opts)
+        return out[0] if n == 1 else out
+
+    def complete(self, input_context: Union[str, List[int]], params: SamplingParams,
+                 n: int = 1, *, logprobs: bool = False,
+                 stream: Optional[Callable[[str], None]] = None) -> List[dict]:
+        """``generate`` with its sampling settings given as one ``SamplingParams``
+        (``params.max_tokens`` is required): a list of ``n`` dicts with ``text``,
+        ``token_ids``, ``finish_reason``, ``logprobs`` when asked and ``_raw_response``."""
+        if not isinstance(params, SamplingParams) or params.max_tokens is None:
+            raise ValueError("params must be a SamplingParams with max_tokens set")
+        opts = {**_GENERATE_KWARGS, "return_token_ids": True, "logprobs": logprobs,
+                "stream": stream}
+        _check_output_options(n, opts)
+        return self._respond(self._prompt_ids(input_context), n, params, opts)
+
+    def _respond(self, ids: List[int], n: int, params: SamplingParams, opts: dict
+                 ) -> List[dict]:
+        rows = self._complete(ids, n, params, opts["logprobs"], opts["stream"])
+        settings = {**params.describe(), "top_k": opts["top_k"], "n": n}
         out = []
         for row, raw in zip(rows["rows"], rows["raw"]):
             d: Dict[str, object] = {}
@@ -132,7 +147,7 @@ class LLM:
             d["finish_reason"] = row["finish_reason"]
             d["_raw_response"] = {**raw, "sampling": settings}
             out.append(d)
-        return out[0] if n == 1 else out
+        return out
 
     # -- modularforge's pipeline ------------------------------------------------------------
     def generate_samples(self, prompts: Union[str, Sequence[str]], max_new_tokens: int = 100,
@@ -150,13 +165,12 @@ class LLM:
         if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str)
                                                              for p in prompts):
             raise ValueError("prompts must be a str or a list of str")
-        check_int("max_new_tokens", max_new_tokens, 1)
-        knobs = _sampler_knobs(temperature, {**_GENERATE_KWARGS, "top_k": top_k, "top_p": top_p},
-                               1)
+        params = _sampling_params(max_new_tokens, temperature,
+                                  {**_GENERATE_KWARGS, "top_k": top_k, "top_p": top_p})
         encoded = [self._prompt_ids(p) for p in prompts]
         samples = []
         for prompt, ids in zip(prompts, encoded):
-            row = self._complete(ids, max_new_tokens, 1, knobs, [], False, None, None)["rows"][0]
+            row = self._complete(ids, 1, params, False, None)["rows"][0]
             full = self.tokenizer.decode(ids + row["token_ids"], skip_special_tokens=True)
             cont = full[len(prompt):] if full.startswith(prompt) else full
             samples.append({"prompt": prompt, "continuation": cont, "full_text": full})
@@ -180,23 +194,18 @@ class LLM:
             raise ValueError("input_context must not be empty (it encodes to no tokens)")
         return ids
 
-    def _complete(self, ids: List[int], max_tokens: int, n: int, knobs: dict,
-                  stops: List[str], logprobs: bool, stream: Optional[Callable[[str], None]],
-                  seed: Optional[int]) -> dict:
-        """Decode ``n`` completions of ``ids`` in one batch; per row its text, ids,
-        finish reason and log-probabilities, plus the raw figures. ``seed`` seeds a
-        generator of its own, or the global one for a compiled step (which cannot take a
-        generator)."""
+    def _complete(self, ids: List[int], n: int, params: SamplingParams, logprobs: bool,
+                  stream: Optional[Callable[[str], None]]) -> dict:
+        """Decode ``n`` completions of ``ids`` in one batch (``params.max_tokens`` new
+        tokens at most, ending at ``params.stop``); per row its text, ids, finish reason
+        and log-probabilities, plus the raw figures."""
+        max_tokens, stops = params.max_tokens, params.stop
         block = self.model.config.block_size
         if len(ids) + max_tokens > block:
             raise ValueError(f"max_tokens ({max_tokens}) + prompt length ({len(ids)}) exceeds "
                              f"the model's context ({block} tokens); max_tokens may be at most "
                              f"{max(block - len(ids), 0)}")
         check_decode_memory(self.model, n, len(ids) + max_tokens)  # before n rows exist
-        if seed is not None and self.compiled:
-            torch.manual_seed(seed)
-        elif seed is not None:
-            knobs = {**knobs, "generator": torch.Generator(device=self.device).manual_seed(seed)}
         end_ids = set(self.tokenizer.stop_ids)
         rows = [_Row(IncrementalDetokenizer(self.tokenizer), []) for _ in range(n)]
 
@@ -221,7 +230,7 @@ class LLM:
 
         prompt = torch.tensor([ids] * n, dtype=torch.int64, device=self.device)
         stop_ids = torch.tensor(sorted(end_ids), dtype=torch.int64, device=self.device)
-        result = decode(self.model, prompt, max_tokens, sampling_kwargs=knobs,
+        result = decode(self.model, prompt, max_tokens, params=params,
                         stop_ids=stop_ids if end_ids else None, stop_rows=on_column,
                         logprobs=logprobs)
         total_s = result.prefill_s + result.decode_s
@@ -245,45 +254,40 @@ class LLM:
 
 
 def check_generate_arguments(max_tokens: int = 512, temperature: float = 1.0, n: int = 1,
-                             **kwargs):
+                             **kwargs) -> Tuple[dict, SamplingParams]:
     """Check ``LLM.generate``'s arguments other than the prompt, without a model:
-    ``(options with defaults, stop strings, sampler knobs)``; raises what ``generate``
-    raises (the REPL checks its settings with it before loading)."""
+    ``(options with defaults, SamplingParams)``; raises what ``generate`` raises (the REPL
+    builds its params with it before loading). llm_utils' spellings are converted here:
+    ``top_k=-1`` is off."""
     unknown = sorted(set(kwargs) - set(_GENERATE_KWARGS))
     if unknown:
         known = ["input_context", "max_tokens", "temperature", "n", *_GENERATE_KWARGS]
         raise TypeError(f"unknown argument(s) {unknown}; LLM.generate takes {known}")
     opts = {**_GENERATE_KWARGS, **kwargs}
-    check_int("max_tokens", max_tokens, 1)
+    _check_output_options(n, opts)
+    return opts, _sampling_params(max_tokens, temperature, opts)
+
+
+def _check_output_options(n: int, opts: dict) -> None:
     check_int("n", n, 1)
-    stops = _stop_strings(opts["stop"])
     for flag in ("return_token_ids", "return_text", "logprobs"):
         check_flag(flag, opts[flag])
     if opts["stream"] is not None and (not callable(opts["stream"]) or n != 1):
         raise ValueError("stream must be a callable taking each new piece of text, and "
                          "needs n=1")
-    if opts["seed"] is not None:
-        opts["seed"] = check_seed("seed", opts["seed"])
-    return opts, stops, _sampler_knobs(temperature, opts, n)
 
 
-def _sampler_knobs(temperature, opts: dict, n: int) -> dict:
-    """Validated sampler knobs for ``decode``: llm_utils' ranges where they are tighter than
-    the sampler's (temperature <= 2, top_k -1 = off), the rest by the op's C++ check."""
+def _sampling_params(max_tokens, temperature, opts: dict) -> SamplingParams:
+    """llm_utils' knobs as ``SamplingParams``: its ranges where they are tighter than the
+    sampler's (temperature <= 2), top_k -1 = off; the rest checked when the params are
+    built."""
+    check_int("max_tokens", max_tokens, 1)
     check_range("temperature", temperature, 0, 2, lo_open=False, hi_open=False)
     top_k = opts["top_k"]
     if isinstance(top_k, bool) or not isinstance(top_k, int) or (top_k < 1 and top_k != -1):
         raise ValueError(f"top_k must be -1 (off) or an integer >= 1, got {top_k!r}")
-    return validate_sampling_kwargs(
-        dict(temperature=temperature, top_k=None if top_k == -1 else top_k,
-             top_p=opts["top_p"], min_p=opts["min_p"],
-             repetition_penalty=opts["repetition_penalty"]), batch_size=n)
-
-
-def _stop_strings(stop) -> List[str]:
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
-        raise ValueError(f"stop must be a non-empty str or a list of non-empty str, got {stop!r}")
-    return list(stops)
+    return SamplingParams(temperature=temperature, top_k=None if top_k == -1 else top_k,
+                          top_p=opts["top_p"], min_p=opts["min_p"],
+                          repetition_penalty=opts["repetition_penalty"], seed=opts["seed"],
+                          stop=() if opts["stop"] is None else opts["stop"],
+                          max_tokens=max_tokens)

@@ -20,7 +20,7 @@ from .generate import (_decode_loop, compile_decode_step, decode, decode_step_of
                        prepare_prompt)
 from .dual_ar import CodebookModel
 from .model import Transformer
-from .sampling import validate_sampling_kwargs
+from .params import SamplingParams
 from .segmentation import split_text
 from .validation import as_token_id, check_flag, check_int, check_range
 
@@ -119,7 +119,7 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
                          "have no semantic-token vocabulary")
     check_int("num_new_tokens", num_new_tokens, 0)
     bsz = cur_token.shape[0]
-    knobs = validate_sampling_kwargs(sampling_kwargs, batch_size=bsz)
+    params = SamplingParams.from_kwargs(sampling_kwargs, batch_size=bsz)
     # One fixed buffer: [previous tokens | cur | new tokens]. Slots not generated yet hold
     # cur, already a previous token: the penalty counts each distinct id once.
     before = [] if previous_tokens is None else [previous_tokens.to(torch.int64)]
@@ -127,16 +127,14 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     history = torch.cat([*before, cur_token.to(torch.int64).expand(bsz, 1 + num_new_tokens)],
                         1)
     out = history[:, n_before + 1:]
-    rp = knobs["repetition_penalty"]
-    penalised = isinstance(rp, torch.Tensor) or rp != 1.0
     if im_end_id is not None:
         im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=cur_token.device)
     steps = _decode_loop(model, cur_token, input_pos, num_new_tokens, lambda _: None,
                          step=decode_one_token, out=out, new_probs=None, stop_ids=stop_ids,
                          stop_rows=None, pad_id=im_end_id or 0, done=None,
-                         previous_tokens=history if penalised else None, logprobs_out=None,
-                         sampling_kwargs=knobs)
+                         previous_tokens=history if params.penalised else None,
+                         logprobs_out=None, sampling_kwargs=params.knobs())
     return out[:, :steps]
 
 
@@ -154,14 +152,21 @@ def generate(*, model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
         step = None if decode_one_token is decode_one_token_naive else decode_one_token
         return generate_codes(model=model, prompt=prompt, max_new_tokens=max_new_tokens,
                               decode_one_token=step, im_end_id=im_end_id, **sampling_kwargs)
-    check_int("max_new_tokens", max_new_tokens, 1)
     rows = prepare_prompt(model, prompt, None)
-    knobs = validate_sampling_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    params = SamplingParams.from_kwargs(sampling_kwargs, batch_size=rows.shape[0])
+    return _generate_text(model, prompt, rows, max_new_tokens, decode_one_token, im_end_id,
+                          params)
+
+
+def _generate_text(model: Transformer, prompt: torch.Tensor, rows: torch.Tensor,
+                   max_new_tokens: int, step: Callable, im_end_id: Optional[int],
+                   params: SamplingParams) -> torch.Tensor:
+    """``generate`` for a text model once its prompt rows and params are built."""
+    check_int("max_new_tokens", max_new_tokens, 1)
     if im_end_id is not None:
         im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=rows.device)
-    result = decode(model, rows, max_new_tokens, sampling_kwargs=knobs, stop_ids=stop_ids,
-                    step=decode_one_token)
+    result = decode(model, rows, max_new_tokens, params=params, stop_ids=stop_ids, step=step)
     seq = result.seq[:, :result.prompt_len + result.steps]
     return seq[0] if prompt.dim() == 1 else seq
 
@@ -271,8 +276,8 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
         compile_decode_step(model)  # decode_one_token_naive runs it
     im_end = tokenizer.im_end_id
     reserve = max_new_tokens if max_new_tokens > 0 else 1
-    sampling = dict(temperature=float(temperature), top_p=float(top_p),
-                    repetition_penalty=float(repetition_penalty))
+    params = SamplingParams(temperature=float(temperature), top_p=float(top_p),
+                            repetition_penalty=float(repetition_penalty))
     for _ in range(num_samples):
         history: List[Tuple[str, str]] = []
         for segment in segments:
@@ -280,8 +285,8 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
                                   max_length, reserve)
             budget = max_new_tokens if max_new_tokens > 0 else max_length - len(ids)
             prompt = torch.tensor(ids, dtype=torch.int64, device=device)
-            seq = generate(model=model, prompt=prompt, max_new_tokens=budget,
-                           decode_one_token=decode_one_token, im_end_id=im_end, **sampling)
+            seq = _generate_text(model, prompt, prompt.view(1, -1), budget,
+                                 decode_one_token, im_end, params)
             codes = seq[len(ids):]
             if len(codes) and int(codes[-1]) == im_end:
                 codes = codes[:-1]

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from . import ops
+from .params import SamplingParams
 
 __all__ = ["SAMPLING_KWARGS", "RECOMMENDED_SAMPLING", "validate_sampling_kwargs", "is_greedy", "logits_to_probs",
            "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
@@ -35,39 +36,11 @@ RECOMMENDED_SAMPLING: Dict[str, Any] = {"temperature": 0.6, "top_k": 40, "top_p"
 
 def validate_sampling_kwargs(kwargs: Dict[str, Any], batch_size: Optional[int] = None
                              ) -> Dict[str, Any]:
-    """Check names, types and shapes of sampling knobs, then their ranges with the C++ op's
-    own check (``ops.check_sampling_params``); return them with defaults filled in.
-
-    Raises ``TypeError`` for an unknown knob and ``ValueError`` naming the knob otherwise
-    (the ranges are the op's: the same error whichever entry point the knob came through).
-    Per-row tensors must have ``batch_size`` entries when given.
-    """
-    unknown = sorted(set(kwargs) - set(SAMPLING_KWARGS))
-    if unknown:
-        raise TypeError(f"unknown sampling argument(s) {unknown}; "
-                        f"supported: {sorted(SAMPLING_KWARGS)}")
-    out = {**SAMPLING_KWARGS, **kwargs}
-    rows = batch_size or 1
-    for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
-        v = out[name]
-        if isinstance(v, torch.Tensor):
-            if v.dim() > 1 or (v.dim() == 1 and batch_size is not None and v.numel() != batch_size):
-                raise ValueError(f"{name} must be a scalar or a per-row tensor of shape "
-                                 f"[{batch_size}], got shape {tuple(v.shape)}")
-            if v.is_complex() or v.dtype == torch.bool:
-                raise ValueError(f"{name} must be real-valued, got dtype {v.dtype}")
-            if v.dim() == 1:
-                rows = v.numel()
-        elif name == "top_k" and v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"top_k must be None or an integer >= 0 (0/None = off), got {v!r}")
-        elif name != "top_k" and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ValueError(f"{name} must be a number or a per-row tensor, got {v!r}")
-    ops.check_sampling_params(rows, out["temperature"], out["top_k"], out["top_p"],
-                              out["min_p"], out["repetition_penalty"])
-    g = out["generator"]
-    if g is not None and not isinstance(g, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(g).__name__}")
-    return out
+    """gpt-fast's ``**sampling_kwargs`` checked (``SamplingParams.from_kwargs``: names,
+    types, per-row shapes, then the C++ op's ranges) and returned as the sampler's keywords
+    with defaults filled in. ``TypeError`` for an unknown knob, ``ValueError`` naming the
+    knob otherwise."""
+    return SamplingParams.from_kwargs(kwargs, batch_size).knobs()
 
 
 def is_greedy(temperature) -> bool:

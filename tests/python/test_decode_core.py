@@ -11,7 +11,7 @@ from fastdecode import LLM, early_exit_draft, ops
 from fastdecode.generate import decode, decode_one_token, decode_step_of
 from fastdecode.long_form import decode_n_tokens, generate_long
 from fastdecode.long_form import generate as fish_generate
-from fastdecode.sampling import validate_sampling_kwargs
+from fastdecode.params import SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +88,9 @@ def _stop_row_at(row, column):
 @pytest.mark.parametrize("draft", [False, True])
 def test_stop_rows_end_a_row_and_pad_the_rest(tiny, draft):
     rows = torch.randint(0, 101, (3, 5), generator=torch.Generator().manual_seed(1))
-    knobs = validate_sampling_kwargs({"temperature": 0.0}, batch_size=3)
-    plain = decode(tiny, rows, 12, sampling_kwargs=knobs).seq
-    got = decode(tiny, rows, 12, sampling_kwargs=knobs, stop_rows=_stop_row_at(1, 4),
+    params = SamplingParams(temperature=0.0)
+    plain = decode(tiny, rows, 12, params=params).seq
+    got = decode(tiny, rows, 12, params=params, stop_rows=_stop_row_at(1, 4),
                  pad_id=7, draft_model=early_exit_draft(tiny, 1) if draft else None,
                  speculate_k=3)
     assert torch.equal(got.seq[[0, 2]], plain[[0, 2]])
@@ -100,9 +100,9 @@ def test_stop_rows_end_a_row_and_pad_the_rest(tiny, draft):
 
 def test_all_rows_stopped_ends_decoding_early(tiny):
     rows = torch.randint(0, 101, (2, 4), generator=torch.Generator().manual_seed(2))
-    knobs = validate_sampling_kwargs({"temperature": 0.0}, batch_size=2)
+    params = SamplingParams(temperature=0.0)
     steps = []
-    result = decode(tiny, rows, 20, sampling_kwargs=knobs, callback=steps.append,
+    result = decode(tiny, rows, 20, params=params, callback=steps.append,
                     stop_rows=lambda col: torch.ones(2, dtype=torch.bool) if len(steps) == 3
                     else None)
     assert result.steps == 3 and len(steps) == 3
