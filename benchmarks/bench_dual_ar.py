@@ -1,6 +1,6 @@
 """DualAR decode steps: fastdecode's fused path (every one-position step of the slow and the
 fast transformer as one C++ call, ops.decode_layers) vs the module-by-module path of the same
-model (fused_decode = False: ATen ops and SDPA around our linears), in interleaved rounds.
+model (fastdecode.unfuse: ATen ops and SDPA around our linears), in interleaved rounds.
 
 A random-weight model at a small fish-speech-like shape (fish-speech 1.5 is dim 1024, 24
 layers, 4 fast layers, 8 codebooks of 1024). One position = one slow step + num_codebooks
@@ -60,7 +60,7 @@ def main() -> int:
     fused, modules = [], []
     for _ in range(args.rounds):
         for flag, out in ((True, fused), (False, modules)):
-            model.slow.fused_decode = model.fast.fused_decode = flag
+            fastdecode.fuse(model) if flag else fastdecode.unfuse(model)
             out.append(positions_per_second(model, prompt, args.positions))
     c = SHAPE["num_codebooks"]
     f, m = statistics.median(fused), statistics.median(modules)

@@ -9,6 +9,7 @@
 
 #include "cpu/linear_kind.h"
 #include "cpu/parallel.h"
+#include "kernels/gguf_blocks.h"
 #include "kernels/int4_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/simd.h"
@@ -38,6 +39,11 @@ PYBIND11_MODULE(_C, m) {
     groupsizes[i] = fastdecode::kernels::kInt4GroupSizes[i];
   }
   m.attr("int4_groupsizes") = groupsizes;
+  py::dict block_bytes;  // GGUF type name -> bytes per 32-value block (gguf_file.py reads it)
+  block_bytes["Q4_0"] = fastdecode::kernels::gguf_block_bytes(fastdecode::kernels::kGgufQ4_0);
+  block_bytes["Q4_1"] = fastdecode::kernels::gguf_block_bytes(fastdecode::kernels::kGgufQ4_1);
+  block_bytes["Q8_0"] = fastdecode::kernels::gguf_block_bytes(fastdecode::kernels::kGgufQ8_0);
+  m.attr("gguf_block_bytes") = block_bytes;
   py::dict kinds;
   kinds["FLOAT32"] = static_cast<int64_t>(fastdecode::cpu::kFloat32);
   kinds["INT8"] = static_cast<int64_t>(fastdecode::cpu::kInt8);

@@ -40,6 +40,10 @@ TORCH_LIBRARY(fastdecode, m) {
   // GGUF blocks uint8 [..., n * bytes] of ggml_type 2 (Q4_0), 3 (Q4_1) or 8 (Q8_0) -> fp32
   // [..., n * 32], bit for bit the gguf package's dequantisation.
   m.def("dequantize_gguf(Tensor blocks, int ggml_type) -> Tensor");
+  // GGUF rows kept in their precision: blocks uint8 [N, K / 32 * block bytes] -> Q8_0: (q int8
+  // [N, K], scales [N, K / 32]); Q4_0 / Q4_1: (packed [N, K / 2] and scales_and_zeros
+  // [N, K / 32, 2] in the int4 layout, groupsize 32). Bit for bit the blocks' values.
+  m.def("repack_gguf(Tensor blocks, int ggml_type) -> (Tensor, Tensor)");
   // x [..., K] @ (q * scales)^T (+ bias) -> [..., N]; scales [N] (per channel) or [N, K / G].
   m.def("int8_linear(Tensor x, Tensor q, Tensor scales, Tensor? bias=None) -> Tensor");
   // x [..., K] @ dequant(packed, scales_and_zeros)^T (+ bias) -> [..., N]; K <= K_pad.
@@ -67,19 +71,15 @@ TORCH_LIBRARY(fastdecode, m) {
   m.def(
       "decode_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor input_pos, "
       "Tensor rope, int n_head, int n_kv_head) -> Tensor");
-  // One pre-norm decoder layer at S decode positions (a step, a verify pass), fp32 x [B, S, E]:
-  // h = x + wo(attention(wqkv(rms_norm(x)))), out = h + w2(silu(w1(n)) * w3(n)) with
-  // n = rms_norm(h) (attention as decode_attention, which writes the caches). The five
-  // linears' tensors follow one another in `weights`, kinds[i] = 0 (fp32: weight), 1 (int8:
-  // q, scales) or 2 (int4: packed, scales_and_zeros, groupsizes[i]); no biases.
-  m.def(
-      "decode_layer(Tensor x, Tensor attention_norm, Tensor ffn_norm, float eps, "
-      "Tensor[] weights, int[] kinds, int[] groupsizes, Tensor(a!) k_cache, "
-      "Tensor(b!) v_cache, Tensor input_pos, Tensor rope, int n_head, int n_kv_head) -> Tensor");
-  // decode_layer for every layer of a model in one call: L layers with 2L norms
-  // [attention_norm, ffn_norm per layer], their linears' tensors one layer after another, 5L
-  // kinds and groupsizes, L k_caches and v_caches (all shaped alike); every layer is checked
-  // before the first cache write. Returns the last layer's output [B, 1, E].
+  // Every pre-norm decoder layer of a model at S decode positions (a step, a verify pass), in
+  // one call, fp32 x [B, S, E]. Per layer: h = x + wo(attention(wqkv(rms_norm(x)))),
+  // out = h + w2(silu(w1(n)) * w3(n)) with n = rms_norm(h) (attention as decode_attention,
+  // which writes the caches). L layers: 2L norms [attention_norm, ffn_norm per layer]; the
+  // five linears' tensors of each layer follow one another in `weights`, one layer after
+  // another, kinds[i] = 0 (fp32: weight), 1 (int8: q, scales) or 2 (int4: packed,
+  // scales_and_zeros, groupsizes[i]), no biases; L k_caches and v_caches (all shaped alike,
+  // no two overlapping). Every layer is checked before the first cache write. Returns the
+  // last layer's output [B, S, E].
   m.def(
       "decode_layers(Tensor x, Tensor[] norms, float eps, Tensor[] weights, int[] kinds, "
       "int[] groupsizes, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor input_pos, "

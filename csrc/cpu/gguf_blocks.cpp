@@ -1,9 +1,14 @@
-// fastdecode::dequantize_gguf on the CPU: checks, then the block decoder over row chunks.
+// fastdecode::dequantize_gguf and repack_gguf on the CPU: checks, then the block decoder
+// over row chunks, or the blocks repacked into the quantized linears' layouts.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <tuple>
+#include <vector>
+
 #include "kernels/gguf_blocks.h"
+#include "kernels/int4_layout.h"
 
 namespace fastdecode::cpu {
 
@@ -31,6 +36,42 @@ at::Tensor dequantize_gguf(const at::Tensor& blocks, int64_t ggml_type) {
   return out;
 }
 
-TORCH_LIBRARY_IMPL(fastdecode, CPU, m) { m.impl("dequantize_gguf", &dequantize_gguf); }
+std::tuple<at::Tensor, at::Tensor> repack_gguf(const at::Tensor& blocks, int64_t ggml_type) {
+  constexpr const char* op = "fastdecode::repack_gguf";
+  const int64_t bytes = kernels::gguf_block_bytes(ggml_type);
+  TORCH_CHECK_VALUE(bytes > 0, op, ": ggml_type must be 2 (Q4_0), 3 (Q4_1) or 8 (Q8_0), got ",
+                    ggml_type);
+  TORCH_CHECK_TYPE(blocks.scalar_type() == at::kByte, op, ": blocks must be uint8, got ",
+                   blocks.scalar_type());
+  TORCH_CHECK_VALUE(blocks.dim() == 2 && blocks.device().is_cpu() && blocks.size(1) > 0 &&
+                        blocks.size(1) % bytes == 0,
+                    op, ": blocks must be a CPU tensor [N, K / 32 * ", bytes,
+                    "] (each row whole blocks of ", bytes, " bytes), got ", blocks.sizes());
+  const int64_t N = blocks.size(0), per_row = blocks.size(1) / bytes, K = 32 * per_row;
+  const at::Tensor src = blocks.contiguous();
+  const uint8_t* sp = src.data_ptr<uint8_t>();
+  if (ggml_type == kernels::kGgufQ8_0) {
+    at::Tensor q = at::empty({N, K}, blocks.options().dtype(at::kChar));
+    at::Tensor scales = at::empty({N, per_row}, blocks.options().dtype(at::kFloat));
+    kernels::gguf_q8_0_to_int8(sp, N, per_row, q.data_ptr<int8_t>(), scales.data_ptr<float>());
+    return {q, scales};
+  }
+  // row-major first, then the 16-row tiles of int4_layout.h for both tensors
+  std::vector<uint32_t> words(N * 4 * per_row), sz(N * 2 * per_row);
+  kernels::gguf_q4_to_int4_rows(sp, N, per_row, ggml_type, words.data(),
+                                reinterpret_cast<float*>(sz.data()));
+  at::Tensor packed = at::empty({N, K / 2}, blocks.options());
+  at::Tensor out_sz = at::empty({N, per_row, 2}, blocks.options().dtype(at::kFloat));
+  kernels::tile_words(words.data(), N, 4 * per_row,
+                      reinterpret_cast<uint32_t*>(packed.data_ptr<uint8_t>()));
+  kernels::tile_words(sz.data(), N, 2 * per_row,
+                      reinterpret_cast<uint32_t*>(out_sz.data_ptr<float>()));
+  return {packed, out_sz};
+}
+
+TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
+  m.impl("dequantize_gguf", &dequantize_gguf);
+  m.impl("repack_gguf", &repack_gguf);
+}
 
 }  // namespace fastdecode::cpu

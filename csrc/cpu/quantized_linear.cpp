@@ -196,7 +196,7 @@ Int8Weight check_int8(const char* op, const at::Tensor& x, const at::Tensor& q,
 Int4Weight check_int4_weight(const char* op, const at::Tensor& packed, const at::Tensor& sz,
                              int64_t groupsize) {
   TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
-                    ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+                    ": groupsize must be one of ", kernels::int4_groupsizes_text(), ", got ", groupsize);
   TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte, op, ": packed must be uint8, got ",
                    packed.scalar_type());
   TORCH_CHECK_VALUE(packed.dim() == 2 && packed.device().is_cpu(), op,
@@ -283,53 +283,53 @@ at::Tensor empty_product(const at::Tensor& x, int64_t N, const std::optional<at:
   return y.to(x.scalar_type());
 }
 
-// The GEMV path (up to kMaxGemvRows rows of x) of int8 weights sharing K: fp32 outputs.
-std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<Int8Weight>& ws) {
-  const int64_t K = ws[0].K;
-  const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
+// The GEMV path (up to kMaxGemvRows rows of x) of weights of one kind sharing K, fp32
+// outputs: NaN / inf activations take the GEMM path (they propagate exactly as in float);
+// otherwise each weight's `units(w)` units (rows or 16-row tiles) are claimed in chunks of
+// `per_task` and run by kernel(w, begin, end, y).
+template <typename Weight, typename Gemm, typename Units, typename Kernel>
+std::vector<at::Tensor> gemv_many(const at::Tensor& x, const std::vector<Weight>& ws,
+                                  bool finite, const Gemm& gemm, const Units& units,
+                                  int64_t per_task, const Kernel& kernel) {
   std::vector<at::Tensor> ys;
-  if (!a.finite) {  // NaN / inf propagate exactly as on the GEMM path
-    for (const Int8Weight& w : ws) ys.push_back(int8_gemm(x, w, std::nullopt));
+  if (!finite) {
+    for (const Weight& w : ws) ys.push_back(gemm(x, w, std::nullopt));
     return ys;
   }
-  std::vector<int64_t> rows;
-  for (const Int8Weight& w : ws) {
+  std::vector<int64_t> counts;
+  for (const Weight& w : ws) {
     ys.push_back(gemv_output(x, w.N));
-    rows.push_back(w.N);
+    counts.push_back(units(w));
   }
-  parallel_over_weights(rows, std::max<int64_t>(1, kWeightsPerTask / K),
-                        [&](size_t j, int64_t b, int64_t e) {
-                          const Int8Weight& w = ws[j];
-                          kernels::int8_gemv(a.view, w.q.data_ptr<int8_t>(),
-                                             w.scales.data_ptr<float>(), K, w.G, b, e,
-                                             ys[j].data_ptr<float>(), w.N);
-                        });
+  parallel_over_weights(counts, std::max<int64_t>(1, per_task),
+                        [&](size_t j, int64_t b, int64_t e) { kernel(ws[j], b, e, ys[j]); });
   return ys;
 }
 
-// The GEMV path of int4 weights sharing K_pad and the group size.
+std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<Int8Weight>& ws) {
+  const int64_t K = ws[0].K;
+  const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
+  return gemv_many(
+      x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return w.N; }, kWeightsPerTask / K,
+      [&](const Int8Weight& w, int64_t b, int64_t e, at::Tensor& y) {
+        kernels::int8_gemv(a.view, w.q.data_ptr<int8_t>(), w.scales.data_ptr<float>(), K, w.G,
+                           b, e, y.data_ptr<float>(), w.N);
+      });
+}
+
+// int4 weights sharing K_pad and the group size: units are 16-row tiles.
 std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<Int4Weight>& ws) {
   const int64_t K = x.size(-1), K_pad = ws[0].K_pad, G = ws[0].G;
   const GemvActivations a = gemv_activations(x, K, K_pad, K_pad, G);
-  std::vector<at::Tensor> ys;
-  if (!a.finite) {  // NaN / inf propagate exactly as on the GEMM path
-    for (const Int4Weight& w : ws) ys.push_back(int4_gemm(x, w, std::nullopt));
-    return ys;
-  }
-  std::vector<int64_t> tiles;
-  for (const Int4Weight& w : ws) {
-    ys.push_back(gemv_output(x, w.N));
-    tiles.push_back((w.N + kernels::kInt4TileRows - 1) / kernels::kInt4TileRows);
-  }
-  parallel_over_weights(tiles,
-                        std::max<int64_t>(1, kWeightsPerTask / (kernels::kInt4TileRows * K_pad)),
-                        [&](size_t j, int64_t b, int64_t e) {
-                          const Int4Weight& w = ws[j];
-                          kernels::int4_gemv(a.view, a.xsum, w.packed.data_ptr<uint8_t>(),
-                                             w.sz.data_ptr<float>(), w.N, G, b, e,
-                                             ys[j].data_ptr<float>(), w.N);
-                        });
-  return ys;
+  constexpr int64_t tile = kernels::kInt4TileRows;
+  return gemv_many(
+      x, ws, a.finite, int4_gemm,
+      [](const Int4Weight& w) { return (w.N + tile - 1) / tile; },
+      kWeightsPerTask / (tile * K_pad),
+      [&](const Int4Weight& w, int64_t b, int64_t e, at::Tensor& y) {
+        kernels::int4_gemv(a.view, a.xsum, w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(),
+                           w.N, G, b, e, y.data_ptr<float>(), w.N);
+      });
 }
 
 }  // namespace
@@ -365,7 +365,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_int4_grouped(const at::Tensor& w, in
   constexpr const char* op = "fastdecode::quantize_int4_grouped";
   check_weight_input(op, w);
   TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
-                    ": groupsize must be one of 32, 64, 128, 256, got ", groupsize);
+                    ": groupsize must be one of ", kernels::int4_groupsizes_text(), ", got ", groupsize);
   const int64_t N = w.size(0), K = w.size(1);
   const int64_t K_pad = (K + groupsize - 1) / groupsize * groupsize;
   at::Tensor wf = w.to(at::kFloat).contiguous();

@@ -77,4 +77,28 @@ void dequantize_gguf_blocks(const uint8_t* blocks, int64_t n_blocks, int64_t typ
   }
 }
 
+void gguf_q8_0_to_int8(const uint8_t* blocks, int64_t rows, int64_t blocks_per_row, int8_t* q,
+                       float* scales) {
+  const int64_t n = rows * blocks_per_row;
+  for (int64_t b = 0; b < n; ++b) {
+    const uint8_t* block = blocks + b * 34;
+    scales[b] = read_half(block);
+    std::memcpy(q + b * 32, block + 2, 32);
+  }
+}
+
+void gguf_q4_to_int4_rows(const uint8_t* blocks, int64_t rows, int64_t blocks_per_row,
+                          int64_t type, uint32_t* words, float* scales_and_zeros) {
+  const bool has_min = type == kGgufQ4_1;
+  const int64_t bytes = gguf_block_bytes(type), n = rows * blocks_per_row;
+  for (int64_t b = 0; b < n; ++b) {
+    const uint8_t* block = blocks + b * bytes;
+    const float d = read_half(block);
+    const float eight_d = 8.0f * d;  // two roundings (no FMA: -ffp-contract=off)
+    scales_and_zeros[2 * b] = d;
+    scales_and_zeros[2 * b + 1] = has_min ? read_half(block + 2) + eight_d : 0.0f;
+    std::memcpy(words + 4 * b, block + (has_min ? 4 : 2), 16);
+  }
+}
+
 }  // namespace fastdecode::kernels

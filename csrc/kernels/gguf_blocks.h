@@ -23,4 +23,17 @@ float half_to_float(uint16_t h);
 // blocks: [n_blocks * gguf_block_bytes(type)] -> out: [n_blocks * 32].
 void dequantize_gguf_blocks(const uint8_t* blocks, int64_t n_blocks, int64_t type, float* out);
 
+// The blocks as the quantized linears keep them (no float round trip), for `rows` rows of
+// `blocks_per_row` blocks each:
+//   Q8_0 -> q [rows, 32 * blocks_per_row] int8 and scales [rows, blocks_per_row] (d): the
+//   grouped int8 format with groups of 32.
+void gguf_q8_0_to_int8(const uint8_t* blocks, int64_t rows, int64_t blocks_per_row, int8_t* q,
+                       float* scales);
+//   Q4_0 / Q4_1 -> words [rows, 4 * blocks_per_row] (each block's 16 nibble bytes as they
+//   are: the row-major int4 layout of int4_layout.h, before tiling) and (scale, zero)
+//   [rows, blocks_per_row, 2] with w = (q - 8) * scale + zero: Q4_1 (d, m) -> (d, m + 8d),
+//   Q4_0 (d) -> (d, 0). m + 8d is rounded as numpy rounds it (8 * d, then + m).
+void gguf_q4_to_int4_rows(const uint8_t* blocks, int64_t rows, int64_t blocks_per_row,
+                          int64_t type, uint32_t* words, float* scales_and_zeros);
+
 }  // namespace fastdecode::kernels

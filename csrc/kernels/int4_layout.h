@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace fastdecode::kernels {
 
@@ -26,6 +27,13 @@ inline bool is_int4_groupsize(int64_t g) {
     if (g == allowed) return true;
   }
   return false;
+}
+
+// "32, 64, 128, 256": the list above, for error messages.
+inline std::string int4_groupsizes_text() {
+  std::string text;
+  for (int64_t g : kInt4GroupSizes) text += (text.empty() ? "" : ", ") + std::to_string(g);
+  return text;
 }
 
 // Rows in tile t of an N-row matrix.

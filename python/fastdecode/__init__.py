@@ -11,6 +11,8 @@ from .checkpoint import default_checkpoint_path, load
 from .generate import (compile_decode_step, decode, decode_n_tokens, decode_one_token,
                        decode_step_of, generate, prefill)
 from .model import KVCache, ModelArgs, Transformer
+from .fusion import fuse, unfuse
+from .params import SamplingParams
 from .sampling import (logits_to_probs, logits_to_probs_agent, multinomial_sample_one_no_sync,
                        multinomial_sample_one_no_sync_agent, sample, sample_agent)
 from .quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
@@ -48,4 +50,4 @@ __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one
            "launch_thread_safe_queue_agent", "evaluate", "DualARModelArgs", "DualARTransformer",
            "NaiveModelArgs", "NaiveTransformer", "decode_one_token_ar",
            "decode_one_token_ar_agent", "decode_one_token_naive_agent", "decode_n_tokens_agent",
-           "generate_agent", "encode_tokens"]
+           "generate_agent", "encode_tokens", "fuse", "unfuse", "SamplingParams"]

@@ -15,6 +15,7 @@ from typing import Dict, Tuple, Union
 
 import torch
 
+from .fusion import fuse
 from .gguf_file import dequantize, read_gguf
 from .model import ModelArgs, Transformer, empty_weights
 from .tokenizer import Tokenizer
@@ -411,7 +412,9 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
         # tensor, a wrong type in a config) still names the file
         raise ValueError(f"{path}: cannot load this checkpoint ({type(e).__name__}: "
                          f"{e})") from e
-    return cast_float_tensors(model.to(device), precision).eval(), tokenizer
+    model = cast_float_tensors(model.to(device), precision).eval()
+    fuse(model, warn=False)  # the decision: model.decode_path says which (and why not)
+    return model, tokenizer
 
 
 def _build_model(args: ModelArgs, sd: Dict[str, torch.Tensor]) -> Transformer:

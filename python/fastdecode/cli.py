@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import torch
 
+from . import _C
+
 _PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -133,7 +135,8 @@ def _build_parser() -> argparse.ArgumentParser:
     q.add_argument("--checkpoint", default="default", help="any checkpoint `generate` reads")
     q.add_argument("--mode", choices=["int8", "int4"], required=True)
     q.add_argument("--groupsize", type=int, default=32,
-                   help="in-features per scale: 32, 64, 128, 256 (int8: 0 = per channel)")
+                   help="in-features per scale: one of "
+                        f"{', '.join(map(str, _C.int4_groupsizes))} (int8: 0 = per channel)")
     q.add_argument("--out", required=True, help="output directory")
     g.add_argument("--quantized", action="store_true",
                    help="GGUF: keep Q4_0/Q4_1/Q8_0 weights quantized (int4/int8 kernels)")

@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from .model import (Embedding, Linear, ModelArgs, RMSNorm, Transformer, _check_size,
                     find_multiple)
+from .fusion import fuse
 from .validation import check_config_types
 
 __all__ = ["BaseModelArgs", "NaiveModelArgs", "DualARModelArgs", "CodebookModel",
@@ -415,8 +416,9 @@ def load_codebook_model(path: Union[str, Path]) -> CodebookModel:
             from None
     if not isinstance(state, dict):
         raise ValueError(f"{weights}: expected a state dict, got {type(state).__name__}")
-    model = _load_weights(config, state, weights)
-    return model.eval()
+    model = _load_weights(config, state, weights).eval()
+    fuse(model, warn=False)  # its slow and fast transformers
+    return model
 
 
 def _load_weights(config: BaseModelArgs, state: dict, weights: Path) -> CodebookModel:

@@ -20,11 +20,14 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from . import _C
+
 __all__ = ["GGUFFile", "GGUFTensor", "read_gguf", "dequantize", "BLOCK_BYTES"]
 
 # 32-value blocks fastdecode decodes itself (and keeps as int4 / int8 with quantized=True):
-# type -> bytes per block (an fp16 scale d, Q4_1 an fp16 minimum m, then the values)
-BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+# type -> bytes per block (an fp16 scale d, Q4_1 an fp16 minimum m, then the values), from
+# the C++ table (csrc/kernels/gguf_blocks.cpp)
+BLOCK_BYTES = dict(_C.gguf_block_bytes)
 
 _MAGIC = b"GGUF"
 _VERSIONS = (2, 3)

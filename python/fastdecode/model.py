@@ -11,24 +11,27 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
+import warnings
 from dataclasses import asdict, dataclass
-from typing import NamedTuple, Optional, Set, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _C, ops
+from .fusion import FusionWatched
 
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
-           "LinearKind", "FUSED_LINEAR_TYPES", "can_fuse", "FusedLayerArgs"]
+           "LinearKind"]
 
-# How ops.decode_layer receives each linear (csrc/cpu/linear_kind.h, the one definition).
+# How ops.decode_layers receives each linear (csrc/cpu/linear_kind.h, the one definition).
 LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 
 # Steps of up to this many new positions (decode, speculative verify and draft steps, short
-# chunks) run the fused C++ layers (ops.decode_layers); longer prefills take the composite
-# path, whose SDPA handles long causal blocks better than the per-query decode attention.
+# chunks) of a fused model (fastdecode.fuse) run the fused C++ layers (ops.decode_layers);
+# longer prefills take the module path, whose SDPA handles long causal blocks better than
+# the per-query decode attention.
 FUSED_MAX_POSITIONS = 16
 # Longer inputs run in chunks of at most this many positions: the attention of a chunk
 # scores [chunk, L] per head, so memory stays linear in the context (a whole 40k-token
@@ -36,26 +39,6 @@ FUSED_MAX_POSITIONS = 16
 PREFILL_CHUNK = 512
 # ...and fewer where one chunk's scores (H x chunk x L fp32) would pass this many bytes.
 _SCORE_BYTES = 1 << 26
-
-# Bumped whenever any module anywhere registers a submodule, parameter or buffer (torch's
-# global registration hooks: module swaps, `assign=True` loads, new caches). The fused
-# decode step caches its argument lists per model and rebuilds them when this moves.
-_module_generation = [0]
-
-
-def _bump_module_generation(*_args) -> None:
-    _module_generation[0] += 1
-
-
-for _register in (nn.modules.module.register_module_module_registration_hook,
-                  nn.modules.module.register_module_parameter_registration_hook,
-                  nn.modules.module.register_module_buffer_registration_hook):
-    _register(_bump_module_generation)
-
-# The exact module types whose tensors ops.decode_layer takes (quantize.py adds its two);
-# a subclass may compute something else in forward, so it keeps the module path.
-FUSED_LINEAR_TYPES: Set[type] = set()
-
 
 # Above this a size is no model's (and products of sizes would pass int64)
 MAX_CONFIG_SIZE = 2 ** 40
@@ -140,7 +123,7 @@ class Embedding(nn.Embedding):
             super().reset_parameters()
 
 
-class Linear(nn.Linear):
+class Linear(FusionWatched, nn.Linear):
     """``nn.Linear`` (same parameters and state-dict names) running ``fastdecode.ops.linear``:
     a weight-streaming C++ GEMV when decoding a few rows, ATen's GEMM otherwise."""
 
@@ -152,17 +135,14 @@ class Linear(nn.Linear):
         return ops.linear(x, self.weight, self.bias)
 
     def decode_layer_args(self):
-        """``([weight], LinearKind.FLOAT32, groupsize 0)`` for ``ops.decode_layer``; None when
-        this linear cannot join it (a bias, or not fp32). Read through the module's dicts:
-        every ``nn.Module.__getattr__`` costs about a microsecond, and a step makes ~200."""
+        """``([weight], LinearKind.FLOAT32, groupsize 0)`` for ``ops.decode_layers``; None
+        when this linear cannot join it (a bias, or not fp32)."""
         params = self._parameters
         weight = params["weight"]
         if params.get("bias") is not None or weight.dtype != torch.float32:
             return None
         return [weight], LinearKind.FLOAT32, 0
 
-
-FUSED_LINEAR_TYPES.add(Linear)
 
 
 class KVCache(nn.Module):
@@ -194,7 +174,7 @@ class KVCache(nn.Module):
         return k_out, v_out
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(FusionWatched, nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -224,7 +204,7 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * fc).flatten(3).type_as(x)
 
 
-class Attention(nn.Module):
+class Attention(FusionWatched, nn.Module):
     def __init__(self, config: ModelArgs):
         super().__init__()
         total_head_dim = (config.n_head + 2 * config.n_local_heads) * config.head_dim
@@ -237,16 +217,12 @@ class Attention(nn.Module):
         self.n_local_heads = config.n_local_heads
         self.dim = config.dim
 
-    def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
+    def forward(self, x, freqs_cis, mask, input_pos):
         bsz, seqlen, _ = x.shape
         q_size = self.n_head * self.head_dim
         kv_size = self.n_local_heads * self.head_dim
         if self.kv_cache is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
-        if rope_table is not None:  # up to FUSED_MAX_POSITIONS positions: the fused C++ op
-            y = ops.decode_attention(self.wqkv(x), self.kv_cache.k_cache, self.kv_cache.v_cache,
-                                     input_pos, rope_table, self.n_head, self.n_local_heads)
-            return self.wo(y)
         qk, v = self.wqkv(x).split([q_size + kv_size, kv_size], dim=-1)
         # q and k heads rotated together: one RoPE pass over H + Hkv heads
         qk = apply_rotary_emb(qk.view(bsz, seqlen, self.n_head + self.n_local_heads,
@@ -260,7 +236,7 @@ class Attention(nn.Module):
         return self.wo(y.transpose(1, 2).reshape(bsz, seqlen, q_size))
 
 
-class FeedForward(nn.Module):
+class FeedForward(FusionWatched, nn.Module):
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.w1 = Linear(config.dim, config.intermediate_size, bias=False)  # gate
@@ -271,7 +247,7 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(FusionWatched, nn.Module):
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.attention = Attention(config)
@@ -279,83 +255,21 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
 
-    def forward(self, x, freqs_cis, mask, input_pos, rope_table=None):
-        fused = self.fused_args() if rope_table is not None else None  # a short fp32 CPU step
-        if fused is not None:  # the whole layer in one C++ op
-            return ops.decode_layer(x, *fused[:8], input_pos, rope_table, *fused[8:])
-        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos, rope_table)
+    def forward(self, x, freqs_cis, mask, input_pos):
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask, input_pos)
         return h + self.feed_forward(self.ffn_norm(h))
 
-    def fused_args(self) -> Optional["FusedLayerArgs"]:
-        """This layer's arguments of ``ops.decode_layer`` (all but x, input_pos and the
-        rotations), or None when it must run module by module (``can_fuse``, the linears'
-        ``decode_layer_args``). Read through the modules' dicts: see Linear.decode_layer_args."""
-        if not can_fuse(self):
-            return None
-        linears = self.decode_layer_args()
-        if linears is None:
-            return None
-        mods = self._modules
-        att, attention_norm = mods["attention"], mods["attention_norm"]
-        cache = att._modules["kv_cache"]._buffers
-        return FusedLayerArgs(attention_norm._parameters["weight"],
-                              mods["ffn_norm"]._parameters["weight"], attention_norm.eps,
-                              *linears, cache["k_cache"], cache["v_cache"], att.n_head,
-                              att.n_local_heads)
 
-    def decode_layer_args(self):
-        """``(weights, kinds, groupsizes)`` of the five linears for ``ops.decode_layer``, or
-        None when one of them cannot join (see ``decode_layer_args`` of the linears)."""
-        mods = self._modules
-        if mods["attention_norm"].eps != mods["ffn_norm"].eps:
-            return None
-        att, ffn = mods["attention"]._modules, mods["feed_forward"]._modules
-        weights, kinds, groupsizes = [], [], []
-        for mod in (att["wqkv"], att["wo"], ffn["w1"], ffn["w3"], ffn["w2"]):
-            args = mod.decode_layer_args()
-            if args is None:
-                return None
-            weights += args[0]
-            kinds.append(args[1])
-            groupsizes.append(args[2])
-        return weights, kinds, groupsizes
+class LayerList(FusionWatched, nn.ModuleList):
+    """The layers: ``model.layers[i] = block`` on a fused model un-fuses it."""
 
 
-class FusedLayerArgs(NamedTuple):
-    """One layer's arguments of ``ops.decode_layer``, in its order (``fused_args``)."""
-    attention_norm: torch.Tensor
-    ffn_norm: torch.Tensor
-    eps: float
-    weights: list
-    kinds: list
-    groupsizes: list
-    k_cache: torch.Tensor
-    v_cache: torch.Tensor
-    n_head: int
-    n_kv_head: int
-
-
-def can_fuse(block: "TransformerBlock") -> bool:
-    """Whether a decode step may run ``block`` as one ``ops.decode_layer`` call: the block,
-    its attention and feed-forward are exactly this module's types and its five linears are
-    exactly one of ``FUSED_LINEAR_TYPES`` (whose tensors the op reads; their dtypes and bias
-    are checked by ``decode_layer_args``)."""
-    mods = block._modules
-    att, ffn = mods["attention"], mods["feed_forward"]
-    if type(block) is not TransformerBlock or type(att) is not Attention or \
-            type(ffn) is not FeedForward:
-        return False
-    linears = att._modules, ffn._modules
-    return all(type(linears[0][n]) in FUSED_LINEAR_TYPES for n in ("wqkv", "wo")) and \
-        all(type(linears[1][n]) in FUSED_LINEAR_TYPES for n in ("w1", "w3", "w2"))
-
-
-class Transformer(nn.Module):
+class Transformer(FusionWatched, nn.Module):
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.config = config
         self.tok_embeddings = Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
+        self.layers = LayerList(TransformerBlock(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.output = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -364,37 +278,55 @@ class Transformer(nn.Module):
         self.max_seq_length = -1
         self.freqs_cis: Optional[torch.Tensor] = None
         self.rope_table: Optional[torch.Tensor] = None
-        # Decode steps (one new position) run each layer as one C++ op (ops.decode_layer,
-        # attention through ops.decode_attention) when activations and caches are fp32 on
-        # the CPU; False forces the composite path (the tests compare the two).
-        self.fused_decode = True
+        # fastdecode.fuse decides whether decode steps run fused (the loader calls it)
+        self.__dict__["_fused"] = None
+        self.__dict__["_fusion_reason"] = "not fused (fastdecode.fuse decides)"
 
-    def _cached_decode_layers_args(self):
-        """``_decode_layers_args``, rebuilt only after a module, parameter or buffer was
-        registered somewhere (a swap, a load, new caches) or ``setup_caches`` ran: building
-        costs ~10 us a layer."""
-        cached = self.__dict__.get("_decode_layers_cache")
-        if cached is not None and cached[0] == _module_generation[0]:
-            return cached[1]
-        args = self._decode_layers_args()
-        self.__dict__["_decode_layers_cache"] = (_module_generation[0], args)
-        return args
+    # -- the decode path (fastdecode.fusion) --------------------------------------------------
+    @property
+    def decode_path(self) -> str:
+        """"fused" (short steps run ``ops.decode_layers``) or "modules"."""
+        return "fused" if self.__dict__.get("_fused") is not None else "modules"
 
-    def _decode_layers_args(self):
-        """``(norms, eps, weights, kinds, groupsizes, k_caches, v_caches, n_head, n_kv_head)``
-        for ``ops.decode_layers``: every layer's ``fused_args`` joined, or None when a layer
-        cannot fuse or the layers differ in eps or head counts."""
-        layers = [layer.fused_args() for layer in self.layers]
-        if not layers or any(a is None for a in layers):
-            return None
-        first = layers[0]
-        shared = (first.eps, first.n_head, first.n_kv_head)
-        if any((a.eps, a.n_head, a.n_kv_head) != shared for a in layers):
-            return None
-        return ([t for a in layers for t in (a.attention_norm, a.ffn_norm)], first.eps,
-                [w for a in layers for w in a.weights], [k for a in layers for k in a.kinds],
-                [g for a in layers for g in a.groupsizes], [a.k_cache for a in layers],
-                [a.v_cache for a in layers], first.n_head, first.n_kv_head)
+    def extra_repr(self) -> str:
+        reason = self.__dict__.get("_fusion_reason")
+        return f"decode_path={self.decode_path}" + (f" ({reason})" if reason else "")
+
+    def _edited(self, what: str) -> None:
+        """A module, parameter or buffer under this fused model was replaced."""
+        from .fusion import unfuse
+
+        if self.__dict__.get("_fused") is None:
+            return
+        unfuse(self, f"{what} was replaced after fusing")
+        warnings.warn(f"{what} was replaced on a fused model: it now decodes module by module "
+                      "(decode_path='modules'); call fastdecode.fuse(model) to fuse it again",
+                      stacklevel=3)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``, ``.float()``...: a fused model decides again for its new dtype/device."""
+        from .fusion import fuse
+
+        was_fused = self.__dict__.get("_fused") is not None
+        out = super()._apply(fn, *args, **kwargs)
+        if was_fused:
+            fuse(self, warn=True)
+        return out
+
+    def __getstate__(self):
+        """Copies and pickles carry the decision, not the plan: ``__setstate__`` fuses the
+        copy from its own modules."""
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__")
+                     else self.__dict__)
+        state["_fused_on_load"] = state.pop("_fused", None) is not None
+        return state
+
+    def __setstate__(self, state):
+        fused = state.pop("_fused_on_load", False)
+        super().__setstate__({**state, "_fused": None})
+        if fused:
+            from .fusion import fuse
+            fuse(self)
 
     def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:
         """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
@@ -402,7 +334,6 @@ class Transformer(nn.Module):
         Re-allocates only when a larger batch or a different length is asked for; the caches
         live on the device and in the dtype of the embedding table (the activation dtype).
         """
-        self.__dict__.pop("_decode_layers_cache", None)  # a new decode: re-read the modules
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
                              f"block_size ({self.config.block_size})")
@@ -473,19 +404,15 @@ class Transformer(nn.Module):
                     logits.append(part[0])
                     hidden.append(part[1])
             return torch.cat(logits, dim=1), torch.cat(hidden, dim=1)
-        rope_table = mask = freqs_cis = None
-        if (seqlen <= FUSED_MAX_POSITIONS and self.fused_decode and x.dtype == torch.float32
-                and x.device.type == "cpu"):
-            rope_table = self.rope_table
-        else:  # the composite path's mask and rotations
+        fused = self.__dict__.get("_fused")
+        if fused is not None and seqlen <= FUSED_MAX_POSITIONS and \
+                x.dtype == torch.float32 and x.device.type == "cpu":
+            x = fused.run(x, input_pos, self.rope_table)  # every layer in one C++ call
+        else:
             mask = self.causal_mask(input_pos, x.dtype)
             freqs_cis = self.freqs_cis[input_pos]
-        fused = self._cached_decode_layers_args() if rope_table is not None else None
-        if fused is not None:  # every layer in one C++ call
-            x = ops.decode_layers(x, *fused[:7], input_pos, rope_table, *fused[7:])
-        else:
             for layer in self.layers:
-                x = layer(x, freqs_cis, mask, input_pos, rope_table)
+                x = layer(x, freqs_cis, mask, input_pos)
         if last_only:
             x = x[:, -1:]
         return self.output(self.norm(x)), x

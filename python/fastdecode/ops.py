@@ -14,7 +14,8 @@ from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
            "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
-           "int8_linear", "int4_linear", "rms_norm", "decode_attention", "decode_layer",
+           "repack_gguf",
+           "repack_gguf", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
            "decode_layers",
            "speculative_accept", "shard", "shard_int4"]
 
@@ -236,6 +237,27 @@ def _dequantize_gguf_fake(blocks, ggml_type):
                             dtype=torch.float32)
 
 
+def repack_gguf(blocks: torch.Tensor, ggml_type: int):
+    """GGUF rows kept in their precision: ``blocks`` uint8 ``[N, K / 32 * block bytes]`` ->
+    Q8_0 (8): ``(q int8 [N, K], scales [N, K / 32])``, the grouped int8 format;
+    Q4_0 (2) / Q4_1 (3): ``(packed uint8 [N, K / 2], scales_and_zeros [N, K / 32, 2])``, the
+    int4 format with groupsize 32 (Q4_1's zero is m + 8d). Exactly the blocks' values."""
+    _require_tensors("repack_gguf", blocks=blocks)
+    _require_int64("repack_gguf", ggml_type=ggml_type)
+    return _ops.repack_gguf(blocks, ggml_type)
+
+
+@torch.library.register_fake("fastdecode::repack_gguf")
+def _repack_gguf_fake(blocks, ggml_type):
+    names = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
+    n, k = blocks.shape[0], blocks.shape[1] // _C.gguf_block_bytes.get(
+        names.get(ggml_type, ""), 1) * 32
+    if ggml_type == 8:
+        return (blocks.new_empty((n, k), dtype=torch.int8),
+                blocks.new_empty((n, k // 32), dtype=torch.float32))
+    return (blocks.new_empty((n, k // 2)), blocks.new_empty((n, k // 32, 2), dtype=torch.float32))
+
+
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the int8 weight ``q [N, K]`` with ``scales`` ``[N]`` (per channel)
@@ -335,46 +357,21 @@ def _speculative_accept_fake(draft_tokens, draft_probs, target_probs, generator=
             draft_tokens.new_empty((bsz,), dtype=torch.int64))
 
 
-def decode_layer(x: torch.Tensor, attention_norm: torch.Tensor, ffn_norm: torch.Tensor,
-                 eps: float, weights: List[torch.Tensor], kinds: List[int],
-                 groupsizes: List[int], k_cache: torch.Tensor, v_cache: torch.Tensor,
-                 input_pos: torch.Tensor, rope: torch.Tensor, n_head: int,
-                 n_kv_head: int) -> torch.Tensor:
-    """One pre-norm decoder layer at one decode position: ``x [B, 1, E]`` fp32 ->
-    ``h + w2(silu(w1(n)) * w3(n))`` with ``h = x + wo(attention(wqkv(rms_norm(x))))`` and
-    ``n = rms_norm(h)``; attention as ``decode_attention`` (which writes the caches).
-    ``weights`` holds the tensors of wqkv, wo, w1, w3, w2 in that order, ``kinds[i]`` says
-    which: 0 fp32 ``[weight]``, 1 int8 ``[q, scales]``, 2 int4 ``[packed, scales_and_zeros]``
-    with ``groupsizes[i]``. Same arithmetic as the modules, without ~20 Python calls and
-    dispatcher trips per layer."""
-    if not isinstance(weights, (list, tuple)) or \
-            not all(isinstance(w, torch.Tensor) for w in weights):
-        raise TypeError("fastdecode::decode_layer: weights must be a list of tensors")
-    _require_tensors("decode_layer",
-                     x=x, attention_norm=attention_norm, ffn_norm=ffn_norm, k_cache=k_cache,
-                     v_cache=v_cache, input_pos=input_pos, rope=rope)
-    _require_int64("decode_layer", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
-                   n_kv_head=n_kv_head)
-    return _ops.decode_layer(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes,
-                             k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
-
-
-@torch.library.register_fake("fastdecode::decode_layer")
-def _decode_layer_fake(x, attention_norm, ffn_norm, eps, weights, kinds, groupsizes, k_cache,
-                       v_cache, input_pos, rope, n_head, n_kv_head):
-    return torch.empty_like(x)
-
-
 def decode_layers(x: torch.Tensor, norms: List[torch.Tensor], eps: float,
                   weights: List[torch.Tensor], kinds: List[int], groupsizes: List[int],
                   k_caches: List[torch.Tensor], v_caches: List[torch.Tensor],
                   input_pos: torch.Tensor, rope: torch.Tensor, n_head: int,
                   n_kv_head: int) -> torch.Tensor:
-    """``decode_layer`` for all ``L`` layers of a model in one call: ``norms`` holds
-    ``[attention_norm, ffn_norm]`` of each layer (2L), ``weights`` the linears' tensors layer
-    after layer, ``kinds`` / ``groupsizes`` 5L entries, ``k_caches`` / ``v_caches`` L each,
-    shaped alike. Every layer is checked before the first cache write. One dispatcher trip
-    per decode step instead of one per layer."""
+    """Every pre-norm decoder layer of a model at ``S <= 16`` decode positions, in one call:
+    ``x [B, S, E]`` fp32; per layer ``h = x + wo(attention(wqkv(rms_norm(x))))`` and
+    ``x <- h + w2(silu(w1(n)) * w3(n))`` with ``n = rms_norm(h)``, attention as
+    ``decode_attention`` (which writes the layer's caches). ``norms`` holds
+    ``[attention_norm, ffn_norm]`` of each layer (2L); ``weights`` the tensors of each layer's
+    wqkv, wo, w1, w3, w2, layer after layer, ``kinds`` saying which (0 fp32 ``[weight]``,
+    1 int8 ``[q, scales]``, 2 int4 ``[packed, scales_and_zeros]`` with ``groupsizes``), 5L
+    entries each; ``k_caches`` / ``v_caches`` L each, shaped alike, no two overlapping.
+    Every layer is checked before the first cache write. One dispatcher trip per decode
+    step: the ~20 Python calls per layer of the module path are gone."""
     _require_tensors("decode_layers", x=x, input_pos=input_pos, rope=rope)
     _require_int64("decode_layers", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
                    n_kv_head=n_kv_head)

@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from . import _C, ops
-from .model import FUSED_LINEAR_TYPES, LinearKind
+from .fusion import FusionWatched, fuse, unfuse
+from .model import LinearKind
 from .gguf_file import BLOCK_BYTES
 
 __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
@@ -37,7 +38,7 @@ def _with_bias_of(mod: nn.Module, linear: nn.Linear) -> nn.Module:
     return mod
 
 
-class WeightOnlyInt8Linear(nn.Module):
+class WeightOnlyInt8Linear(FusionWatched, nn.Module):
     """int8 weight ``[N, K]`` with fp32 scales ``[N]`` (``groupsize=None``: per channel) or
     ``[N, K / groupsize]``; the product runs in ``fastdecode::int8_linear``."""
 
@@ -81,8 +82,8 @@ class WeightOnlyInt8Linear(nn.Module):
         return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
     def decode_layer_args(self):
-        """``([q, scales], LinearKind.INT8, 0)`` for ``ops.decode_layer``; None with a bias
-        (read through the module's dicts, see ``model.Linear.decode_layer_args``)."""
+        """``([q, scales], LinearKind.INT8, 0)`` for ``ops.decode_layers``; None with a
+        bias."""
         if self._parameters.get("bias") is not None:
             return None
         buffers = self._buffers
@@ -93,7 +94,7 @@ class WeightOnlyInt8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, {g}"
 
 
-class WeightOnlyInt4Linear(nn.Module):
+class WeightOnlyInt4Linear(FusionWatched, nn.Module):
     """Packed int4 weight with per-group scale and zero; ``fastdecode::int4_linear``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
@@ -123,7 +124,7 @@ class WeightOnlyInt4Linear(nn.Module):
 
     def decode_layer_args(self):
         """``([packed, scales_and_zeros], LinearKind.INT4, groupsize)`` for
-        ``ops.decode_layer``; None with a bias."""
+        ``ops.decode_layers``; None with a bias."""
         if self._parameters.get("bias") is not None:
             return None
         buffers = self._buffers
@@ -137,7 +138,6 @@ class WeightOnlyInt4Linear(nn.Module):
 QUANTIZED_TYPES = (WeightOnlyInt8Linear, WeightOnlyInt4Linear)
 
 
-FUSED_LINEAR_TYPES.update((WeightOnlyInt8Linear, WeightOnlyInt4Linear))  # model.can_fuse
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -166,6 +166,8 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
         raise ValueError(f"groupsize must be one of {GROUPSIZES}"
                          f"{' (or None for int8 per channel)' if mode == 'int8' else ''}, "
                          f"got {groupsize}")
+    fused = [t for t in model.modules() if getattr(t, "decode_path", None) == "fused"]
+    unfuse(model)  # quietly: the decision is made again below
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in targets:
         if mode == "int8":
@@ -175,6 +177,8 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
         else:
             new = WeightOnlyInt4Linear.from_float(linear, groupsize)
         replace_module(model, name, new.to(linear.weight.device))
+    for t in fused:  # what was fused is fused again, over the quantized linears
+        fuse(t)
     return model
 
 
@@ -238,14 +242,6 @@ def save_quantized(model, tokenizer, directory) -> Path:
 
 # -- GGUF quantized blocks -------------------------------------------------------------------
 
-def _blocks(data: np.ndarray, n: int, k: int, kind: str) -> np.ndarray:
-    return np.ascontiguousarray(data).reshape(n, k // 32, BLOCK_BYTES[kind])
-
-
-def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
-    return np.ascontiguousarray(blocks[..., offset:offset + 2]).view(np.float16)[..., 0]
-
-
 def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
     """A quantized linear for GGUF tensors ``parts`` (fused along N, e.g. q, k, v), straight
     from their blocks, or ``None`` when they are not all Q4_0, Q4_1 or Q8_0 of one type.
@@ -258,36 +254,22 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
         return None
     kind = kinds.pop()
     rows = [int(p.shape[1]) if len(p.shape) > 1 else 1 for p in parts]
-    blocks = np.concatenate([_blocks(p.data, r, in_features, kind) for p, r in zip(parts, rows)])
+    row_bytes = in_features // 32 * BLOCK_BYTES[kind]
+    # one writable copy of the (read-only, memory-mapped) blocks, parts stacked along N
+    blocks = torch.from_numpy(np.concatenate([np.asarray(p.data).reshape(r, row_bytes)
+                                              for p, r in zip(parts, rows)]))
+    first, second = ops.repack_gguf(blocks, int(parts[0].tensor_type))  # in C++, exactly
     n = blocks.shape[0]
-    d = _f16(blocks, 0).astype(np.float32)
     if kind == "Q8_0":
         mod = WeightOnlyInt8Linear(in_features, n, groupsize=32)
-        mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(blocks[..., 2:]).view(np.int8)
-                                          .reshape(n, in_features)))
-        mod.scales.copy_(torch.from_numpy(d))
+        mod.weight.copy_(first)
+        mod.scales.copy_(second)
         return mod
-    if kind == "Q4_1":
-        zero = _f16(blocks, 2).astype(np.float32) + np.float32(8) * d
-        nibbles = blocks[..., 4:]
-    else:
-        zero = np.zeros_like(d)
-        nibbles = blocks[..., 2:]
     mod = WeightOnlyInt4Linear(in_features, n, groupsize=32)
-    words = np.ascontiguousarray(nibbles).reshape(n, in_features // 2).view(np.uint32)
-    mod.weight.copy_(torch.from_numpy(tile_rows(words).view(np.uint8).reshape(n, -1)))
-    sz = np.ascontiguousarray(np.stack([d, zero], axis=-1)).reshape(n, -1).view(np.uint32)
-    mod.scales_and_zeros.copy_(torch.from_numpy(tile_rows(sz).view(np.float32).reshape(n, -1, 2)))
+    mod.weight.copy_(first)
+    mod.scales_and_zeros.copy_(second)
     return mod
 
 
 # 2: int4 weights in 16-row tiles (version 1 stored them row-major)
 FORMAT_VERSION = 2
-
-
-def tile_rows(words: np.ndarray, tile: int = _C.int4_tile_rows) -> np.ndarray:
-    """``[N, C]`` 4-byte words -> the same words in ``tile``-row column-major tiles, flat: the
-    int4 layout of csrc/kernels/int4_layout.h (the last tile holds the N % tile rows left)."""
-    full = words.shape[0] // tile * tile
-    tiles = words[:full].reshape(-1, tile, words.shape[1]).transpose(0, 2, 1)
-    return np.concatenate([tiles.reshape(-1), words[full:].T.reshape(-1)])

@@ -25,7 +25,8 @@ import torch.nn as nn
 
 from . import ops
 from .cancel import check_cancelled
-from .model import ModelArgs, Transformer, empty_weights
+from .fusion import fuse
+from .model import LayerList, ModelArgs, Transformer, empty_weights
 from .sampling import sample
 
 __all__ = ["early_exit_draft", "quantized_draft", "shares_caches", "speculative_decode_rows"]
@@ -43,10 +44,11 @@ def early_exit_draft(model: Transformer, n_layers: int) -> Transformer:
     with empty_weights():  # modules replaced below: allocate nothing
         draft = Transformer(config)
     draft.tok_embeddings = model.tok_embeddings
-    draft.layers = nn.ModuleList(model.layers[:n_layers])
+    draft.layers = LayerList(model.layers[:n_layers])
     draft.norm = model.norm
     draft.output = model.output
-    draft.fused_decode = model.fused_decode
+    if model.decode_path == "fused":  # the target's decision holds for its first layers
+        fuse(draft)
     return draft.eval()
 
 

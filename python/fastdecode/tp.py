@@ -30,6 +30,7 @@ import torch.nn as nn
 from torch.distributed import _functional_collectives as funcol
 
 from . import ops
+from .fusion import unfuse
 from .model import Transformer
 from .quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear
 
@@ -175,6 +176,8 @@ def apply_tp(model: Transformer, rank: int, world_size: int, group=None) -> TPPl
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank!r}")
     group = group if group is not None else dist.group.WORLD
+    if world_size > 1:  # before any module is cut: the fused op has no collective inside
+        unfuse(model, "tensor parallel: the fused op has no collective inside")
     if world_size == 1:
         model.tp_plan = plan
         return plan
@@ -194,7 +197,6 @@ def apply_tp(model: Transformer, rank: int, world_size: int, group=None) -> TPPl
     lengths = [n for _, n in plan.vocab]
     head.register_forward_hook(
         lambda _m, _i, out: _gather_last_dim(out, lengths, group))
-    model.fused_decode = False  # the fused layer op has no collective inside
     model.tp_plan = plan
     return plan
 

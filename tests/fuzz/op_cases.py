@@ -108,7 +108,7 @@ def _decode_attention(g, d):
 
 
 def _layer_linears(g, d, H, Hkv, D, offset=0):
-    """The five linears of a layer as decode_layer takes them, kinds cycling with the seed."""
+    """The five linears of a layer as decode_layers takes them, kinds cycling with the seed."""
     E, hidden = d["E"], d["N"]
     shapes = [((H + 2 * Hkv) * D, E), (E, H * D), (hidden, E), (hidden, E), (E, hidden)]
     weights, kinds, groupsizes = [], [], []
@@ -124,14 +124,6 @@ def _layer_linears(g, d, H, Hkv, D, offset=0):
         kinds.append(kind)
         groupsizes.append(32 if kind == 2 else 0)
     return weights, kinds, groupsizes
-
-
-def _decode_layer(g, d):
-    H, Hkv, D, (k, v), rope, pos = _attention_parts(g, d)
-    weights, kinds, groupsizes = _layer_linears(g, d, H, Hkv, D)
-    args = [_rand(g, (d["B"], 1, d["E"])), _rand(g, (d["E"],)), _rand(g, (d["E"],)), 1e-5,
-            weights, kinds, groupsizes, k, v, pos, rope, H, Hkv]
-    return args, lambda a: OPS.decode_layer(*a)
 
 
 def _decode_layers(g, d):
@@ -173,7 +165,7 @@ BUILDERS: Dict[str, Callable] = {
     "multinomial_sample_one_no_sync": _multinomial, "linear": _linear,
     "quantize_int8_per_channel": _quantize_int8, "quantize_int4_grouped": _quantize_int4,
     "int8_linear": _int8_linear, "int4_linear": _int4_linear, "rms_norm": _rms_norm,
-    "decode_attention": _decode_attention, "decode_layer": _decode_layer,
+    "decode_attention": _decode_attention,
     "decode_layers": _decode_layers, "speculative_accept": _speculative_accept,
     "argmax_token": _argmax_token, "shard": _shard, "shard_int4": _shard_int4,
 }

@@ -50,4 +50,5 @@ def tiny_model(seed=0, **overrides):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
+    fastdecode.fuse(model)  # as the loader does: decode steps run ops.decode_layers
     return model.eval()

@@ -4,13 +4,14 @@ import pytest
 import torch
 from conftest import tiny_model
 
+import fastdecode
 from fastdecode import ops
 
 
 def _decode_both_ways(model, ids, steps, per_row_pos=False):
     outs = {}
     for fused in (True, False):
-        model.fused_decode = fused
+        fastdecode.fuse(model) if fused else fastdecode.unfuse(model)
         with torch.no_grad():
             model.setup_caches(ids.shape[0], ids.shape[1] + steps)
             model(ids, torch.arange(ids.shape[1]))
@@ -24,7 +25,7 @@ def _decode_both_ways(model, ids, steps, per_row_pos=False):
                 logits.append(out)
                 tok = out[:, -1].argmax(-1, keepdim=True)
             outs[fused] = (torch.cat(logits, 1), model.layers[0].attention.kv_cache.k_cache.clone())
-    model.fused_decode = True
+    fastdecode.fuse(model)
     return outs
 
 
@@ -47,11 +48,11 @@ def test_rows_at_different_positions():
         model.setup_caches(2, 8)
         model(ids[:, :6], torch.arange(6))
         fused = model(torch.stack([ids[0, 6:7], ids[1, 3:4]]), torch.tensor([[6], [3]]))
-        model.fused_decode = False
+        fastdecode.unfuse(model)
         model.setup_caches(2, 8)
         model(ids[:, :6], torch.arange(6))
         comp = model(torch.stack([ids[0, 6:7], ids[1, 3:4]]), torch.tensor([[6], [3]]))
-        model.fused_decode = True
+        fastdecode.fuse(model)
     torch.testing.assert_close(fused, comp, rtol=1e-4, atol=1e-5)
 
 
@@ -66,14 +67,14 @@ def test_multi_position_steps_at_per_row_positions_equal_composite(mode):
     ids = torch.randint(0, 101, (2, 12))
     outs = {}
     for fused in (True, False):
-        model.fused_decode = fused
+        fastdecode.fuse(model) if fused else fastdecode.unfuse(model)
         with torch.no_grad():
             model.setup_caches(2, 16)
             model(ids[:, :20 // 2], torch.arange(10))  # prefill 10 (composite when > 16)
             pos = torch.tensor([[6, 7, 8, 9], [8, 9, 10, 11]])  # row 0 rewinds, row 1 moves on
             step = torch.stack([ids[0, 6:10], ids[1, 8:12]])
             outs[fused] = (model(step, pos), model.layers[1].attention.kv_cache.v_cache.clone())
-    model.fused_decode = True
+    fastdecode.fuse(model)
     # quantized: layer 1's input differs by float rounding between the paths, which the
     # 15-bit activation rounding can turn into a step of one unit
     cache_tol, logits_tol = (1e-5, 1e-4) if mode is None else (1e-4, 1e-3)

@@ -31,6 +31,7 @@ def dual_ar(seed=0, **overrides):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
+    fastdecode.fuse(model)
     return model.eval()
 
 
@@ -40,6 +41,7 @@ def naive(seed=0):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
+    fastdecode.fuse(model)
     return model.eval()
 
 
@@ -91,7 +93,8 @@ def test_bad_config_file_names_the_file(tmp_path):
 @pytest.mark.parametrize("fused", [True, False])
 def test_decode_one_token_ar_greedy_equals_the_oracle(fused):
     model = dual_ar()
-    model.slow.fused_decode = model.fast.fused_decode = fused
+    fastdecode.fuse(model) if fused else fastdecode.unfuse(model)
+    assert model.slow.decode_path == model.fast.decode_path == ("fused" if fused else "modules")
     p = prompt()
     model.setup_caches(1, 32)
     sd = _sd(model)

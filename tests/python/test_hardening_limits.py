@@ -368,16 +368,20 @@ def test_aliased_kv_caches_are_refused_before_any_write():
 
 
 def test_one_cache_shared_by_two_layers_is_refused(tiny):
+    from fastdecode import fusion
+
     tiny.setup_caches(1, 8)
-    args = list(tiny._decode_layers_args())
-    k_caches = list(args[5])
+    step = fusion.plan(tiny)
+    k_caches = [a.kv_cache.k_cache for a in step.attentions]
+    v_caches = [a.kv_cache.v_cache for a in step.attentions]
     k_caches[1] = k_caches[0]
-    args[5] = k_caches
-    snapshot = [c.clone() for c in args[5] + args[6]]
+    snapshot = [c.clone() for c in k_caches + v_caches]
     x = torch.randn(1, 1, 32)
     with pytest.raises(ValueError, match="caches 0 and 2 .* share memory"):
-        ops.decode_layers(x, *args[:7], torch.tensor([0]), tiny.rope_table, *args[7:])
-    assert all(torch.equal(a, b) for a, b in zip(snapshot, args[5] + args[6]))
+        ops.decode_layers(x, step.norms, step.eps, step.weights, step.kinds, step.groupsizes,
+                          k_caches, v_caches, torch.tensor([0]), tiny.rope_table, step.n_head,
+                          step.n_kv_head)
+    assert all(torch.equal(a, b) for a, b in zip(snapshot, k_caches + v_caches))
 
 
 def test_tiny_top_p_is_reported_as_given():

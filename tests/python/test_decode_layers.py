@@ -1,23 +1,22 @@
-"""fastdecode::decode_layer (one decoder layer at one decode position in one C++ op) and
-fastdecode::decode_layers (all of them in one call) against the model's module-by-module
-path, in fp32, int8 and int4; opcheck, compile, bad input, the argument cache."""
+"""fastdecode::decode_layers (every decoder layer of a decode step in one C++ op) against
+the model's module-by-module path, in fp32, int8 and int4; fusion as an explicit step
+(fastdecode.fuse, model.decode_path, edits that un-fuse); opcheck, compile, bad input."""
+import copy
+import warnings
+
 import pytest
 import torch
 from conftest import tiny_model
 
 import fastdecode
-from fastdecode import ops
+from fastdecode import fusion, ops
 from fastdecode.quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
 
 
 def _decode(model, ids, steps, fused):
     """Logits of `steps` greedy decode steps after a prefill of ids, and layer 0's k cache;
-    fused=False runs the same decode step module by module (decode_attention included)."""
-    for layer in model.layers:
-        if fused:
-            layer.__dict__.pop("decode_layer_args", None)
-        else:
-            layer.decode_layer_args = lambda: None  # instance attribute: hides the method
+    fused=False runs the same decode step module by module."""
+    fastdecode.fuse(model, warn=False) if fused else fastdecode.unfuse(model)
     with torch.no_grad():
         model.setup_caches(ids.shape[0], ids.shape[1] + steps)
         model(ids, torch.arange(ids.shape[1]))
@@ -26,33 +25,32 @@ def _decode(model, ids, steps, fused):
             out = model(tok, torch.tensor([ids.shape[1] + i]))
             logits.append(out)
             tok = out[:, -1].argmax(-1, keepdim=True)
-    for layer in model.layers:
-        layer.__dict__.pop("decode_layer_args", None)
     return torch.cat(logits, 1), model.layers[0].attention.kv_cache.k_cache.clone()
 
 
-def _calls_decode_layer(model, ids):
-    """Whether a decode step of `model` runs its layers fused: ops.decode_layers for all of
-    them, or ops.decode_layer per layer."""
+def _runs_fused(model, ids, monkeypatch=None):
+    """Whether a decode step of `model` (as it is) calls ops.decode_layers."""
     seen = []
-    real_one, real_all = ops.decode_layer, ops.decode_layers
-    ops.decode_layer = lambda *a: seen.append(1) or real_one(*a)
-    ops.decode_layers = lambda *a: seen.append(1) or real_all(*a)
+    real = ops.decode_layers
+    ops.decode_layers = lambda *a: seen.append(1) or real(*a)
     try:
-        _decode(model, ids, 1, True)
+        with torch.no_grad():
+            model.setup_caches(ids.shape[0], ids.shape[1] + 1)
+            model(ids, torch.arange(ids.shape[1]))
+            model(ids[:, -1:], torch.tensor([ids.shape[1]]))
     finally:
-        ops.decode_layer, ops.decode_layers = real_one, real_all
+        ops.decode_layers = real
     return bool(seen)
 
 
 @pytest.mark.parametrize("mode", [None, "int8", "int4"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_decode_layer_equals_module_path(mode, batch):
+def test_decode_layers_equals_module_path(mode, batch):
     model = tiny_model(seed=3, n_local_heads=2)
     if mode is not None:
         quantize_model(model, mode, 32)
     ids = torch.randint(0, 101, (batch, 5))
-    assert _calls_decode_layer(model, ids)
+    assert model.decode_path == "fused" and _runs_fused(model, ids)
     fused, k_fused = _decode(model, ids, 6, True)
     composite, k_comp = _decode(model, ids, 6, False)
     # quantized: the GEMV rounds its activations to 15 bits, so a last-bit difference
@@ -79,17 +77,19 @@ def test_gate_and_up_of_different_kinds(w3_kind):
         else:
             layer.feed_forward.w3 = dense_w3[i]
     ids = torch.randint(0, 101, (2, 5))
-    assert _calls_decode_layer(model, ids)
+    fastdecode.fuse(model)
+    assert _runs_fused(model, ids)
     fused, _ = _decode(model, ids, 4, True)
     composite, _ = _decode(model, ids, 4, False)
     torch.testing.assert_close(fused, composite, rtol=0, atol=1e-3 * composite.abs().max().item())
 
 
 @pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 3e-3)])
-def test_decode_layer_on_the_default_model(quantized, tol):
+def test_decode_layers_on_the_default_model(quantized, tol):
     """fp32: equal to rounding; the GGUF's int4 blocks: within the accumulated 15-bit
     activation rounding (measured 9e-4 of the largest logit), same greedy tokens."""
     model, tok = fastdecode.load("default", quantized=quantized)
+    assert model.decode_path == "fused"  # the loader decides
     ids = torch.tensor([tok.encode("The capital of France is")])
     fused, _ = _decode(model, ids, 6, True)
     composite, _ = _decode(model, ids, 6, False)
@@ -106,68 +106,71 @@ def test_a_linear_with_bias_keeps_the_module_path():
     with torch.no_grad():
         biased.weight.copy_(wo.weight)
         biased.bias.normal_()
-    layer.attention.wo = biased
-    assert layer.decode_layer_args() is None
-    assert model.layers[1].decode_layer_args() is not None
+    with pytest.warns(UserWarning, match="Attention.wo was replaced on a fused model"):
+        layer.attention.wo = biased
+    assert model.decode_path == "modules"
+    with pytest.warns(UserWarning, match="layer 0 wo: Linear has a bias"):
+        assert fastdecode.fuse(model) == "modules"
+    assert "has a bias" in repr(model)
     ids = torch.randint(0, 101, (1, 4))
-    fused, _ = _decode(model, ids, 3, True)
-    composite, _ = _decode(model, ids, 3, False)
-    torch.testing.assert_close(fused, composite, rtol=1e-4, atol=1e-5)
+    assert not _runs_fused(model, ids)
 
 
-def test_can_fuse_takes_exact_module_types_only():
-    from fastdecode.model import FUSED_LINEAR_TYPES, LinearKind, can_fuse
+def test_fusion_takes_exact_module_types_only():
+    from fastdecode.model import LinearKind
 
     class ScaledLinear(fastdecode.model.Linear):  # a subclass may compute something else
         def forward(self, x):
             return 2.0 * super().forward(x)
 
     model = tiny_model(seed=6)
-    assert all(can_fuse(layer) for layer in model.layers)
-    assert {WeightOnlyInt8Linear, WeightOnlyInt4Linear} <= FUSED_LINEAR_TYPES
     w2 = model.layers[1].feed_forward.w2
     scaled = ScaledLinear(w2.in_features, w2.out_features, bias=False)
     with torch.no_grad():
         scaled.weight.copy_(w2.weight)
-    model.layers[1].feed_forward.w2 = scaled
-    assert can_fuse(model.layers[0]) and not can_fuse(model.layers[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.layers[1].feed_forward.w2 = scaled
+        assert fastdecode.fuse(model) == "modules"
+    assert "ScaledLinear does not define decode_layer_args" in repr(model)
     ids = torch.randint(0, 101, (1, 4))
-    fused, _ = _decode(model, ids, 3, True)  # layer 1 on the module path: its 2x applies
-    composite, _ = _decode(model, ids, 3, False)
-    torch.testing.assert_close(fused, composite, rtol=1e-4, atol=1e-5)
+    assert not _runs_fused(model, ids)  # its 2x applies
     # the kinds are the op's: the enum's values are the ones its error message names
     assert [int(k) for k in LinearKind] == [0, 1, 2]
     args = list(_layer_args())
-    args[5] = [int(LinearKind.INT4) + 1] + list(args[5][1:])
+    args[4] = [int(LinearKind.INT4) + 1] + list(args[4][1:])
     with pytest.raises(ValueError, match=r"must be 0 \(fp32\), 1 \(int8\) or 2 \(int4\)"):
-        ops.decode_layer(*args)
+        ops.decode_layers(*args)
+
+
+def _plan_args(model, x, pos):
+    """ops.decode_layers' arguments for `model`'s fused step."""
+    step = fusion.plan(model)
+    return (x, [t.detach() for t in step.norms], step.eps, [t.detach() for t in step.weights],
+            step.kinds, step.groupsizes, [a.kv_cache.k_cache for a in step.attentions],
+            [a.kv_cache.v_cache for a in step.attentions], pos, model.rope_table,
+            step.n_head, step.n_kv_head)
 
 
 def _layer_args(mode=None):
-    model = tiny_model(seed=5, n_local_heads=2)
+    """decode_layers' arguments for a one-layer model."""
+    model = tiny_model(seed=5, n_local_heads=2, n_layer=1)
     if mode is not None:
         quantize_model(model, mode, 32)
     model.setup_caches(2, 8)
-    layer = model.layers[0]
-    att = layer.attention
-    weights, kinds, groupsizes = layer.decode_layer_args()
-    x = torch.randn(2, 1, model.config.dim)
-    return (x, layer.attention_norm.weight.detach(), layer.ffn_norm.weight.detach(),
-            layer.attention_norm.eps, [w.detach() for w in weights], kinds, groupsizes,
-            att.kv_cache.k_cache, att.kv_cache.v_cache, torch.tensor([3]), model.rope_table,
-            att.n_head, att.n_local_heads)
+    return _plan_args(model, torch.randn(2, 1, model.config.dim), torch.tensor([3]))
 
 
 @pytest.mark.parametrize("mode", [None, "int4"])
-def test_opcheck_decode_layer(mode):
-    torch.library.opcheck(torch.ops.fastdecode.decode_layer.default, _layer_args(mode))
+def test_opcheck_one_layer(mode):
+    torch.library.opcheck(torch.ops.fastdecode.decode_layers.default, _layer_args(mode))
 
 
-def test_compile_fullgraph_around_decode_layer():
+def test_compile_fullgraph_around_decode_layers():
     args = _layer_args("int8")
 
     def f(x):
-        return torch.tanh(ops.decode_layer(x, *args[1:])) * 2
+        return torch.tanh(ops.decode_layers(x, *args[1:])) * 2
 
     x = args[0]
     want = f(x)
@@ -176,20 +179,20 @@ def test_compile_fullgraph_around_decode_layer():
 
 
 @pytest.mark.parametrize("change,match", [
-    (lambda a: a[:5] + (a[5][:4],) + a[6:], "kinds and groupsizes must have 5 entries"),
-    (lambda a: a[:5] + ([0, 0, 3, 0, 0],) + a[6:], r"kinds\[2\] \(w1\) must be 0"),
-    (lambda a: a[:4] + (a[4][:-1],) + a[5:], "too few"),
-    (lambda a: a[:4] + (a[4] + a[4][:1],) + a[5:], "take 5"),
-    (lambda a: a[:5] + ([0, 0, 1, 0, 0],) + a[6:], "too few|take|int8"),
+    (lambda a: a[:4] + (a[4][:4],) + a[5:], "5L kinds"),
+    (lambda a: a[:4] + ([0, 0, 3, 0, 0],) + a[5:], r"kinds\[2\] \(w1\) must be 0"),
+    (lambda a: a[:3] + (a[3][:-1],) + a[4:], "too few"),
+    (lambda a: a[:3] + (a[3] + a[3][:1],) + a[4:], "take 5"),
+    (lambda a: a[:4] + ([0, 0, 1, 0, 0],) + a[5:], "too few|take|int8"),
     (lambda a: (a[0].double(),) + a[1:], "x must be float32"),
     (lambda a: (a[0][:, :, :-1],) + a[1:], r"weight must have shape \[E\] = \[31\], got \[32\]"),
-    (lambda a: a[:4] + ([a[4][0], a[4][1][:, :-1], *a[4][2:]],) + a[5:],
+    (lambda a: a[:3] + ([a[3][0], a[3][1][:, :-1], *a[3][2:]],) + a[4:],
      r"\(wo\): takes 31 in-features, the layer gives it 32"),
 ])
 def test_bad_input_is_a_clear_error(change, match):
     # a wrong dtype is a TypeError; a wrong shape, count or value a ValueError
     with pytest.raises(TypeError if match == "x must be float32" else ValueError, match=match):
-        ops.decode_layer(*change(_layer_args()))
+        ops.decode_layers(*change(tuple(_layer_args())))
 
 
 @pytest.mark.parametrize("which,match", [
@@ -198,30 +201,32 @@ def test_bad_input_is_a_clear_error(change, match):
 ])
 def test_a_mismatched_later_linear_fails_before_the_cache_is_written(which, match):
     args = _layer_args("int8")
-    weights = list(args[4])
+    weights = list(args[3])
     q, scales = weights[2 * which], weights[2 * which + 1]
     weights[2 * which] = q[:, :-32]  # 32 in-features short
     weights[2 * which + 1] = scales[:, :-1] if scales.dim() == 2 else scales  # groups of 32
-    k_before, v_before = args[7].clone(), args[8].clone()
+    k_before, v_before = args[6][0].clone(), args[7][0].clone()
     with pytest.raises(ValueError, match=match):
-        ops.decode_layer(*args[:4], weights, *args[5:])
-    assert torch.equal(args[7], k_before) and torch.equal(args[8], v_before)
+        ops.decode_layers(*args[:3], weights, *args[4:])
+    assert torch.equal(args[6][0], k_before) and torch.equal(args[7][0], v_before)
 
 
 @pytest.mark.parametrize("change,exc,match", [
-    (lambda a: a[:2] + (a[2][:-1],) + a[3:], ValueError, r"weight must have shape \[E\]"),
-    (lambda a: a[:2] + (a[2].double(),) + a[3:], TypeError, "share one floating dtype"),
-    (lambda a: a[:4] + ([*a[4][:5], a[4][5][:-1], *a[4][6:]],) + a[5:], ValueError,
+    (lambda a: a[:1] + ([a[1][0], a[1][1][:-1]],) + a[2:], ValueError,
+     r"weight must have shape \[E\]"),
+    (lambda a: a[:1] + ([a[1][0], a[1][1].double()],) + a[2:], TypeError,
+     "share one floating dtype"),
+    (lambda a: a[:3] + ([*a[3][:5], a[3][5][:-1], *a[3][6:]],) + a[4:], ValueError,
      r"\(w1\): scales must be \[N\]"),
-    (lambda a: a[:4] + ([*a[4][:5], a[4][5].double(), *a[4][6:]],) + a[5:], TypeError,
+    (lambda a: a[:3] + ([*a[3][:5], a[3][5].double(), *a[3][6:]],) + a[4:], TypeError,
      r"\(w1\): scales must be float32"),
 ])
 def test_bad_ffn_norm_or_scales_fail_before_the_cache_is_written(change, exc, match):
-    args = _layer_args("int8")
-    k_before, v_before = args[7].clone(), args[8].clone()
+    args = tuple(_layer_args("int8"))
+    k_before, v_before = args[6][0].clone(), args[7][0].clone()
     with pytest.raises(exc, match=match):
-        ops.decode_layer(*change(args))
-    assert torch.equal(args[7], k_before) and torch.equal(args[8], v_before)
+        ops.decode_layers(*change(args))
+    assert torch.equal(args[6][0], k_before) and torch.equal(args[7][0], v_before)
 
 
 # -- decode_layers: every layer in one call --------------------------------------------------
@@ -234,25 +239,22 @@ def _stack_args(mode=None, layers=3):
     for layer in model.layers:  # caches with history, so attention reads more than one row
         layer.attention.kv_cache.k_cache.normal_()
         layer.attention.kv_cache.v_cache.normal_()
-    norms, eps, weights, *rest = model._decode_layers_args()
-    x = torch.randn(2, 1, model.config.dim)
-    return model, (x, [t.detach() for t in norms], eps, [t.detach() for t in weights],
-                   *rest[:4], torch.tensor([3]), model.rope_table, *rest[4:])
+    return model, _plan_args(model, torch.randn(2, 1, model.config.dim), torch.tensor([3]))
 
 
 @pytest.mark.parametrize("mode", [None, "int8", "int4"])
-def test_decode_layers_equals_decode_layer_layer_by_layer(mode):
+def test_all_layers_in_one_call_equal_one_layer_at_a_time(mode):
     model, args = _stack_args(mode)
     x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches = args[:8]
     k_copies, v_copies = [k.clone() for k in k_caches], [v.clone() for v in v_caches]
     got = ops.decode_layers(*args)
     h, next_weight = x, 0
     for i, layer in enumerate(model.layers):
-        mine = layer.decode_layer_args()
-        n = len(mine[0])
-        h = ops.decode_layer(h, norms[2 * i], norms[2 * i + 1], eps,
-                             weights[next_weight:next_weight + n], kinds[5 * i:5 * i + 5],
-                             groupsizes[5 * i:5 * i + 5], k_copies[i], v_copies[i], *args[8:])
+        n = sum(1 if k == 0 else 2 for k in kinds[5 * i:5 * i + 5])
+        h = ops.decode_layers(h, norms[2 * i:2 * i + 2], eps,
+                              weights[next_weight:next_weight + n], kinds[5 * i:5 * i + 5],
+                              groupsizes[5 * i:5 * i + 5], [k_copies[i]], [v_copies[i]],
+                              *args[8:])
         next_weight += n
     assert torch.equal(got, h)
     for i in range(len(model.layers)):
@@ -281,17 +283,39 @@ def test_decode_layers_checks_every_layer_before_the_first_write():
         ops.decode_layers(args[0], args[1][:-1], *args[2:])
 
 
-def test_the_argument_cache_sees_swapped_modules_and_tensors():
+def test_an_edit_un_fuses_visibly_and_fuse_decides_again():
     model = tiny_model(seed=8, n_layer=2)
     ids = torch.randint(0, 101, (1, 4))
     first, _ = _decode(model, ids, 2, True)
     ffn = model.layers[1].feed_forward
-    with torch.no_grad():  # a parameter replaced (as load_state_dict(assign=True) does)
-        ffn.w2.weight = torch.nn.Parameter(ffn.w2.weight * 2)
+    with pytest.warns(UserWarning, match=r"Linear.weight was replaced on a fused model"):
+        with torch.no_grad():  # a parameter replaced (as load_state_dict(assign=True) does)
+            ffn.w2.weight = torch.nn.Parameter(ffn.w2.weight * 2)
+    assert model.decode_path == "modules" and not _runs_fused(model, ids)
     with torch.no_grad():
-        out = model(ids[:, -1:], torch.tensor([4]))  # no setup_caches in between
-        model.layers[1].feed_forward.w2.weight = torch.nn.Parameter(
-            model.layers[1].feed_forward.w2.weight / 2)
-        back = model(ids[:, -1:], torch.tensor([4]))
-    assert not torch.equal(out, back)
-    torch.testing.assert_close(back[:, -1], first[:, 0], rtol=1e-4, atol=1e-5)
+        ffn.w2.weight = torch.nn.Parameter(ffn.w2.weight / 2)  # no warning: not fused
+    assert fastdecode.fuse(model) == "fused"
+    again, _ = _decode(model, ids, 2, True)
+    torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=r"LayerList.1 was replaced"):
+        model.layers[1] = model.layers[0]
+    assert model.decode_path == "modules"
+
+
+def test_copies_keep_the_decision_and_conversions_decide_again():
+    model = tiny_model(seed=8, n_layer=2)
+    copied = copy.deepcopy(model)
+    assert copied.decode_path == "fused" and fusion.plan(copied).weights[0] is not \
+        fusion.plan(model).weights[0]
+    with pytest.warns(UserWarning, match="float64"):
+        model.double()
+    assert model.decode_path == "modules"
+    model.float()
+    assert model.decode_path == "modules"  # un-fused models stay so until fuse is called
+    assert fastdecode.fuse(model) == "fused"
+    draft = fastdecode.early_exit_draft(model, 1)
+    assert draft.decode_path == "fused"
+    fastdecode.unfuse(model)
+    with pytest.warns(UserWarning, match="Attention.wqkv was replaced"):  # the draft's layer
+        assert quantize_model(model, "int8").decode_path == "modules"
+    assert draft.decode_path == "modules"

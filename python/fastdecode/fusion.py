@@ -1,0 +1,169 @@
+"""Fusion as an explicit step: ``fastdecode.fuse(model)`` decides once whether a model's
+decode steps run the fused C++ step (``ops.decode_layers``: every layer in one call) or
+module by module, and the model says which (``model.decode_path``, its repr).
+
+The loader fuses what it loads, ``quantize_model`` keeps the decision it found, tensor
+parallelism un-fuses (the fused op has no collective inside). A fused model watches its
+modules: replacing a module, parameter or buffer under it (``model.layers[0].attention.wqkv
+= ...``, ``load_state_dict(..., assign=True)``) un-fuses it with a warning; call ``fuse``
+again to decide anew. Changing dtype or device (``model.to``) decides again at once. No
+global ``nn.Module`` hook is involved: only the model's own module classes report edits.
+
+A model fuses when every layer is exactly ``model.TransformerBlock`` with exactly
+``Attention``, ``FeedForward`` and ``RMSNorm`` inside, and each of its five linears is of a
+class that itself defines ``decode_layer_args`` (``model.Linear`` and the quantized linears:
+a subclass that does not redefine it may compute something else in ``forward``) and gives
+arguments (no bias, fp32 weights), with one eps and one pair of head counts throughout, on
+the CPU in float32.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from . import ops
+
+__all__ = ["fuse", "unfuse", "FusedStep", "FusionWatched"]
+
+# module -> the fused models it belongs to (a draft may share layers with its target); kept
+# beside the modules, so a deep copy or a pickle of a module carries none of it
+_OWNERS: "weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet]" = weakref.WeakKeyDictionary()
+
+
+class FusionWatched:
+    """Mixin for the module classes a fused step reads: a module, parameter or buffer
+    assigned on one of them tells the fused models it belongs to (``Transformer._edited``).
+    The KV caches, which ``setup_caches`` replaces, are read afresh every step."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "kv_cache" or not (name in self._modules or name in self._parameters
+                                      or name in self._buffers):
+            return  # a plain attribute (the RoPE tables), or the caches
+        owners = _OWNERS.get(self)
+        if owners:
+            for model in list(owners):
+                model._edited(f"{type(self).__name__}.{name}")
+
+
+class FusedStep:
+    """One model's arguments of ``ops.decode_layers`` (all but x, the positions, the rotations
+    and the caches, which are read from the layers at every step)."""
+
+    def __init__(self, norms, eps, weights, kinds, groupsizes, attentions, n_head, n_kv_head):
+        self.norms, self.eps = norms, eps
+        self.weights, self.kinds, self.groupsizes = weights, kinds, groupsizes
+        self.attentions, self.n_head, self.n_kv_head = attentions, n_head, n_kv_head
+
+    def run(self, x: torch.Tensor, input_pos: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """x ``[B, S <= 16, E]`` fp32 at ``input_pos`` -> the last layer's output."""
+        caches = [a._modules["kv_cache"]._buffers for a in self.attentions]
+        return ops.decode_layers(x, self.norms, self.eps, self.weights, self.kinds,
+                                 self.groupsizes, [c["k_cache"] for c in caches],
+                                 [c["v_cache"] for c in caches], input_pos, rope, self.n_head,
+                                 self.n_kv_head)
+
+
+def _linear_args(mod: nn.Module):
+    """``([tensors], kind, groupsize)`` of a linear the fused op can read, or the reason."""
+    own = type(mod).__dict__.get("decode_layer_args")
+    if own is None:
+        return f"{type(mod).__name__} does not define decode_layer_args"
+    args = mod.decode_layer_args()
+    return args if args is not None else f"{type(mod).__name__} has a bias or non-fp32 weights"
+
+
+def plan(model) -> Union[FusedStep, str]:
+    """The fused step of ``model`` (a ``Transformer``), or why it cannot have one."""
+    from .model import Attention, FeedForward, RMSNorm, TransformerBlock
+
+    weight = model.tok_embeddings.weight
+    if weight.dtype != torch.float32 or weight.device.type != "cpu":
+        return f"activations are {weight.dtype} on {weight.device} (fused: float32 on the CPU)"
+    norms, weights, kinds, groupsizes, attentions, shared = [], [], [], [], [], None
+    for i, block in enumerate(model.layers):
+        mods = block._modules
+        att, ffn = mods.get("attention"), mods.get("feed_forward")
+        if type(block) is not TransformerBlock or type(att) is not Attention or \
+                type(ffn) is not FeedForward or type(mods.get("attention_norm")) is not RMSNorm \
+                or type(mods.get("ffn_norm")) is not RMSNorm:
+            return f"layer {i} is not made of fastdecode's own block modules"
+        eps = mods["attention_norm"].eps
+        if mods["ffn_norm"].eps != eps:
+            return f"layer {i} has two norm eps"
+        key = (eps, att.n_head, att.n_local_heads)
+        if shared is not None and key != shared:
+            return f"layer {i} differs from layer 0 in eps or head counts"
+        shared = key
+        for name, mod in (("wqkv", att.wqkv), ("wo", att.wo), ("w1", ffn.w1), ("w3", ffn.w3),
+                          ("w2", ffn.w2)):
+            args = _linear_args(mod)
+            if isinstance(args, str):
+                return f"layer {i} {name}: {args}"
+            weights += args[0]
+            kinds.append(int(args[1]))
+            groupsizes.append(args[2])
+        norms += [mods["attention_norm"]._parameters["weight"],
+                  mods["ffn_norm"]._parameters["weight"]]
+        attentions.append(att)
+    if shared is None:
+        return "the model has no layers"
+    return FusedStep(norms, shared[0], weights, kinds, groupsizes, attentions, shared[1],
+                     shared[2])
+
+
+def _transformers(model: nn.Module) -> List[nn.Module]:
+    from .model import Transformer
+    return [m for m in model.modules() if isinstance(m, Transformer)]
+
+
+def fuse(model: nn.Module, *, warn: bool = True) -> str:
+    """Decide whether ``model``'s decode steps run fused; returns ``model.decode_path``
+    ("fused" or "modules"). A codebook model (DualAR / Naive) fuses each of its transformers.
+    ``warn``: say why a model that cannot fuse runs module by module."""
+    paths = [_fuse_one(t, warn) for t in _transformers(model)]
+    if not paths:
+        raise TypeError(f"fuse takes a fastdecode Transformer (or a model made of them), got "
+                        f"{type(model).__name__}")
+    return "fused" if all(p == "fused" for p in paths) else "modules"
+
+
+def _fuse_one(model, warn: bool) -> str:
+    unfuse(model)
+    step = plan(model)
+    if isinstance(step, str):
+        model.__dict__["_fusion_reason"] = step
+        if warn:
+            warnings.warn(f"this model decodes module by module: {step}", stacklevel=3)
+        return "modules"
+    model.__dict__["_fused"] = step
+    model.__dict__["_fusion_reason"] = None
+    for m in model.modules():
+        _OWNERS.setdefault(m, weakref.WeakSet()).add(model)
+    return "fused"
+
+
+def unfuse(model: nn.Module, reason: Optional[str] = None) -> None:
+    """``model`` (and the transformers inside it) decodes module by module from now on."""
+    for t in _transformers(model):
+        if t.__dict__.get("_fused") is None:
+            continue
+        t.__dict__["_fused"] = None
+        t.__dict__["_fusion_reason"] = reason or "un-fused (fastdecode.unfuse)"
+        for m in t.modules():
+            owners = _OWNERS.get(m)
+            if owners is not None:
+                owners.discard(t)
+
+
+def decode_path(model: nn.Module) -> Tuple[str, Optional[str]]:
+    """``(path, reason)``: "fused", or "modules" with why."""
+    ts = _transformers(model)
+    if ts and all(t.__dict__.get("_fused") is not None for t in ts):
+        return "fused", None
+    reasons = [t.__dict__.get("_fusion_reason") for t in ts]
+    return "modules", next((r for r in reasons if r), "not fused (fastdecode.fuse decides)")
