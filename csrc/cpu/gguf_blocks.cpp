@@ -5,20 +5,28 @@
 #include <torch/library.h>
 
 #include <tuple>
-#include <vector>
 
+#include "cpu/ops.h"
 #include "kernels/gguf_blocks.h"
-#include "kernels/int4_layout.h"
 
 namespace fastdecode::cpu {
+namespace {
 
-at::Tensor dequantize_gguf(const at::Tensor& blocks, int64_t ggml_type) {
-  constexpr const char* op = "fastdecode::dequantize_gguf";
+// The block type and the blocks' dtype; returns the bytes per block.
+int64_t check_blocks(const char* op, const at::Tensor& blocks, int64_t ggml_type) {
   const int64_t bytes = kernels::gguf_block_bytes(ggml_type);
   TORCH_CHECK_VALUE(bytes > 0, op, ": ggml_type must be 2 (Q4_0), 3 (Q4_1) or 8 (Q8_0), got ",
                     ggml_type);
   TORCH_CHECK_TYPE(blocks.scalar_type() == at::kByte, op, ": blocks must be uint8, got ",
                    blocks.scalar_type());
+  return bytes;
+}
+
+}  // namespace
+
+at::Tensor dequantize_gguf(const at::Tensor& blocks, int64_t ggml_type) {
+  constexpr const char* op = "fastdecode::dequantize_gguf";
+  const int64_t bytes = check_blocks(op, blocks, ggml_type);
   TORCH_CHECK_VALUE(blocks.dim() >= 1 && blocks.device().is_cpu(), op,
                     ": blocks must be a CPU tensor [..., n * ", bytes, "], got ", blocks.sizes());
   TORCH_CHECK_VALUE(blocks.size(-1) % bytes == 0, op, ": the last dimension (",
@@ -38,11 +46,7 @@ at::Tensor dequantize_gguf(const at::Tensor& blocks, int64_t ggml_type) {
 
 std::tuple<at::Tensor, at::Tensor> repack_gguf(const at::Tensor& blocks, int64_t ggml_type) {
   constexpr const char* op = "fastdecode::repack_gguf";
-  const int64_t bytes = kernels::gguf_block_bytes(ggml_type);
-  TORCH_CHECK_VALUE(bytes > 0, op, ": ggml_type must be 2 (Q4_0), 3 (Q4_1) or 8 (Q8_0), got ",
-                    ggml_type);
-  TORCH_CHECK_TYPE(blocks.scalar_type() == at::kByte, op, ": blocks must be uint8, got ",
-                   blocks.scalar_type());
+  const int64_t bytes = check_blocks(op, blocks, ggml_type);
   TORCH_CHECK_VALUE(blocks.dim() == 2 && blocks.device().is_cpu() && blocks.size(1) > 0 &&
                         blocks.size(1) % bytes == 0,
                     op, ": blocks must be a CPU tensor [N, K / 32 * ", bytes,
@@ -57,16 +61,12 @@ std::tuple<at::Tensor, at::Tensor> repack_gguf(const at::Tensor& blocks, int64_t
     return {q, scales};
   }
   // row-major first, then the 16-row tiles of int4_layout.h for both tensors
-  std::vector<uint32_t> words(N * 4 * per_row), sz(N * 2 * per_row);
-  kernels::gguf_q4_to_int4_rows(sp, N, per_row, ggml_type, words.data(),
-                                reinterpret_cast<float*>(sz.data()));
-  at::Tensor packed = at::empty({N, K / 2}, blocks.options());
-  at::Tensor out_sz = at::empty({N, per_row, 2}, blocks.options().dtype(at::kFloat));
-  kernels::tile_words(words.data(), N, 4 * per_row,
-                      reinterpret_cast<uint32_t*>(packed.data_ptr<uint8_t>()));
-  kernels::tile_words(sz.data(), N, 2 * per_row,
-                      reinterpret_cast<uint32_t*>(out_sz.data_ptr<float>()));
-  return {packed, out_sz};
+  at::Tensor rows_packed = at::empty({N, K / 2}, blocks.options());
+  at::Tensor rows_sz = at::empty({N, per_row, 2}, blocks.options().dtype(at::kFloat));
+  kernels::gguf_q4_to_int4_rows(sp, N, per_row, ggml_type,
+                                reinterpret_cast<uint32_t*>(rows_packed.data_ptr<uint8_t>()),
+                                rows_sz.data_ptr<float>());
+  return tile_int4(rows_packed, rows_sz);
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {

@@ -44,6 +44,10 @@ LinearShape dense_linear_shape(const char* op, const at::Tensor& weight);
 LinearShape int8_linear_shape(const char* op, const at::Tensor& q, const at::Tensor& scales);
 LinearShape int4_linear_shape(const char* op, const at::Tensor& packed, const at::Tensor& sz,
                               int64_t groupsize);
+// Row-major int4 weights (packed [N, K / 2] uint8, scales_and_zeros [N, K / G, 2] fp32,
+// contiguous) -> the same in 16-row tiles (kernels/int4_layout.h), new tensors.
+std::tuple<at::Tensor, at::Tensor> tile_int4(const at::Tensor& rows_packed,
+                                             const at::Tensor& rows_sz);
 // KV caches written in place must not overlap in memory (k is v, or one cache shared by two
 // layers, would let one write clobber another's keys). ValueError naming the pair.
 void check_caches_disjoint(const char* op, const std::vector<const at::Tensor*>& caches);

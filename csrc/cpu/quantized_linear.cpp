@@ -1,5 +1,5 @@
-// Weight-only quantized linears and their quantizers on the CPU: input checks, padding and
-// the row-parallel loop around csrc/kernels/{quantize,qgemv}.
+// Weight-only quantized linears on the CPU: input checks, padding and the row-parallel loop
+// around csrc/kernels/qgemv (the quantizers: csrc/cpu/quantize_weights.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -18,7 +18,6 @@
 namespace fastdecode::cpu {
 namespace {
 
-constexpr int64_t kRowsPerTask = 64;
 // Up to this many activation rows the integer kernels run (their cost grows with every row);
 // above it, ATen's GEMM over the weight dequantised block by block (blocked_gemm): prefill
 // is compute bound, and each block's dequantisation is amortised over all rows.
@@ -26,18 +25,6 @@ constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
 // Weights per GEMV chunk (~64 KB of int8): chunks are claimed dynamically, so many small
 // ones balance the threads; a call under one chunk runs on the calling thread alone.
 constexpr int64_t kWeightsPerTask = 1 << 18;
-
-bool allowed_groupsize(int64_t g) { return kernels::is_int4_groupsize(g); }
-
-void check_weight_input(const char* op, const at::Tensor& w) {
-  TORCH_CHECK_VALUE(w.dim() == 2, op, ": w must be 2-D [N, K], got shape ", w.sizes());
-  TORCH_CHECK_TYPE(w.is_floating_point(), op, ": w must be a floating tensor, got ",
-                   w.scalar_type());
-  TORCH_CHECK_VALUE(w.device().is_cpu(), op, ": w must be a CPU tensor");
-  TORCH_CHECK_VALUE(w.size(0) > 0 && w.size(1) > 0, op, ": w must be non-empty, got ",
-                    w.sizes());
-  TORCH_CHECK_VALUE(at::isfinite(w).all().item<bool>(), op, ": w contains NaN or infinity");
-}
 
 // x [..., K] -> contiguous fp32 [M, K_pad] (zero columns appended when K < K_pad).
 at::Tensor activations(const at::Tensor& x, int64_t K, int64_t K_pad) {
@@ -195,8 +182,9 @@ Int8Weight check_int8(const char* op, const at::Tensor& x, const at::Tensor& q,
 
 Int4Weight check_int4_weight(const char* op, const at::Tensor& packed, const at::Tensor& sz,
                              int64_t groupsize) {
-  TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
-                    ": groupsize must be one of ", kernels::int4_groupsizes_text(), ", got ", groupsize);
+  TORCH_CHECK_VALUE(kernels::is_int4_groupsize(groupsize), op,
+                    ": groupsize must be one of ", kernels::int4_groupsizes_text(),
+                    ", got ", groupsize);
   TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte, op, ": packed must be uint8, got ",
                    packed.scalar_type());
   TORCH_CHECK_VALUE(packed.dim() == 2 && packed.device().is_cpu(), op,
@@ -345,51 +333,6 @@ LinearShape int4_linear_shape(const char* op, const at::Tensor& packed, const at
   return {w.N, std::max<int64_t>(w.K_pad - groupsize + 1, 0), w.K_pad};
 }
 
-std::tuple<at::Tensor, at::Tensor> quantize_int8_per_channel(const at::Tensor& w) {
-  constexpr const char* op = "fastdecode::quantize_int8_per_channel";
-  check_weight_input(op, w);
-  const at::Tensor wf = w.to(at::kFloat).contiguous();
-  const int64_t N = wf.size(0), K = wf.size(1);
-  at::Tensor q = at::empty({N, K}, wf.options().dtype(at::kChar));
-  at::Tensor scales = at::empty({N}, wf.options());
-  const float* wp = wf.data_ptr<float>();
-  int8_t* qp = q.data_ptr<int8_t>();
-  float* sp = scales.data_ptr<float>();
-  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
-    for (int64_t n = b; n < e; ++n) sp[n] = kernels::quantize_int8_row(wp + n * K, K, qp + n * K);
-  });
-  return {q, scales};
-}
-
-std::tuple<at::Tensor, at::Tensor> quantize_int4_grouped(const at::Tensor& w, int64_t groupsize) {
-  constexpr const char* op = "fastdecode::quantize_int4_grouped";
-  check_weight_input(op, w);
-  TORCH_CHECK_VALUE(allowed_groupsize(groupsize), op,
-                    ": groupsize must be one of ", kernels::int4_groupsizes_text(), ", got ", groupsize);
-  const int64_t N = w.size(0), K = w.size(1);
-  const int64_t K_pad = (K + groupsize - 1) / groupsize * groupsize;
-  at::Tensor wf = w.to(at::kFloat).contiguous();
-  if (K_pad > K) wf = at::constant_pad_nd(wf, {0, K_pad - K}, 0.0);  // zeros join the last group
-  // rows are quantized in row-major order, then regrouped into 16-row tiles
-  at::Tensor rows_packed = at::empty({N, K_pad / 2}, wf.options().dtype(at::kByte));
-  at::Tensor rows_sz = at::empty({N, K_pad / groupsize, 2}, wf.options());
-  const float* wp = wf.data_ptr<float>();
-  uint8_t* pp = rows_packed.data_ptr<uint8_t>();
-  float* szp = rows_sz.data_ptr<float>();
-  at::parallel_for(0, N, kRowsPerTask, [&](int64_t b, int64_t e) {
-    for (int64_t n = b; n < e; ++n) {
-      kernels::quantize_int4_row(wp + n * K_pad, K_pad, groupsize, pp + n * (K_pad / 2),
-                                 szp + n * (K_pad / groupsize) * 2);
-    }
-  });
-  at::Tensor packed = at::empty_like(rows_packed), sz = at::empty_like(rows_sz);
-  kernels::tile_words(reinterpret_cast<const uint32_t*>(pp), N, K_pad / 8,
-                      reinterpret_cast<uint32_t*>(packed.data_ptr<uint8_t>()));
-  kernels::tile_words(reinterpret_cast<const uint32_t*>(szp), N, K_pad / groupsize * 2,
-                      reinterpret_cast<uint32_t*>(sz.data_ptr<float>()));
-  return {packed, sz};
-}
-
 at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scales,
                        const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "fastdecode::int8_linear";
@@ -450,8 +393,6 @@ std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
-  m.impl("quantize_int8_per_channel", &quantize_int8_per_channel);
-  m.impl("quantize_int4_grouped", &quantize_int4_grouped);
   m.impl("int8_linear", &int8_linear);
   m.impl("int4_linear", &int4_linear);
 }

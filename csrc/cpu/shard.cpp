@@ -54,7 +54,8 @@ std::tuple<at::Tensor, at::Tensor> shard_int4(const at::Tensor& packed,
                                               at::IntArrayRef offsets, at::IntArrayRef lengths) {
   constexpr const char* op = "fastdecode::shard_int4";
   TORCH_CHECK_VALUE(kernels::is_int4_groupsize(groupsize), op,
-                    ": groupsize must be one of ", kernels::int4_groupsizes_text(), ", got ", groupsize);
+                    ": groupsize must be one of ", kernels::int4_groupsizes_text(),
+                    ", got ", groupsize);
   TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte, op, ": packed must be uint8, got ",
                    packed.scalar_type());
   TORCH_CHECK_TYPE(scales_and_zeros.scalar_type() == at::kFloat, op,

@@ -17,28 +17,26 @@ compiled or the eager step.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .cancel import check_cancelled, current_cancel_event
+from .decode_inputs import (INTERACTIVE_MAX_SEQ_LENGTH, cache_capacity, check_token_ids,
+                            prepare_prompt, stop_ids_tensor)
+from .decode_lock import ReentrantDecodeError, exclusive
 from .model import Transformer
 from .params import SamplingParams
 from .sampling import sample
 from .speculative import shares_caches, speculative_decode_rows
-from .validation import as_token_id, as_token_ids, check_int
+from .validation import check_int
 
 __all__ = ["prefill", "decode_one_token", "decode_n_tokens", "generate", "decode",
            "DecodeResult", "compile_decode_step", "decode_step_of", "prepare_prompt",
            "INTERACTIVE_MAX_SEQ_LENGTH", "ReentrantDecodeError"]
 
-# gpt-fast caps the KV cache at this many positions in interactive (chat) mode.
-INTERACTIVE_MAX_SEQ_LENGTH = 350
 
 # Called after each new token column [B, 1]; returns a [B] bool tensor of rows that end
 # there (their later tokens are padded) or None.
@@ -92,15 +90,6 @@ def decode_step_of(model: Transformer) -> Callable:
     """The decode step ``decode`` runs for ``model``: compiled (``compile_decode_step``) or
     eager ``decode_one_token``."""
     return getattr(model, "compiled_decode_step", None) or decode_one_token
-
-
-def _as_stop_ids(eos_id, vocab_size: int, device) -> Optional[torch.Tensor]:
-    """``eos_id`` (None, one id or a sequence of ids; see ``validation.as_token_ids``) as an
-    int64 tensor ``[S]``, or None."""
-    if eos_id is None:
-        return None
-    ids = as_token_ids("eos_id", eos_id, vocab_size)
-    return torch.tensor(ids, dtype=torch.int64, device=device) if ids else None
 
 
 def _decode_loop(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
@@ -186,33 +175,6 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     return [out[:, i:i + 1] for i in range(steps)], new_probs
 
 
-def prepare_prompt(model: Transformer, prompt: torch.Tensor,
-                   batch_size: Optional[int]) -> torch.Tensor:
-    """Validate ``prompt`` ``[T]`` or ``[B, T]`` and return it as ``[batch_size, T]`` int64."""
-    if not isinstance(prompt, torch.Tensor):
-        raise ValueError(f"prompt must be a torch.Tensor of token ids, got {type(prompt).__name__}")
-    if prompt.dim() not in (1, 2) or prompt.shape[-1] == 0:
-        raise ValueError(f"prompt must have shape (T,) or (B, T) with T >= 1, got "
-                         f"{tuple(prompt.shape)}")
-    if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dtype == torch.bool:
-        raise ValueError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
-    vocab = model.config.vocab_size
-    lo, hi = int(prompt.min()), int(prompt.max())
-    if lo < 0 or hi >= vocab:
-        raise ValueError(f"prompt token ids must be in [0, {vocab}) (the model's vocab_size); "
-                         f"got ids in [{lo}, {hi}]")
-    rows = prompt.view(1, -1) if prompt.dim() == 1 else prompt
-    if batch_size is None:
-        batch_size = rows.shape[0]
-    check_int("batch_size", batch_size, 1)
-    if rows.shape[0] == 1 and batch_size > 1:
-        rows = rows.expand(batch_size, -1)
-    elif rows.shape[0] != batch_size:
-        raise ValueError(f"batch_size ({batch_size}) does not match the prompt's {rows.shape[0]} "
-                         "rows; pass a (T,) prompt to repeat it, or batch_size=None")
-    return rows.to(torch.int64)
-
-
 def _check_draft(model: Transformer, draft_model, params: SamplingParams) -> None:
     if not isinstance(draft_model, Transformer):
         raise ValueError(f"draft_model must be a fastdecode Transformer, got "
@@ -241,79 +203,6 @@ class DecodeResult:
     logprobs: Optional[torch.Tensor] = None
 
 
-def _capacity(model: Transformer, interactive: bool) -> Tuple[int, str]:
-    if interactive:  # gpt-fast's cap, never past what the model supports
-        return min(INTERACTIVE_MAX_SEQ_LENGTH, model.config.block_size), "interactive cache"
-    return model.config.block_size, "block_size"
-
-
-def _check_ids(model: Transformer, stop_ids: Optional[torch.Tensor], pad_id) -> Optional[int]:
-    """Stop and pad ids are token ids: in [0, vocab_size), checked before any work (a bad
-    pad id would otherwise reach the embedding once a row ends). Returns the pad id as a
-    Python int (None stays None)."""
-    vocab = model.config.vocab_size
-    if stop_ids is not None:
-        bad = [int(i) for i in stop_ids.tolist() if not 0 <= int(i) < vocab]
-        if bad:
-            raise ValueError(f"eos_id must hold token ids in [0, {vocab}) (the model's "
-                             f"vocab_size), got {bad}")
-    return None if pad_id is None else as_token_id("pad_id", pad_id, vocab)
-
-
-# model -> its decode lock; kept beside the model, not on it, so the model still deep-copies
-# (quantized_draft) and pickles
-_DECODE_LOCKS: "weakref.WeakKeyDictionary[Transformer, threading.Lock]" = \
-    weakref.WeakKeyDictionary()
-_LOCK_CREATION = threading.Lock()
-
-
-def _model_lock(model: Transformer) -> threading.Lock:
-    with _LOCK_CREATION:
-        lock = _DECODE_LOCKS.get(model)
-        if lock is None:
-            lock = _DECODE_LOCKS[model] = threading.Lock()
-    return lock
-
-
-class ReentrantDecodeError(RuntimeError):
-    """A decode started on a model from inside a decode of that model in the same thread
-    (a ``stream`` callback or stop condition calling ``generate`` again): raised at once,
-    since waiting for the model's lock would wait forever."""
-
-
-# the models whose decode lock this thread holds (the re-entrancy check)
-_held_by_thread = threading.local()
-
-
-@contextlib.contextmanager
-def _exclusive(model: Transformer, draft: Optional[Transformer]):
-    """One decode at a time per model: the KV caches are the model's, so two threads
-    decoding on one model would overwrite each other's. A second caller waits; a call from
-    the thread already decoding on the model (a callback) raises ``ReentrantDecodeError``.
-    Locks are taken in id order so that two models used as each other's drafts cannot
-    deadlock."""
-    models = [model] + ([draft] if draft is not None and not shares_caches(draft, model)
-                        else [])
-    held = getattr(_held_by_thread, "ids", None)
-    if held is None:
-        held = _held_by_thread.ids = set()
-    if any(id(m) in held for m in models):
-        raise ReentrantDecodeError(
-            "a decode was started on a model from inside a decode of the same model (a "
-            "stream callback, callback or stop condition calling generate): finish the "
-            "outer call first, or use a second model")
-    locks = [_model_lock(m) for m in sorted(models, key=id)]
-    for lock in locks:
-        lock.acquire()
-    held.update(id(m) for m in models)
-    try:
-        yield
-    finally:
-        held.difference_update(id(m) for m in models)
-        for lock in reversed(locks):
-            lock.release()
-
-
 @torch.no_grad()
 def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
            params: SamplingParams, interactive: bool = False,
@@ -335,7 +224,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
     ``speculate_k > 0``: speculative rounds (``fastdecode.speculative``).
     """
     bsz, T = rows.shape
-    capacity, what = _capacity(model, interactive)
+    capacity, what = cache_capacity(model, interactive)
     if T > capacity:
         raise ValueError(f"prompt has {T} tokens, more than the {what} ({capacity})")
     if T + max_new_tokens > capacity:
@@ -357,7 +246,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         k_eff = min(speculate_k, capacity - T - max_new_tokens)
         speculative = k_eff > 0 and max_new_tokens > 1
     device = rows.device
-    pad_id = _check_ids(model, stop_ids, pad_id)
+    pad_id = check_token_ids(model, stop_ids, pad_id)
     if pad_id is None:
         pad_id = int(stop_ids[0]) if stop_ids is not None else 0
     check_cancelled()
@@ -366,7 +255,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         sampling_kwargs = params.replace(seed=None).knobs()
     else:
         sampling_kwargs = params.with_generator(rows.device).knobs()
-    with _exclusive(model, draft_model if speculative else None):
+    with exclusive(model, draft_model if speculative else None):
         t0 = time.perf_counter()
         T_new = T + max_new_tokens
         max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
@@ -465,6 +354,7 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
                         f"{sorted(sampling_kwargs)})")
     result = decode(model, rows, max_new_tokens, params=params,
                     interactive=interactive, draft_model=draft_model, speculate_k=speculate_k,
-                    callback=callback, stop_ids=_as_stop_ids(eos_id, model.config.vocab_size, rows.device),
+                    callback=callback,
+                    stop_ids=stop_ids_tensor(eos_id, model.config.vocab_size, rows.device),
                     pad_id=pad_id)
     return result.seq, {"accept_counts": result.accept_counts}

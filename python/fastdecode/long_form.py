@@ -44,7 +44,7 @@ def load_model(checkpoint_path, device, precision, compile: bool = False,
     ``generate_long`` reads). ``compile`` compiles the model's decode step
     (``compile_decode_step``), which ``decode_one_token_naive`` then runs."""
     from .checkpoint import load
-    from .dual_ar import is_codebook_checkpoint
+    from .dual_ar_folder import is_codebook_checkpoint
 
     if is_codebook_checkpoint(checkpoint_path):
         return _load_codebook_model(checkpoint_path, device, precision, compile, is_agent)
@@ -61,7 +61,8 @@ def _load_codebook_model(path, device, precision, compile: bool, is_agent: bool)
     from pathlib import Path
 
     from . import codebook_decode as cd
-    from .dual_ar import DualARTransformer, load_codebook_model
+    from .dual_ar import DualARTransformer
+    from .dual_ar_folder import load_codebook_model
     from .quantize import cast_float_tensors
     from .tokenizer import Tokenizer
 

@@ -12,7 +12,6 @@ import contextlib
 import enum
 import threading
 import warnings
-from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _C, ops
+from .config import ModelArgs, find_multiple  # noqa: F401 (re-exported)
 from .fusion import FusionWatched
 
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
@@ -39,61 +39,6 @@ FUSED_MAX_POSITIONS = 16
 PREFILL_CHUNK = 512
 # ...and fewer where one chunk's scores (H x chunk x L fp32) would pass this many bytes.
 _SCORE_BYTES = 1 << 26
-
-# Above this a size is no model's (and products of sizes would pass int64)
-MAX_CONFIG_SIZE = 2 ** 40
-
-
-def _check_size(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"model config: {name} must be an integer >= 1, got {value!r}")
-    if value > MAX_CONFIG_SIZE:
-        raise ValueError(f"model config: {name} must be at most 2^40, got {value!r}")
-
-
-def find_multiple(n: int, k: int) -> int:
-    return n if n % k == 0 else n + k - (n % k)
-
-
-@dataclass
-class ModelArgs:
-    block_size: int = 2048           # longest sequence the model supports (cache cap)
-    vocab_size: int = 32000
-    n_layer: int = 32
-    n_head: int = 32
-    dim: int = 4096
-    intermediate_size: Optional[int] = None
-    n_local_heads: int = -1          # key/value heads; -1 = n_head (no GQA)
-    head_dim: Optional[int] = None
-    rope_base: float = 10000.0
-    norm_eps: float = 1e-5
-    tie_embeddings: bool = False     # output head shares tok_embeddings.weight
-
-    def __post_init__(self):
-        # a config comes from a file: every field is checked before it sizes anything
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "dim"):
-            _check_size(name, getattr(self, name))
-        if self.n_local_heads == -1:
-            self.n_local_heads = self.n_head
-        if self.intermediate_size is None:
-            self.intermediate_size = find_multiple(int(2 * (4 * self.dim) / 3), 256)
-        if self.head_dim is None:
-            self.head_dim = self.dim // self.n_head
-        for name in ("n_local_heads", "intermediate_size", "head_dim"):
-            _check_size(name, getattr(self, name))
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even (RoPE rotates pairs), got {self.head_dim}")
-        for name in ("rope_base", "norm_eps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        if self.n_head % self.n_local_heads:
-            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_local_heads "
-                             f"({self.n_local_heads})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 _skip_init = threading.local()
 

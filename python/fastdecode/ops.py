@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
+from .op_args import knob_args, require_int64, require_tensors
 
 __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
            "argmax_token",
@@ -25,74 +26,13 @@ _ops = torch.ops.fastdecode
 Knob = Union[float, int, None, torch.Tensor]
 
 
-def _require_tensors(op: str, **named) -> None:
-    """TypeError naming the argument when a required tensor is something else: the
-    dispatcher would turn None into an undefined tensor and fail without naming it."""
-    for name, value in named.items():
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"fastdecode::{op}: {name} must be a torch.Tensor, got "
-                            f"{type(value).__name__}")
-
-
-_INT64 = (-2 ** 63, 2 ** 63 - 1)
-
-
-def _require_int64(op: str, **named) -> None:
-    """ValueError naming the argument when an integer argument (or an entry of an integer
-    list) does not fit the schema's int64: the dispatcher would say only "Overflow when
-    unpacking long long"."""
-    for name, value in named.items():
-        items = value if isinstance(value, (list, tuple)) else [value]
-        try:  # min / max first: decode_layers passes 5 kinds a layer every step
-            if not items or (_INT64[0] <= min(items) and max(items) <= _INT64[1]):
-                continue
-        except TypeError:  # not numbers: the dispatcher's type check names them
-            continue
-        for v in items:
-            if isinstance(v, int) and not isinstance(v, bool) and \
-                    not _INT64[0] <= v <= _INT64[1]:
-                raise ValueError(f"fastdecode::{op}: {name} must fit in a 64-bit integer, "
-                                 f"got {v}")
-
-
-def _row_param_table(rows: int, knobs, device) -> torch.Tensor:
-    """[rows, 5] float64 table (temperature, top_k, top_p, min_p, repetition_penalty) from
-    knobs that are Python scalars, 0-d tensors or per-row [rows] tensors."""
-    cols = []
-    for name, v in zip(_KNOB_NAMES, knobs):
-        if v is None:  # only top_k may be None: off
-            v = 0
-        t = torch.as_tensor(v, dtype=torch.float64, device=device)
-        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != rows):
-            raise ValueError(f"{name} must be a scalar or a per-row tensor of shape [{rows}], "
-                             f"got shape {tuple(t.shape)}")
-        cols.append(t.expand(rows))
-    return torch.stack(cols, dim=1)
-
-
-_KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
-
-
-def _knob_args(rows: int, knobs, device) -> dict:
-    """The op's keyword arguments for the knobs: scalars as they are, or the [rows, 5]
-    ``row_params`` table when any knob is a tensor."""
-    top_k = knobs[1]
-    huge_top_k = isinstance(top_k, int) and not _INT64[0] <= top_k <= _INT64[1]
-    # a top_k past int64 goes through the float64 table, whose check names it
-    if huge_top_k or any(isinstance(v, torch.Tensor) for v in knobs):
-        return {"row_params": _row_param_table(rows, knobs, device)}
-    temperature, top_k, top_p, min_p, repetition_penalty = knobs
-    return dict(temperature=float(temperature), top_k=top_k, top_p=float(top_p),
-                min_p=float(min_p), repetition_penalty=float(repetition_penalty))
-
-
 def check_sampling_params(rows: int = 1, temperature: Knob = 1.0, top_k: Knob = None,
                           top_p: Knob = 1.0, min_p: Knob = 0.0,
                           repetition_penalty: Knob = 1.0) -> None:
     """Raise ``ValueError`` naming the knob and its range when ``logits_to_probs`` would
     refuse these knobs (per-row tensors: ``[rows]``); the op's own check, run before any
     model work. Ranges: see ``logits_to_probs``."""
-    _ops.check_sampling_params(**_knob_args(rows, (temperature, top_k, top_p, min_p,
+    _ops.check_sampling_params(**knob_args(rows, (temperature, top_k, top_p, min_p,
                                                    repetition_penalty), "cpu"))
 
 
@@ -120,11 +60,11 @@ def logits_to_probs(logits: torch.Tensor, previous_tokens: Optional[torch.Tensor
     ``ValueError`` naming it (raised by the C++ op).
     Returns probabilities with the shape and dtype of ``logits``.
     """
-    _require_tensors("logits_to_probs", logits=logits)
+    require_tensors("logits_to_probs", logits=logits)
     rows = logits.shape[0] if logits.dim() == 2 else 1
     knobs = (temperature, top_k, top_p, min_p, repetition_penalty)
     return _ops.logits_to_probs(logits, previous_tokens,
-                                **_knob_args(rows, knobs, logits.device))
+                                **knob_args(rows, knobs, logits.device))
 
 
 @torch.library.register_fake("fastdecode::logits_to_probs")
@@ -146,7 +86,7 @@ def multinomial_sample_one_no_sync(probs: torch.Tensor,
     ``generator`` (the default CPU generator when ``None``): the same distribution, two
     passes over the row instead of a logarithm per token.
     """
-    _require_tensors("multinomial_sample_one_no_sync", probs=probs)
+    require_tensors("multinomial_sample_one_no_sync", probs=probs)
     return _ops.multinomial_sample_one_no_sync(probs, generator, noise)
 
 
@@ -159,7 +99,7 @@ def argmax_token(scores: torch.Tensor) -> torch.Tensor:
     """Greedy pick: scores ``[V]`` or ``[B, V]`` -> int32 ``[1]`` / ``[B, 1]``, the index of
     each row's first maximum (``torch.argmax(scores, -1, keepdim=True)``; ~15 us for a
     128k vocabulary where torch.argmax takes ~10x that on the CPU). NaN is a ValueError."""
-    _require_tensors("argmax_token", scores=scores)
+    require_tensors("argmax_token", scores=scores)
     return _ops.argmax_token(scores)
 
 
@@ -175,7 +115,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
     fp32 inputs of at most 16 rows use a C++ GEMV that streams each weight row once with all
     cores (decode is memory bound); other inputs go to ATen's GEMM.
     """
-    _require_tensors("linear", x=x, weight=weight)
+    require_tensors("linear", x=x, weight=weight)
     return _ops.linear(x, weight, bias)
 
 
@@ -187,7 +127,7 @@ def _linear_fake(x, weight, bias=None):
 def quantize_int8_per_channel(w: torch.Tensor):
     """``w [N, K]`` -> ``(q int8 [N, K], scales fp32 [N])``, symmetric per output channel
     (gpt-fast's ``dynamically_quantize_per_channel``): ``w ~ q * scales[:, None]``."""
-    _require_tensors("quantize_int8_per_channel", w=w)
+    require_tensors("quantize_int8_per_channel", w=w)
     return _ops.quantize_int8_per_channel(w)
 
 
@@ -207,8 +147,8 @@ def quantize_int4_grouped(w: torch.Tensor, groupsize: int = 128):
     rounded up to the group (zero padded): ``w ~ (q - 8) * scale + zero``. Layout in
     docs/formats.md: GGML's nibble order inside 32-value blocks, rows in 16-row tiles of
     4-byte words (both outputs), so ``packed[n]`` is not row n."""
-    _require_tensors("quantize_int4_grouped", w=w)
-    _require_int64("quantize_int4_grouped", groupsize=groupsize)
+    require_tensors("quantize_int4_grouped", w=w)
+    require_int64("quantize_int4_grouped", groupsize=groupsize)
     return _ops.quantize_int4_grouped(w, groupsize)
 
 
@@ -222,8 +162,8 @@ def _quantize_int4_fake(w, groupsize):
 def dequantize_gguf(blocks: torch.Tensor, ggml_type: int) -> torch.Tensor:
     """GGUF blocks ``uint8 [..., n * bytes]`` of ggml type 2 (Q4_0, 18 bytes), 3 (Q4_1, 20)
     or 8 (Q8_0, 34) -> fp32 ``[..., n * 32]``, bit for bit the ``gguf`` package's values."""
-    _require_tensors("dequantize_gguf", blocks=blocks)
-    _require_int64("dequantize_gguf", ggml_type=ggml_type)
+    require_tensors("dequantize_gguf", blocks=blocks)
+    require_int64("dequantize_gguf", ggml_type=ggml_type)
     return _ops.dequantize_gguf(blocks, ggml_type)
 
 
@@ -242,8 +182,8 @@ def repack_gguf(blocks: torch.Tensor, ggml_type: int):
     Q8_0 (8): ``(q int8 [N, K], scales [N, K / 32])``, the grouped int8 format;
     Q4_0 (2) / Q4_1 (3): ``(packed uint8 [N, K / 2], scales_and_zeros [N, K / 32, 2])``, the
     int4 format with groupsize 32 (Q4_1's zero is m + 8d). Exactly the blocks' values."""
-    _require_tensors("repack_gguf", blocks=blocks)
-    _require_int64("repack_gguf", ggml_type=ggml_type)
+    require_tensors("repack_gguf", blocks=blocks)
+    require_int64("repack_gguf", ggml_type=ggml_type)
     return _ops.repack_gguf(blocks, ggml_type)
 
 
@@ -265,7 +205,7 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
     the weight: ``[..., N]`` in the dtype of ``x``. Up to ``_C.quantized_gemv_max_rows`` (32)
     rows of x are rounded to 15-bit integers per 32 values and multiplied as integers; more
     rows run a GEMM over the weight dequantised block by block."""
-    _require_tensors("int8_linear", x=x, q=q, scales=scales)
+    require_tensors("int8_linear", x=x, q=q, scales=scales)
     return _ops.int8_linear(x, q, scales, bias)
 
 
@@ -281,8 +221,8 @@ def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.T
     ``_C.quantized_gemv_max_rows`` (32) rows of x are rounded to 15-bit integers per 32 values
     and multiplied as integers (error at most ``sum |q * scale| * step / 2``); more rows run a
     GEMM over the weight dequantised block by block."""
-    _require_tensors("int4_linear", x=x, packed=packed, scales_and_zeros=scales_and_zeros)
-    _require_int64("int4_linear", groupsize=groupsize)
+    require_tensors("int4_linear", x=x, packed=packed, scales_and_zeros=scales_and_zeros)
+    require_int64("int4_linear", groupsize=groupsize)
     return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)
 
 
@@ -301,9 +241,9 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     ``[B, S]`` int64), writes k and v into ``k_cache``/``v_cache`` ``[B_max, Hkv, L, D]`` (in
     place) and attends, causally, over cache positions ``0..pos`` of each query. fp32, CPU.
     """
-    _require_tensors("decode_attention",
+    require_tensors("decode_attention",
                      qkv=qkv, k_cache=k_cache, v_cache=v_cache, input_pos=input_pos, rope=rope)
-    _require_int64("decode_attention", n_head=n_head, n_kv_head=n_kv_head)
+    require_int64("decode_attention", n_head=n_head, n_kv_head=n_kv_head)
     return _ops.decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head)
 
 
@@ -318,7 +258,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     fp32 in one C++ pass per row; other dtypes normalise in fp32 and scale in their own
     dtype (Hugging Face's order). CPU.
     """
-    _require_tensors("rms_norm", x=x, weight=weight)
+    require_tensors("rms_norm", x=x, weight=weight)
     return _ops.rms_norm(x, weight, eps)
 
 
@@ -343,7 +283,7 @@ def speculative_accept(draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
     ``tokens[b, :num_accepted[b] + 1]``, the rest is -1. ``uniforms [B, k + 1]`` in [0, 1)
     replace the draws from ``generator`` (for testing against an oracle).
     """
-    _require_tensors("speculative_accept",
+    require_tensors("speculative_accept",
                      draft_tokens=draft_tokens, draft_probs=draft_probs,
                      target_probs=target_probs)
     return _ops.speculative_accept(draft_tokens, draft_probs, target_probs, generator, uniforms)
@@ -372,8 +312,8 @@ def decode_layers(x: torch.Tensor, norms: List[torch.Tensor], eps: float,
     entries each; ``k_caches`` / ``v_caches`` L each, shaped alike, no two overlapping.
     Every layer is checked before the first cache write. One dispatcher trip per decode
     step: the ~20 Python calls per layer of the module path are gone."""
-    _require_tensors("decode_layers", x=x, input_pos=input_pos, rope=rope)
-    _require_int64("decode_layers", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
+    require_tensors("decode_layers", x=x, input_pos=input_pos, rope=rope)
+    require_int64("decode_layers", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
                    n_kv_head=n_kv_head)
     return _ops.decode_layers(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
                               input_pos, rope, n_head, n_kv_head)
@@ -390,8 +330,8 @@ def shard(t: torch.Tensor, dim: int, offsets: Sequence[int], lengths: Sequence[i
     """A rank's part of ``t`` for tensor parallelism: the slices ``[offsets[i], offsets[i] +
     lengths[i])`` of dimension ``dim``, concatenated in order, contiguous (uneven parts and the
     fused wqkv's q / k / v segments alike). Every range must be non-empty and inside ``t``."""
-    _require_tensors("shard", t=t)
-    _require_int64("shard", dim=dim, offsets=list(offsets), lengths=list(lengths))
+    require_tensors("shard", t=t)
+    require_int64("shard", dim=dim, offsets=list(offsets), lengths=list(lengths))
     return _ops.shard(t, dim, list(offsets), list(lengths))
 
 
@@ -409,8 +349,8 @@ def shard_int4(packed: torch.Tensor, scales_and_zeros: torch.Tensor, groupsize: 
     columns (ranges on ``groupsize`` boundaries) of ``packed [N, K_pad / 2]`` and
     ``scales_and_zeros [N, K_pad / G, 2]`` together; the result is re-tiled, and equals
     ``quantize_int4_grouped`` of the same cut of the float weight, bit for bit."""
-    _require_tensors("shard_int4", packed=packed, scales_and_zeros=scales_and_zeros)
-    _require_int64("shard_int4", groupsize=groupsize, dim=dim, offsets=list(offsets),
+    require_tensors("shard_int4", packed=packed, scales_and_zeros=scales_and_zeros)
+    require_int64("shard_int4", groupsize=groupsize, dim=dim, offsets=list(offsets),
                    lengths=list(lengths))
     return _ops.shard_int4(packed, scales_and_zeros, groupsize, dim, list(offsets), list(lengths))
 

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 from . import ops
+from .op_args import KNOB_NAMES
 from .validation import check_int, check_seed
 
 __all__ = ["SamplingParams", "generator_for", "KNOB_NAMES"]
 
 Knob = Union[float, int, torch.Tensor]
-# the sampler's knobs, in the order of the kernel's per-row table
-KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 
 
 def generator_for(seed: Optional[int], device: Union[str, torch.device]

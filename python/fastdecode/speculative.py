@@ -21,7 +21,6 @@ import copy
 from typing import Callable, List, Optional, Tuple
 
 import torch
-import torch.nn as nn
 
 from . import ops
 from .cancel import check_cancelled

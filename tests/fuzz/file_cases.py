@@ -14,7 +14,7 @@ def run_file_case(case: Dict) -> Dict[str, str]:
     path = case["file"]
     try:
         if case.get("loader") == "codebook":  # a fish-speech folder
-            from fastdecode.dual_ar import load_codebook_model
+            from fastdecode.dual_ar_folder import load_codebook_model
             load_codebook_model(path)
         else:
             fastdecode.load(path, quantized=case.get("quantized", False))

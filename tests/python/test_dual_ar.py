@@ -13,8 +13,8 @@ import fastdecode
 from fastdecode import codebook_decode as cd
 from fastdecode import long_form
 from fastdecode.dual_ar import (BaseModelArgs, DualARModelArgs, DualARTransformer,
-                                NaiveModelArgs, NaiveTransformer, load_codebook_model,
-                                save_pretrained)
+                                NaiveModelArgs, NaiveTransformer)
+from fastdecode.dual_ar_folder import load_codebook_model, save_pretrained
 from fastdecode.quantize import quantize_model
 
 SEMANTIC = list(range(100, 132))

@@ -156,7 +156,7 @@ JSON_VALUES = ["32", 2.5, 0, -1, True, False, None, 10 ** 9, 2 ** 70, [], {}, "n
 def _codebook_folder(path):
     from test_dual_ar import dual_ar
 
-    from fastdecode.dual_ar import save_pretrained
+    from fastdecode.dual_ar_folder import save_pretrained
     save_pretrained(dual_ar(), path)
     return json.loads((path / "config.json").read_text())
 

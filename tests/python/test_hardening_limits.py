@@ -17,7 +17,7 @@ from test_dual_ar import SHAPE, dual_ar, prompt
 
 import fastdecode
 from fastdecode import long_form, ops, serving
-from fastdecode.dual_ar import load_codebook_model, save_pretrained
+from fastdecode.dual_ar_folder import load_codebook_model, save_pretrained
 from fastdecode.generate import ReentrantDecodeError
 from fastdecode.memory import check_decode_memory, decode_bytes
 
