@@ -338,7 +338,8 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     sampling_kwargs: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
     ``repetition_penalty`` (scalars or per-row ``[B]`` tensors) and ``generator``. The
     repetition penalty covers the prompt and every token generated so far, as in Hugging Face.
-    params: a ``SamplingParams`` instead of the sampling keywords.
+    params: a ``SamplingParams`` instead of the sampling keywords (without stop strings:
+    ``eos_id`` gives stop ids here).
 
     Returns ``(seq [B, T + max_new_tokens] int64, {"accept_counts": [...]})``;
     ``accept_counts[a]`` (length ``speculate_k + 1``) counts the (row, round) pairs that
@@ -352,6 +353,10 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     elif sampling_kwargs:
         raise TypeError(f"pass params or sampling keywords, not both (got params and "
                         f"{sorted(sampling_kwargs)})")
+    elif params.stop or params.max_tokens not in (None, max_new_tokens):
+        raise ValueError("generate takes token ids: stop strings need LLM.complete (use "
+                         "eos_id for stop ids), and params.max_tokens must be None or "
+                         f"max_new_tokens ({max_new_tokens})")
     result = decode(model, rows, max_new_tokens, params=params,
                     interactive=interactive, draft_model=draft_model, speculate_k=speculate_k,
                     callback=callback,

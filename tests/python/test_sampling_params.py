@@ -83,6 +83,10 @@ def test_params_and_keywords_give_the_same_tokens(tiny, default_model):
     assert torch.equal(a, b)
     with pytest.raises(TypeError, match="pass params or sampling keywords, not both"):
         fastdecode.generate(tiny, torch.tensor([1]), 2, params=SamplingParams(), top_k=3)
+    with pytest.raises(ValueError, match="stop strings need LLM.complete"):
+        fastdecode.generate(tiny, torch.tensor([1]), 2, params=SamplingParams(stop="x"))
+    with pytest.raises(ValueError, match="max_tokens must be None or max_new_tokens"):
+        fastdecode.generate(tiny, torch.tensor([1]), 2, params=SamplingParams(max_tokens=3))
     llm = fastdecode.LLM.from_model(*default_model)
     text = llm.generate("Once upon a time", max_tokens=8, seed=2, **kw)["text"]
     params = SamplingParams(**kw, seed=2, max_tokens=8)
