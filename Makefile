@@ -84,9 +84,9 @@ ASAN_ENV := LD_PRELOAD="$(ASAN_LIB)" PYTHONPATH=$(abspath $(ASAN_PKG)) \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ASAN_TESTS := tests/python/test_sampling_ops.py tests/python/test_sampling_statistics.py \
   tests/python/test_linear_op.py tests/python/test_quant_ops.py tests/python/test_rms_norm.py \
-  tests/python/test_decode_attention.py tests/python/test_decode_layer.py \
+  tests/python/test_decode_attention.py tests/python/test_decode_layers.py \
   tests/python/test_speculative_op.py tests/python/test_hardening.py \
-  tests/python/test_hardening_limits.py \
+  tests/python/test_hardening_limits.py tests/python/test_repack_gguf.py \
   tests/python/test_fuzz_ops.py tests/python/test_fuzz_files.py
 
 .PHONY: test-asan fuzz
