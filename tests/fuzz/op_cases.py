@@ -345,9 +345,11 @@ def _nonfinite_pattern(op: str, args, out) -> str:
     if bias is not None:
         want = want + bias.double()
     got = _flat(out)[0].float()
-    if not torch.equal(torch.isnan(got), torch.isnan(want)) or \
-            not torch.equal(torch.isinf(got), torch.isinf(want)):
-        return "NaN / inf pattern differs from the float reference"
+    # non-finite exactly where the reference is: whether inf * w is inf or NaN turns on w
+    # being exactly 0, which depends on the precision the weight is dequantised in (fp32 in
+    # the kernel, float64 here), so NaN and inf are not told apart
+    if not torch.equal(torch.isfinite(got), torch.isfinite(want)):
+        return "non-finite outputs differ from the float reference (zeroed or invented)"
     return ""
 
 
