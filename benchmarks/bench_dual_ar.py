@@ -18,7 +18,7 @@ import time
 import torch
 
 import fastdecode
-from fastdecode.codebook_decode import decode_n_tokens_codes, decode_one_token_ar
+from fastdecode.compat.fish_speech.codebook_decode import decode_n_tokens_codes, decode_one_token_ar
 from fastdecode.dual_ar import DualARModelArgs, DualARTransformer
 
 SHAPE = dict(vocab_size=32000, n_layer=8, n_head=8, n_local_heads=2, dim=512, head_dim=64,

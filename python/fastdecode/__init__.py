@@ -7,9 +7,9 @@ import torch  # noqa: F401  (must precede _C)
 
 from . import _C  # noqa: F401
 
+# the core
 from .checkpoint import default_checkpoint_path, load
-from .generate import (compile_decode_step, decode, decode_n_tokens, decode_one_token,
-                       decode_step_of, generate, prefill)
+from .decode_core import compile_decode_step, decode, decode_one_token, decode_step_of, prefill
 from .model import KVCache, ModelArgs, Transformer
 from .fusion import fuse, unfuse
 from .params import SamplingParams
@@ -20,14 +20,19 @@ from . import evaluate
 from .tokenizer import Tokenizer
 from .speculative import early_exit_draft, quantized_draft
 from .segmentation import split_text
-from .long_form import GenerateResponse, generate_long
-from .serving import (GenerateRequest, WrappedGenerateResponse, launch_thread_safe_queue,
-                      launch_thread_safe_queue_agent)
-from .llm import LLM
 from .dual_ar import DualARModelArgs, DualARTransformer, NaiveModelArgs, NaiveTransformer
-from .codebook_decode import (decode_n_tokens_agent, decode_one_token_ar,
-                              decode_one_token_ar_agent, decode_one_token_naive_agent,
-                              encode_tokens, generate_agent)
+# the API styles (fastdecode.compat), their seed names exported here too
+from . import compat
+from .compat.gpt_fast import decode_n_tokens, generate
+from .compat.llm_utils import LLM
+from .compat.fish_speech.long_form import GenerateResponse, generate_long
+from .compat.fish_speech.serving import (GenerateRequest, WrappedGenerateResponse,
+                                         launch_thread_safe_queue,
+                                         launch_thread_safe_queue_agent)
+from .compat.fish_speech.codebook_decode import (decode_n_tokens_agent, decode_one_token_ar,
+                                                 decode_one_token_ar_agent,
+                                                 decode_one_token_naive_agent, encode_tokens,
+                                                 generate_agent)
 
 __version__ = _C.__version__
 
@@ -50,4 +55,4 @@ __all__ = ["load", "default_checkpoint_path", "generate", "prefill", "decode_one
            "launch_thread_safe_queue_agent", "evaluate", "DualARModelArgs", "DualARTransformer",
            "NaiveModelArgs", "NaiveTransformer", "decode_one_token_ar",
            "decode_one_token_ar_agent", "decode_one_token_naive_agent", "decode_n_tokens_agent",
-           "generate_agent", "encode_tokens", "fuse", "unfuse", "SamplingParams"]
+           "generate_agent", "encode_tokens", "fuse", "unfuse", "SamplingParams", "compat"]

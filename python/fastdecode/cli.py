@@ -174,7 +174,8 @@ def _cmd_generate(args) -> int:
 
 def _generate(args, rank: Optional[int]) -> int:
     from .checkpoint import load
-    from .generate import compile_decode_step, generate
+    from .compat.gpt_fast import generate
+    from .decode_core import compile_decode_step
 
     params = _generate_params(args)  # before loading: a bad flag costs no load
     lead = rank in (None, 0)  # only rank 0 prints
@@ -256,8 +257,8 @@ def _cmd_quantize(args) -> int:
 
 
 def _cmd_chat(args) -> int:
-    from .chat import ChatSession, run_repl
-    from .llm import LLM, check_generate_arguments
+    from .compat.modularforge import ChatSession, run_repl
+    from .compat.llm_utils import LLM, check_generate_arguments
 
     sampling = dict(temperature=args.temperature, top_k=args.top_k if args.top_k != 0 else -1,
                     top_p=args.top_p, min_p=args.min_p,
@@ -273,7 +274,7 @@ def _cmd_chat(args) -> int:
 
 
 def _cmd_serve_queue_demo(args) -> int:
-    from .queue_demo import run_demo
+    from .compat.fish_speech.queue_demo import run_demo
 
     return run_demo(args.checkpoint, args.clients, args.requests, args.max_new_tokens)
 

@@ -8,9 +8,9 @@ from conftest import tiny_model
 
 import fastdecode
 from fastdecode import LLM, early_exit_draft, ops
-from fastdecode.generate import decode, decode_one_token, decode_step_of
-from fastdecode.long_form import decode_n_tokens, generate_long
-from fastdecode.long_form import generate as fish_generate
+from fastdecode.decode_core import decode, decode_one_token, decode_step_of
+from fastdecode.compat.fish_speech.long_form import decode_n_tokens, generate_long
+from fastdecode.compat.fish_speech.long_form import generate as fish_generate
 from fastdecode.params import SamplingParams
 
 
@@ -40,7 +40,7 @@ def test_every_entry_point_raises_value_error_for_a_bad_knob(default_model, knob
     }
     model.tokenizer = tokenizer
     calls["generate_long"] = lambda: next(generate_long(
-        model=model, device="cpu", decode_one_token=fastdecode.long_form.decode_one_token_naive,
+        model=model, device="cpu", decode_one_token=fastdecode.compat.fish_speech.long_form.decode_one_token_naive,
         text="Hello.", max_new_tokens=4, **knob))
     for where, call in calls.items():
         with pytest.raises(ValueError, match=name) as info:

@@ -1,5 +1,5 @@
 """fish-speech's codebook models (fastdecode.dual_ar) and their decoding
-(fastdecode.codebook_decode, long_form's dispatch) against the float64 oracle in
+(fastdecode.compat.fish_speech.codebook_decode, long_form's dispatch) against the float64 oracle in
 tests/reference/dual_ar.py, on random-weight models (no trained DualAR checkpoint is
 reachable): the fast transformer's codebook loop, semantic masking of the codes, codes in
 range, greedy reproducibility, the agent early stop, folders round trip, bad arguments."""
@@ -10,8 +10,8 @@ import torch
 from reference import dual_ar as ref
 
 import fastdecode
-from fastdecode import codebook_decode as cd
-from fastdecode import long_form
+from fastdecode.compat.fish_speech import codebook_decode as cd
+from fastdecode.compat.fish_speech import long_form
 from fastdecode.dual_ar import (BaseModelArgs, DualARModelArgs, DualARTransformer,
                                 NaiveModelArgs, NaiveTransformer)
 from fastdecode.dual_ar_folder import load_codebook_model, save_pretrained

@@ -16,9 +16,10 @@ from conftest import tiny_model
 from test_dual_ar import SHAPE, dual_ar, prompt
 
 import fastdecode
-from fastdecode import long_form, ops, serving
+from fastdecode import ops
+from fastdecode.compat.fish_speech import long_form, serving
 from fastdecode.dual_ar_folder import load_codebook_model, save_pretrained
-from fastdecode.generate import ReentrantDecodeError
+from fastdecode.decode_core import ReentrantDecodeError
 from fastdecode.memory import check_decode_memory, decode_bytes
 
 
@@ -250,7 +251,7 @@ def test_lone_surrogates_are_a_value_error(default_model):
 
 
 def test_repl_replaces_undecodable_bytes():
-    from fastdecode.chat import readable_text
+    from fastdecode.compat.modularforge import readable_text
 
     assert readable_text("plain") == ("plain", False)
     text, replaced = readable_text(b"\xff\xfehi".decode("utf-8", "surrogateescape"))
@@ -315,7 +316,7 @@ def test_semantic_ids_out_of_range_are_refused():
 # -- 14: fish-speech's generate with semantic_ids through **sampling_kwargs --------------------
 
 def test_fish_speech_generate_takes_semantic_ids_as_a_sampling_keyword():
-    from fastdecode.codebook_decode import decode_one_token_ar
+    from fastdecode.compat.fish_speech.codebook_decode import decode_one_token_ar
 
     model = dual_ar()
     semantic = list(range(SHAPE["semantic_begin_id"], SHAPE["semantic_end_id"] + 1))

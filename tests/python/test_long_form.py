@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastdecode
-from fastdecode.long_form import (SYSTEM_PROMPT, build_prompt, decode_n_tokens,
+from fastdecode.compat.fish_speech.long_form import (SYSTEM_PROMPT, build_prompt, decode_n_tokens,
                                   decode_one_token_naive, generate, generate_long)
 
 THREE_SEGMENTS = ("Name one fruit that is red. Name one animal that can fly. "

@@ -22,9 +22,9 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from .dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, CodebookModel
-from .sampling import sample, validate_sampling_kwargs
-from .validation import as_token_id, check_int, check_range
+from ...dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, CodebookModel
+from ...sampling import sample, validate_sampling_kwargs
+from ...validation import as_token_id, check_int, check_range
 
 __all__ = ["decode_one_token_ar", "decode_one_token_ar_agent", "decode_one_token_naive_codes",
            "decode_one_token_naive_agent", "decode_n_tokens_codes", "decode_n_tokens_agent",

@@ -14,9 +14,9 @@ import sys
 import threading
 from typing import Callable, List, Optional, TextIO, Tuple
 
-from .llm import LLM, check_generate_arguments
-from .params import SamplingParams
-from .validation import check_int
+from .llm_utils import LLM, check_generate_arguments
+from ..params import SamplingParams
+from ..validation import check_int
 
 __all__ = ["ChatSession", "run_repl"]
 

@@ -27,9 +27,9 @@ from typing import Callable, Literal, Optional, Union
 
 import torch
 
-from .cancel import cancel_on
+from ...cancel import cancel_on
 from .long_form import GenerateResponse, generate_long, load_model
-from .validation import check_int
+from ...validation import check_int
 
 __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
            "ResponseSinkError", "RESPONSE_PUT_TIMEOUT_S",
@@ -213,7 +213,7 @@ def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: 
     ``GenerateResponse("sample", codes [B, n], text)`` (generation stops at the chat end
     token) and then ``GenerateResponse("next")``.
     """
-    from .generate import generate
+    from ..gpt_fast import generate
 
     def serve(loaded, request, out):
         model, step = loaded

@@ -13,11 +13,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .detokenize import IncrementalDetokenizer, find_stop
-from .generate import compile_decode_step, decode
-from .params import SamplingParams
-from .memory import check_decode_memory
-from .validation import check_flag, check_int, check_range
+from ..detokenize import IncrementalDetokenizer, find_stop
+from ..decode_core import compile_decode_step, decode
+from ..params import SamplingParams
+from ..memory import check_decode_memory
+from ..validation import check_flag, check_int, check_range
 
 __all__ = ["LLM", "check_generate_arguments"]
 
@@ -50,8 +50,8 @@ class LLM:
     def __init__(self, checkpoint="default", *, device: Union[str, torch.device] = "cpu",
                  precision: torch.dtype = torch.float32, quantize: Optional[str] = None,
                  compile: bool = False):
-        from .checkpoint import load
-        from .quantize import quantize_model
+        from ..checkpoint import load
+        from ..quantize import quantize_model
 
         if quantize not in _QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {list(_QUANTIZE_MODES)}, got {quantize!r}")

@@ -16,13 +16,13 @@ from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple,
 
 import torch
 
-from .generate import (_decode_loop, compile_decode_step, decode, decode_step_of,
+from ...decode_core import (decode_loop, compile_decode_step, decode, decode_step_of,
                        prepare_prompt)
-from .dual_ar import CodebookModel
-from .model import Transformer
-from .params import SamplingParams
-from .segmentation import split_text
-from .validation import as_token_id, check_flag, check_int, check_range
+from ...dual_ar import CodebookModel
+from ...model import Transformer
+from ...params import SamplingParams
+from ...segmentation import split_text
+from ...validation import as_token_id, check_flag, check_int, check_range
 
 __all__ = ["GenerateResponse", "generate_long", "load_model", "decode_one_token_naive",
            "decode_n_tokens", "generate", "build_prompt", "SYSTEM_PROMPT"]
@@ -43,8 +43,8 @@ def load_model(checkpoint_path, device, precision, compile: bool = False,
     """``(model, decode_one_token)``; the tokenizer rides along as ``model.tokenizer`` (what
     ``generate_long`` reads). ``compile`` compiles the model's decode step
     (``compile_decode_step``), which ``decode_one_token_naive`` then runs."""
-    from .checkpoint import load
-    from .dual_ar_folder import is_codebook_checkpoint
+    from ...checkpoint import load
+    from ...dual_ar_folder import is_codebook_checkpoint
 
     if is_codebook_checkpoint(checkpoint_path):
         return _load_codebook_model(checkpoint_path, device, precision, compile, is_agent)
@@ -61,10 +61,10 @@ def _load_codebook_model(path, device, precision, compile: bool, is_agent: bool)
     from pathlib import Path
 
     from . import codebook_decode as cd
-    from .dual_ar import DualARTransformer
-    from .dual_ar_folder import load_codebook_model
-    from .quantize import cast_float_tensors
-    from .tokenizer import Tokenizer
+    from ...dual_ar import DualARTransformer
+    from ...dual_ar_folder import load_codebook_model
+    from ...quantize import cast_float_tensors
+    from ...tokenizer import Tokenizer
 
     if compile:
         raise ValueError("compile=True is not available for DualAR / Naive codebook models: "
@@ -131,7 +131,7 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     if im_end_id is not None:
         im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     stop_ids = None if im_end_id is None else torch.tensor([im_end_id], device=cur_token.device)
-    steps = _decode_loop(model, cur_token, input_pos, num_new_tokens, lambda _: None,
+    steps = decode_loop(model, cur_token, input_pos, num_new_tokens, lambda _: None,
                          step=decode_one_token, out=out, new_probs=None, stop_ids=stop_ids,
                          stop_rows=None, pad_id=im_end_id or 0, done=None,
                          previous_tokens=history if params.penalised else None,
