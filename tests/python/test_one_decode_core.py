@@ -1,0 +1,121 @@
+"""Every text entry point reaches the one decode core: each forward pass of the model runs
+inside ``decode_core.decode`` (or, for fish-speech's ``decode_n_tokens``, inside
+``decode_core.decode_loop``), whatever API style drove it. Traced from the model's own
+forward hook, so a second loop anywhere would show up."""
+import queue
+import sys
+
+import pytest
+import torch
+
+import fastdecode
+from fastdecode import decode_core
+from fastdecode.compat.fish_speech import long_form, serving
+from fastdecode.compat.modularforge import ChatSession
+from fastdecode.params import SamplingParams
+
+CORE = decode_core.__file__
+
+
+def _core_frame() -> str:
+    """The decode-core function on the current stack ("decode", "decode_loop") or ""."""
+    frame = sys._getframe(1)
+    found = ""
+    while frame is not None:
+        if frame.f_code.co_filename == CORE and frame.f_code.co_name in ("decode",
+                                                                         "decode_loop"):
+            found = frame.f_code.co_name if found != "decode" else found
+        frame = frame.f_back
+    return found
+
+
+@pytest.fixture(scope="module")
+def traced(default_model):
+    model, tokenizer = default_model
+    seen = []
+    handle = model.register_forward_pre_hook(lambda _m, _a: seen.append(_core_frame()))
+    yield model, tokenizer, seen
+    handle.remove()
+
+
+def _drain(q: queue.Queue):
+    items = []
+    while True:
+        item = q.get(timeout=120)
+        items.append(item)
+        if item.status == "error" or item.response.action == "next":
+            return items
+
+
+ENTRY_POINTS = {
+    "generate (gpt-fast)": lambda m, t: fastdecode.generate(
+        m, torch.tensor(t.encode("Hello")), 4, temperature=0),
+    "generate, speculative": lambda m, t: fastdecode.generate(
+        m, torch.tensor(t.encode("Hello")), 4, temperature=0,
+        draft_model=fastdecode.early_exit_draft(m, 4), speculate_k=2),
+    "generate, SamplingParams": lambda m, t: fastdecode.generate(
+        m, torch.tensor(t.encode("Hello")), 4, params=SamplingParams(temperature=0.7, seed=1)),
+    "LLM.generate (llm_utils)": lambda m, t: fastdecode.LLM.from_model(m, t).generate(
+        "Hello", max_tokens=4, n=2, seed=0),
+    "LLM.generate_samples (modularforge)": lambda m, t: fastdecode.LLM.from_model(
+        m, t).generate_samples("Hello", max_new_tokens=3),
+    "the REPL (ChatSession.reply)": lambda m, t: ChatSession(
+        fastdecode.LLM.from_model(m, t), max_new_tokens=4, temperature=0).reply(
+        "Hi", lambda _s: None),
+    "fish-speech generate": lambda m, t: long_form.generate(
+        model=m, prompt=torch.tensor(t.encode("Hello")), max_new_tokens=4, temperature=0.5),
+    "fish-speech generate_long": lambda m, t: list(long_form.generate_long(
+        model=m, device="cpu", decode_one_token=long_form.decode_one_token_naive,
+        text="Hello there.", max_new_tokens=4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_every_text_entry_point_runs_inside_decode(traced, name):
+    model, tokenizer, seen = traced
+    if "generate_long" in name:
+        model.tokenizer = tokenizer
+    seen.clear()
+    ENTRY_POINTS[name](model, tokenizer)
+    assert seen and all(where == "decode" for where in seen), (name, seen)
+
+
+def test_fish_speech_decode_n_tokens_runs_the_core_loop(traced):
+    model, tokenizer, seen = traced
+    ids = torch.tensor([tokenizer.encode("Hello")])
+    model.setup_caches(1, ids.shape[1] + 5)
+    with torch.no_grad():
+        model(ids, torch.arange(ids.shape[1]))
+        seen.clear()
+        long_form.decode_n_tokens(model, ids[:, -1:], torch.tensor([ids.shape[1]]), 4,
+                                  temperature=0.5)
+    assert seen and all(where == "decode_loop" for where in seen), seen
+
+
+def test_the_queues_run_inside_decode():
+    """The worker thread loads its own model: traced through a global forward hook on every
+    Transformer (test-only), for both queues."""
+    seen = []
+
+    def hook(module, _args):
+        if isinstance(module, fastdecode.Transformer):
+            seen.append(_core_frame())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        q = serving.launch_thread_safe_queue("default", "cpu", torch.float32)
+        agent_q, tokenizer, _ = serving.launch_thread_safe_queue_agent("default", "cpu",
+                                                                       torch.float32)
+        for target, request in ((q, {"text": "Hi", "max_new_tokens": 3, "temperature": 0.5}),
+                                (agent_q, {"prompt": tokenizer.encode("Hi"),
+                                           "max_new_tokens": 3})):
+            out = queue.Queue()
+            seen.clear()
+            target.put(serving.GenerateRequest(request, out))
+            items = _drain(out)
+            target.put(None)
+            target.worker.join(timeout=60)
+            assert items[-1].status == "success", items
+            assert seen and all(where == "decode" for where in seen), seen
+    finally:
+        handle.remove()
