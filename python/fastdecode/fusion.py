@@ -25,9 +25,11 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from . import ops
+from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
 __all__ = ["fuse", "unfuse", "FusedStep", "FusionWatched"]
+
+_decode_layers = torch.ops.fastdecode.decode_layers
 
 # module -> the fused models it belongs to (a draft may share layers with its target); kept
 # beside the modules, so a deep copy or a pickle of a module carries none of it
@@ -58,14 +60,27 @@ class FusedStep:
         self.norms, self.eps = norms, eps
         self.weights, self.kinds, self.groupsizes = weights, kinds, groupsizes
         self.attentions, self.n_head, self.n_kv_head = attentions, n_head, n_kv_head
+        self._caches = (None, [], [])  # (the cache module they came from, k list, v list)
+
+    def caches(self):
+        """The layers' k and v caches, re-read only when a layer's cache module is another
+        one than last step (``setup_caches`` replaces them): one identity test per layer
+        instead of building two lists every step."""
+        modules = [a._modules["kv_cache"] for a in self.attentions]
+        last = self._caches[0]
+        if last is None or any(m is not c for m, c in zip(modules, last)):
+            bufs = [m._buffers for m in modules]
+            self._caches = (modules, [b["k_cache"] for b in bufs], [b["v_cache"] for b in bufs])
+        return self._caches[1], self._caches[2]
 
     def run(self, x: torch.Tensor, input_pos: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """x ``[B, S <= 16, E]`` fp32 at ``input_pos`` -> the last layer's output."""
-        caches = [a._modules["kv_cache"]._buffers for a in self.attentions]
-        return ops.decode_layers(x, self.norms, self.eps, self.weights, self.kinds,
-                                 self.groupsizes, [c["k_cache"] for c in caches],
-                                 [c["v_cache"] for c in caches], input_pos, rope, self.n_head,
-                                 self.n_kv_head)
+        """x ``[B, S <= 16, E]`` fp32 at ``input_pos`` -> the last layer's output. The
+        registered op directly: its integer arguments were checked when the plan was built,
+        and the op checks every tensor itself."""
+        k_caches, v_caches = self.caches()
+        return _decode_layers(x, self.norms, self.eps, self.weights, self.kinds,
+                              self.groupsizes, k_caches, v_caches, input_pos, rope,
+                              self.n_head, self.n_kv_head)
 
 
 def _linear_args(mod: nn.Module):

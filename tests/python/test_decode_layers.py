@@ -31,15 +31,15 @@ def _decode(model, ids, steps, fused):
 def _runs_fused(model, ids, monkeypatch=None):
     """Whether a decode step of `model` (as it is) calls ops.decode_layers."""
     seen = []
-    real = ops.decode_layers
-    ops.decode_layers = lambda *a: seen.append(1) or real(*a)
+    real = fusion._decode_layers  # the op the fused step calls
+    fusion._decode_layers = lambda *a: seen.append(1) or real(*a)
     try:
         with torch.no_grad():
             model.setup_caches(ids.shape[0], ids.shape[1] + 1)
             model(ids, torch.arange(ids.shape[1]))
             model(ids[:, -1:], torch.tensor([ids.shape[1]]))
     finally:
-        ops.decode_layers = real
+        fusion._decode_layers = real
     return bool(seen)
 
 
@@ -319,3 +319,20 @@ def test_copies_keep_the_decision_and_conversions_decide_again():
     with pytest.warns(UserWarning, match="Attention.wqkv was replaced"):  # the draft's layer
         assert quantize_model(model, "int8").decode_path == "modules"
     assert draft.decode_path == "modules"
+
+
+def test_a_replaced_cache_is_read_at_the_next_step():
+    """The fused step re-reads a layer's caches when its cache module changed."""
+    model = tiny_model(seed=8, n_layer=3)
+    ids = torch.randint(0, 101, (1, 4))
+    with torch.no_grad():
+        model.setup_caches(1, 8)
+        model(ids, torch.arange(4))
+        att = model.layers[1].attention
+        fresh = fastdecode.KVCache(1, 8, att.n_local_heads, att.head_dim)
+        fresh.k_cache.copy_(att.kv_cache.k_cache)
+        fresh.v_cache.copy_(att.kv_cache.v_cache)
+        att.kv_cache = fresh  # not an edit that un-fuses: caches are the step's state
+        assert model.decode_path == "fused"
+        model(ids[:, -1:], torch.tensor([4]))
+        assert fresh.k_cache[0, :, 4].abs().sum() > 0  # the step wrote the new cache

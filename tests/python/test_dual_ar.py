@@ -127,12 +127,12 @@ def test_slow_logits_and_naive_codebook_logits_equal_the_oracle():
 
 def test_fast_steps_run_the_fused_decode_step():
     model, calls = dual_ar(), []
-    real = fastdecode.ops.decode_layers
-    fastdecode.ops.decode_layers = lambda *a: calls.append(a[0].shape[-1]) or real(*a)
+    real = fastdecode.fusion._decode_layers  # the op the fused step calls
+    fastdecode.fusion._decode_layers = lambda *a: calls.append(a[0].shape[-1]) or real(*a)
     try:
         long_form.generate(model=model, prompt=prompt(), max_new_tokens=3, temperature=0)
     finally:
-        fastdecode.ops.decode_layers = real
+        fastdecode.fusion._decode_layers = real
     assert 64 in calls and 48 in calls  # slow (dim 64) and fast (fast_dim 48) steps fused
 
 
