@@ -96,7 +96,8 @@ test-asan: apt-deps $(STAMP)
 	cmake --build build/asan
 	cd build/asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure
 	rm -rf $(ASAN_PKG) && mkdir -p $(ASAN_PKG)/fastdecode
-	cp python/fastdecode/*.py $(ASAN_PKG)/fastdecode/ && cp build/asan/_C*.so $(ASAN_PKG)/fastdecode/
+	cp -r python/fastdecode/. $(ASAN_PKG)/fastdecode/ && rm -rf $(ASAN_PKG)/fastdecode/_C*.so \
+	  && find $(ASAN_PKG) -name __pycache__ -prune -exec rm -rf {} + && cp build/asan/_C*.so $(ASAN_PKG)/fastdecode/
 	$(ASAN_ENV) $(PY) -c "import fastdecode, sys; assert '$(ASAN_PKG)' in fastdecode.__file__, fastdecode.__file__"
 	$(ASAN_ENV) FASTDECODE_FUZZ_EXAMPLES=$${FASTDECODE_FUZZ_EXAMPLES:-300} \
 	  $(PY) -m pytest -q -p no:cacheprovider $(ASAN_TESTS)
