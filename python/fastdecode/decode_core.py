@@ -32,7 +32,8 @@ from .params import SamplingParams
 from .sampling import sample
 from .speculative import shares_caches, speculative_decode_rows
 
-__all__ = ["prefill", "decode_one_token", "decode_loop", "decode", "DecodeResult",
+__all__ = ["prefill", "decode_one_token", "decode_loop", "iter_decode_loop", "decode",
+           "DecodeResult",
            "compile_decode_step", "decode_step_of", "prepare_prompt",
            "INTERACTIVE_MAX_SEQ_LENGTH", "ReentrantDecodeError", "StopRows"]
 
@@ -91,24 +92,34 @@ def decode_step_of(model: Transformer) -> Callable:
     return getattr(model, "compiled_decode_step", None) or decode_one_token
 
 
-def decode_loop(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor,
-                 num_new_tokens: int, callback: Callable, *, step: Callable,
-                 out: Optional[torch.Tensor], new_probs: Optional[List[torch.Tensor]],
-                 stop_ids: Optional[torch.Tensor], stop_rows: Optional[StopRows], pad_id: int,
-                 done: Optional[torch.Tensor], previous_tokens: Optional[torch.Tensor],
-                 logprobs_out: Optional[torch.Tensor], sampling_kwargs: dict) -> int:
-    """The decode loop. Writes token i into ``out[:, i]`` (or appends to ``new_probs`` /
-    returns lists through ``decode_n_tokens``); returns the number of steps run.
+def _first_row(tokens: torch.Tensor) -> torch.Tensor:
+    """The ids the stop conditions read: text ``[B, 1]`` -> ``[B]``; a codebook position
+    ``[B, R, 1]`` -> row 0 (the token; the codes follow it), ``[B]``."""
+    return (tokens[:, 0] if tokens.dim() == 3 else tokens).reshape(-1)
 
-    A row is done once its last token is a stop id or ``stop_rows`` said so; done rows get
-    ``pad_id`` and the loop ends when every row is done (one host sync per step, only when
-    stop conditions exist). ``input_pos`` advances in place.
+
+def iter_decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
+                     num_new_tokens: int, *, step: Callable, out: Optional[torch.Tensor],
+                     new_probs: Optional[List[torch.Tensor]], stop_ids: Optional[torch.Tensor],
+                     stop_rows: Optional[StopRows], pad_id: int, done: Optional[torch.Tensor],
+                     previous_tokens: Optional[torch.Tensor],
+                     logprobs_out: Optional[torch.Tensor], sampling_kwargs: dict,
+                     enough: Optional[Callable[[torch.Tensor], bool]] = None):
+    """THE decode loop, as a generator: yields each new position's tokens (text ``[B, 1]``,
+    codebook models ``[B, R, 1]``: R token rows a position) after writing them into
+    ``out[..., i]`` (and ``new_probs`` / ``logprobs_out``).
+
+    A row is done once its token (row 0) is a stop id or ``stop_rows`` said so; done rows
+    get ``pad_id`` in every token row, and the loop ends when every row is done or
+    ``enough(done)`` (one host sync per step, only when stop conditions exist). ``done``
+    ``[B]``: rows already done (default: those whose ``cur_token`` is a stop id).
+    ``input_pos`` advances in place; a cancelled thread stops at the next position.
     """
     stopping = stop_ids is not None or stop_rows is not None
     if stopping and done is None:
         done = torch.zeros(cur_token.shape[0], dtype=torch.bool, device=cur_token.device)
         if stop_ids is not None:
-            done |= torch.isin(cur_token.view(-1), stop_ids)
+            done |= torch.isin(_first_row(cur_token), stop_ids)
     extra = {"logprobs": True} if logprobs_out is not None else {}
     cancel = current_cancel_event()
     for i in range(num_new_tokens):
@@ -118,27 +129,38 @@ def decode_loop(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Te
         next_token = result[0] if isinstance(result, tuple) else result
         input_pos += 1
         if stopping:
-            next_token = torch.where(done.unsqueeze(1), pad_id, next_token)
+            rows_done = done.view(-1, *([1] * (next_token.dim() - 1)))
+            next_token = torch.where(rows_done, pad_id, next_token)
         if out is not None:
-            out[:, i:i + 1] = next_token
+            out[..., i:i + 1] = next_token
         if new_probs is not None:
             new_probs.append(result[1].clone())
         if logprobs_out is not None:
             logprobs_out[:, i:i + 1] = result[2]
-        callback(next_token)
+        yield next_token
         cur_token = next_token
         if stopping:
             if stop_ids is not None:
-                done = done | torch.isin(next_token.view(-1), stop_ids)
+                done = done | torch.isin(_first_row(next_token), stop_ids)
             if stop_rows is not None:
                 hit = stop_rows(next_token)
                 if hit is not None:
                     done = done | hit
-            if bool(done.all()):
+            if bool(done.all()) or (enough is not None and enough(done)):
                 if out is not None:
-                    out[:, i + 1:] = pad_id
-                return i + 1
-    return num_new_tokens
+                    out[..., i + 1:] = pad_id
+                return
+
+
+def decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
+                num_new_tokens: int, callback: Callable, **loop) -> int:
+    """``iter_decode_loop`` run to its end, ``callback`` given each new position's tokens;
+    returns the number of positions decoded."""
+    steps = 0
+    for column in iter_decode_loop(model, cur_token, input_pos, num_new_tokens, **loop):
+        callback(column)
+        steps += 1
+    return steps
 
 
 def _check_draft(model: Transformer, draft_model, params: SamplingParams) -> None:

@@ -1,6 +1,7 @@
-"""Every text entry point reaches the one decode core: each forward pass of the model runs
-inside ``decode_core.decode`` (or, for fish-speech's ``decode_n_tokens``, inside
-``decode_core.decode_loop``), whatever API style drove it. Traced from the model's own
+"""Every entry point reaches the one decode core: each forward pass of a text model runs
+inside ``decode_core.decode`` (fish-speech's ``decode_n_tokens``: inside the core loop,
+``iter_decode_loop``), and a codebook model decodes every position after its prefill in
+that same loop, whatever API style drove it. Traced from the model's own
 forward hook, so a second loop anywhere would show up."""
 import queue
 import sys
@@ -22,9 +23,9 @@ def _core_frame() -> str:
     frame = sys._getframe(1)
     found = ""
     while frame is not None:
-        if frame.f_code.co_filename == CORE and frame.f_code.co_name in ("decode",
-                                                                         "decode_loop"):
-            found = frame.f_code.co_name if found != "decode" else found
+        name = frame.f_code.co_name
+        if frame.f_code.co_filename == CORE and name in ("decode", "iter_decode_loop"):
+            found = name if found != "decode" else found
         frame = frame.f_back
     return found
 
@@ -89,7 +90,35 @@ def test_fish_speech_decode_n_tokens_runs_the_core_loop(traced):
         seen.clear()
         long_form.decode_n_tokens(model, ids[:, -1:], torch.tensor([ids.shape[1]]), 4,
                                   temperature=0.5)
-    assert seen and all(where == "decode_loop" for where in seen), seen
+    assert seen and all(where == "iter_decode_loop" for where in seen), seen
+
+
+@pytest.mark.parametrize("entry", ["generate", "generate_agent"])
+def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
+    """DualAR: after the prefill, every position (the slow step and the fast steps over its
+    codebooks) runs inside the core loop, with its stopping rules."""
+    from test_dual_ar import SEMANTIC, dual_ar, prompt
+
+    from fastdecode.compat.fish_speech import codebook_decode
+
+    model = dual_ar()
+    seen = []
+    for t in (model.slow, model.fast):  # codebook models call forward_embeddings
+        real = t.forward_embeddings
+        t.forward_embeddings = (lambda real: lambda *a, **k: seen.append(_core_frame())
+                                or real(*a, **k))(real)
+    if entry == "generate":
+        out = long_form.generate(model=model, prompt=prompt(), max_new_tokens=5, temperature=0)
+        assert out.shape[1] > 7
+    else:
+        steps = list(codebook_decode.generate_agent(
+            model=model, prompt=prompt(), max_new_tokens=5, semantic_ids=SEMANTIC,
+            num_samples=2, decode_one_token=codebook_decode.decode_one_token_ar_agent,
+            temperature=0.7))
+        assert len(steps) > 1
+    prefill = 1 + model.config.num_codebooks  # the first position: slow step + fast steps
+    assert seen[:prefill] == [""] * prefill
+    assert seen[prefill:] and all(w == "iter_decode_loop" for w in seen[prefill:]), seen
 
 
 def test_the_queues_run_inside_decode():

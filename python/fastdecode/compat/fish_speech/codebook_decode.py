@@ -18,11 +18,12 @@ positions. What we skip: zero-filling the fast transformer's caches before each 
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from ...dual_ar import CODEBOOK_PAD_TOKEN_ID, DualARTransformer, NaiveTransformer, CodebookModel
+from ...decode_core import decode_loop, iter_decode_loop
+from ...dual_ar import CODEBOOK_PAD_TOKEN_ID, CodebookModel, DualARTransformer, NaiveTransformer
 from ...sampling import sample, validate_sampling_kwargs
 from ...validation import as_token_id, check_int, check_range
 
@@ -189,20 +190,33 @@ def decode_n_tokens_codes(model: CodebookModel, cur_token: torch.Tensor,
     check_int("num_new_tokens", num_new_tokens, 0)
     step = decode_one_token or _default_step(model, agent=False)
     rows = model.config.num_codebooks + 1
-    history = torch.zeros((rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
+    history = torch.zeros((1, rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
                           device=cur_token.device)
     end = _im_end_id(model, im_end_id)
     kwargs = _step_kwargs(step, semantic_ids, sampling_kwargs)
-    n = 0
-    for i in range(num_new_tokens):
-        nxt = step(model, cur_token, input_pos, previous_tokens=_window(history, i), **kwargs)
-        input_pos += 1
-        cur_token = nxt.view(1, rows, -1)
-        history[:, i:i + 1] = nxt.view(rows, -1)
-        n = i + 1
-        if end is not None and int(cur_token[0, 0, -1]) == end:
-            break
-    return history[:, :n]
+    position = _windowed(history, lambda m, cur, pos, window: step(
+        m, cur, pos, previous_tokens=window[0], **kwargs).view(1, rows, 1))
+    stop = None if end is None else torch.tensor([end], device=cur_token.device)
+    # the prompt's last token may be im_end: only the new positions stop decoding
+    n = decode_loop(model, cur_token, input_pos, num_new_tokens,
+                    lambda _: None, step=position, out=history, new_probs=None,
+                    stop_ids=stop, stop_rows=None, pad_id=end or 0,
+                    done=torch.zeros(1, dtype=torch.bool, device=cur_token.device),
+                    previous_tokens=None, logprobs_out=None, sampling_kwargs={})
+    return history[0, :, :n]
+
+
+def _windowed(history: torch.Tensor, step: Callable) -> Callable:
+    """The core loop's step for a codebook model: ``step(model, cur, pos, window)`` with the
+    repetition-penalty window of the position being decoded (``PENALTY_WINDOW`` positions
+    of ``history [B, rows, L]``, the loop's ``out``)."""
+    count = [0]
+
+    def position_step(model, cur, input_pos, _previous, **_):
+        i = count[0]
+        count[0] += 1
+        return step(model, cur, input_pos, _window(history, i))
+    return position_step
 
 
 def _step_kwargs(step, semantic_ids, sampling_kwargs: dict) -> dict:
@@ -285,19 +299,19 @@ def decode_n_tokens_agent(model, cur_token: torch.Tensor, input_pos: torch.Tenso
     bsz, rows = cur_token.shape[0], model.config.num_codebooks + 1
     history = torch.zeros((bsz, rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
                           device=cur_token.device)
-    finished = cur_token[:, 0, -1] == im_end_id
-    for i in range(num_new_tokens):
-        nxt = decode_one_token(model, cur_token, input_pos, semantic_ids,
-                               previous_tokens=_window(history, i), **sampling_kwargs)
-        nxt[finished] = im_end_id
-        input_pos += 1
-        cur_token = nxt.view(bsz, rows, -1)
-        history[:, :, i:i + 1] = cur_token
-        yield cur_token.cpu()
-        finished = finished | (cur_token[:, 0, -1] == im_end_id)
-        if bool(finished.all()) or (0 < early_stop_threshold < 1 and
-                                    int(finished.sum()) >= round(bsz * early_stop_threshold)):
-            break
+    position = _windowed(history, lambda m, cur, pos, window: decode_one_token(
+        m, cur, pos, semantic_ids, previous_tokens=window, **sampling_kwargs))
+    threshold = round(bsz * early_stop_threshold)
+    enough = ((lambda done: int(done.sum()) >= threshold)
+              if 0 < early_stop_threshold < 1 else None)
+    # rows that have produced im_end_id keep producing it (in every token row)
+    for column in iter_decode_loop(model, cur_token, input_pos, num_new_tokens,
+                                   step=position, out=history, new_probs=None,
+                                   stop_ids=torch.tensor([im_end_id], device=cur_token.device),
+                                   stop_rows=None, pad_id=im_end_id, done=None,
+                                   previous_tokens=None, logprobs_out=None, sampling_kwargs={},
+                                   enough=enough):
+        yield column.cpu()
 
 
 @torch.no_grad()
