@@ -17,6 +17,7 @@ compiled or the eager step.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -33,6 +34,7 @@ from .sampling import sample
 from .speculative import shares_caches, speculative_decode_rows
 
 __all__ = ["prefill", "decode_one_token", "decode_loop", "iter_decode_loop", "decode",
+           "decode_session",
            "DecodeResult",
            "compile_decode_step", "decode_step_of", "prepare_prompt",
            "INTERACTIVE_MAX_SEQ_LENGTH", "ReentrantDecodeError", "StopRows"]
@@ -191,6 +193,21 @@ class DecodeResult:
     logprobs: Optional[torch.Tensor] = None
 
 
+@contextlib.contextmanager
+def decode_session(model, batch: int, positions: int, device,
+                   draft: Optional[Transformer] = None):
+    """The cache set-up of every decode, text or codebook models: the model's decode lock
+    (one decode per model; a callback's re-entrant decode raises), then KV caches for
+    ``batch`` rows of ``positions`` (the memory check first, in ``setup_caches``), for the
+    draft too when it has caches of its own. Held for the whole decode."""
+    with exclusive(model, draft):
+        with torch.device(device):
+            model.setup_caches(batch, positions)
+            if draft is not None and draft is not model:  # its own RoPE tables at least
+                draft.setup_caches(batch, positions)
+        yield
+
+
 @torch.no_grad()
 def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
            params: SamplingParams, interactive: bool = False,
@@ -243,14 +260,11 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         sampling_kwargs = params.replace(seed=None).knobs()
     else:
         sampling_kwargs = params.with_generator(rows.device).knobs()
-    with exclusive(model, draft_model if speculative else None):
-        t0 = time.perf_counter()
-        T_new = T + max_new_tokens
-        max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
-        with torch.device(device):
-            model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
-            if speculative and draft_model is not model:
-                draft_model.setup_caches(max_batch_size=bsz, max_seq_length=max_seq_length)
+    T_new = T + max_new_tokens
+    max_seq_length = capacity if interactive else T_new + (k_eff if speculative else 0)
+    t0 = time.perf_counter()
+    with decode_session(model, bsz, max_seq_length, device,
+                        draft_model if speculative else None):
 
         # Positions not generated yet hold each row's first prompt token: that id is already
         # among the previous tokens, and the penalty counts each distinct id once, so the

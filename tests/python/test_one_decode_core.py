@@ -148,3 +148,24 @@ def test_the_queues_run_inside_decode():
             assert seen and all(where == "decode" for where in seen), seen
     finally:
         handle.remove()
+
+
+def test_codebook_decodes_take_the_models_decode_lock():
+    """generate_agent holds the model for the decode (the core's decode_session): a decode
+    started between its positions in the same thread raises instead of clobbering its KV
+    cache; once the generator is done, the model is free again."""
+    from test_dual_ar import SEMANTIC, dual_ar, prompt
+
+    from fastdecode.compat.fish_speech import codebook_decode
+
+    model = dual_ar()
+    agent = codebook_decode.generate_agent(
+        model=model, prompt=prompt(), max_new_tokens=4, semantic_ids=SEMANTIC,
+        decode_one_token=codebook_decode.decode_one_token_ar_agent, temperature=0.7)
+    next(agent)
+    with pytest.raises(decode_core.ReentrantDecodeError):
+        long_form.generate(model=model, prompt=prompt(), max_new_tokens=2, temperature=0)
+    rest = list(agent)
+    assert rest
+    out = long_form.generate(model=model, prompt=prompt(), max_new_tokens=2, temperature=0)
+    assert out.shape[1] >= 8

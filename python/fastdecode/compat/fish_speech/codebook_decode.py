@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from ...decode_core import decode_loop, iter_decode_loop
+from ...decode_core import decode_loop, decode_session, iter_decode_loop
 from ...dual_ar import CODEBOOK_PAD_TOKEN_ID, CodebookModel, DualARTransformer, NaiveTransformer
 from ...sampling import sample, validate_sampling_kwargs
 from ...validation import as_token_id, check_int, check_range
@@ -271,14 +271,14 @@ def generate_codes(*, model: CodebookModel, prompt: torch.Tensor, max_new_tokens
         semantic_ids = model.config.semantic_ids()
     _check_semantic_ids(model, semantic_ids)
     im_end_id = _im_end_id(model, im_end_id)
-    model.setup_caches(1, T + new)
-    first_step = _default_step(model, agent=False)  # the prefill step: the module's own
-    nxt = first_step(model, prompt.view(1, rows, T), torch.arange(T, device=prompt.device),
-                     **_step_kwargs(first_step, semantic_ids, sampling_kwargs))
-    rest = decode_n_tokens_codes(model, nxt.view(1, rows, 1),
-                                 torch.tensor([T], device=prompt.device), new - 1,
-                                 semantic_ids, decode_one_token=decode_one_token,
-                                 im_end_id=im_end_id, **sampling_kwargs)
+    with decode_session(model, 1, T + new, prompt.device):  # the core's cache set-up
+        first_step = _default_step(model, agent=False)  # the prefill step: the module's own
+        nxt = first_step(model, prompt.view(1, rows, T), torch.arange(T, device=prompt.device),
+                         **_step_kwargs(first_step, semantic_ids, sampling_kwargs))
+        rest = decode_n_tokens_codes(model, nxt.view(1, rows, 1),
+                                     torch.tensor([T], device=prompt.device), new - 1,
+                                     semantic_ids, decode_one_token=decode_one_token,
+                                     im_end_id=im_end_id, **sampling_kwargs)
     return torch.cat([prompt.to(torch.int64), nxt.view(rows, 1), rest], dim=1)
 
 
@@ -321,7 +321,8 @@ def generate_agent(*, model, prompt: torch.Tensor, max_new_tokens: int, semantic
                    **sampling_kwargs) -> Iterator[torch.Tensor]:
     """Generator: prompt ``[rows, T]`` is decoded as ``num_samples`` rows; yields
     ``[num_samples, rows, 1]`` for the first position (the prefill), then per position as
-    ``decode_n_tokens_agent``."""
+    ``decode_n_tokens_agent``. Holds the model's decode lock until it ends (or is closed):
+    another thread's decode on the model waits, this thread's raises."""
     check_int("num_samples", num_samples, 1)
     rows = _check_prompt(model, prompt)
     check_range("early_stop_threshold", early_stop_threshold, 0.0, 1.0, lo_open=False,
@@ -329,16 +330,17 @@ def generate_agent(*, model, prompt: torch.Tensor, max_new_tokens: int, semantic
     T = prompt.shape[1]
     new = _new_tokens(model, T, max_new_tokens)
     batch = prompt[None].repeat(num_samples, 1, 1)
-    model.setup_caches(num_samples, T + new)
-    prefill = _default_step(model, agent=True)
-    nxt = prefill(model, batch, torch.arange(T, device=prompt.device), semantic_ids,
-                  **sampling_kwargs).view(num_samples, rows, -1)
-    yield nxt.cpu()
-    yield from decode_n_tokens_agent(model, nxt, torch.tensor([T], device=prompt.device),
-                                     new - 1, semantic_ids, im_end_id=im_end_id,
-                                     decode_one_token=decode_one_token,
-                                     early_stop_threshold=early_stop_threshold,
-                                     **sampling_kwargs)
+    # the core's cache set-up; the model stays this generator's until it ends or is closed
+    with decode_session(model, num_samples, T + new, prompt.device):
+        prefill = _default_step(model, agent=True)
+        nxt = prefill(model, batch, torch.arange(T, device=prompt.device), semantic_ids,
+                      **sampling_kwargs).view(num_samples, rows, -1)
+        yield nxt.cpu()
+        yield from decode_n_tokens_agent(model, nxt, torch.tensor([T], device=prompt.device),
+                                         new - 1, semantic_ids, im_end_id=im_end_id,
+                                         decode_one_token=decode_one_token,
+                                         early_stop_threshold=early_stop_threshold,
+                                         **sampling_kwargs)
 
 
 def encode_tokens(tokenizer, string: str, device="cuda", prompt_tokens=None,
