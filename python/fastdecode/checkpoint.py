@@ -18,7 +18,7 @@ import torch
 from .fusion import fuse
 from .gguf_file import dequantize, read_gguf
 from .model import ModelArgs, Transformer, empty_weights
-from .hf_checkpoint import load_hf_dir
+from .hf_checkpoint import read_hf_dir
 from .tokenizer import Tokenizer
 from .validation import check_device
 
@@ -329,7 +329,8 @@ def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
     if path.is_dir():
         if (path / "model.pth").is_file() and not list(path.glob("*.safetensors")):
             return _load_pth(path / "model.pth")
-        return load_hf_dir(path, read_json_file, _build_model)
+        args, sd, tokenizer = read_hf_dir(path, read_json_file(path / "config.json"))
+        return _build_model(args, sd), tokenizer
     if path.suffix == ".gguf":
         return _load_gguf(path)
     if path.suffix in (".pth", ".pt"):

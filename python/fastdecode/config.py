@@ -5,11 +5,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-__all__ = ["ModelArgs", "find_multiple", "check_size", "MAX_CONFIG_SIZE"]
+__all__ = ["ModelArgs", "find_multiple", "check_size", "complete_sizes", "MAX_CONFIG_SIZE"]
 
 
 # Above this a size is no model's (and products of sizes would pass int64)
 MAX_CONFIG_SIZE = 2 ** 40
+
+
+def complete_sizes(config, given, more=()) -> None:
+    """Check the sizes named in ``given``, fill the derived defaults of a Llama-style config
+    (``n_local_heads`` -1 = ``n_head``; ``intermediate_size`` from ``dim``; ``head_dim`` =
+    ``dim // n_head``), then check those and the sizes named in ``more``. Errors name each
+    field as the config names it."""
+    for name in given:
+        check_size(name, getattr(config, name))
+    if config.n_local_heads == -1:
+        config.n_local_heads = config.n_head
+    if config.intermediate_size is None:
+        config.intermediate_size = find_multiple(int(2 * (4 * config.dim) / 3), 256)
+    if config.head_dim is None:
+        config.head_dim = config.dim // config.n_head
+    for name in ("n_local_heads", "intermediate_size", "head_dim", *more):
+        check_size(name, getattr(config, name))
 
 
 def check_size(name: str, value) -> None:
@@ -39,16 +56,7 @@ class ModelArgs:
 
     def __post_init__(self):
         # a config comes from a file: every field is checked before it sizes anything
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "dim"):
-            check_size(name, getattr(self, name))
-        if self.n_local_heads == -1:
-            self.n_local_heads = self.n_head
-        if self.intermediate_size is None:
-            self.intermediate_size = find_multiple(int(2 * (4 * self.dim) / 3), 256)
-        if self.head_dim is None:
-            self.head_dim = self.dim // self.n_head
-        for name in ("n_local_heads", "intermediate_size", "head_dim"):
-            check_size(name, getattr(self, name))
+        complete_sizes(self, ("block_size", "vocab_size", "n_layer", "n_head", "dim"))
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even (RoPE rotates pairs), got {self.head_dim}")
         for name in ("rope_base", "norm_eps"):

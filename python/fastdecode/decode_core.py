@@ -100,6 +100,19 @@ def _first_row(tokens: torch.Tensor) -> torch.Tensor:
     return (tokens[:, 0] if tokens.dim() == 3 else tokens).reshape(-1)
 
 
+def _ended(done: torch.Tensor, tokens: torch.Tensor, stop_ids: Optional[torch.Tensor],
+           stop_rows: Optional[StopRows]) -> torch.Tensor:
+    """``done`` [B] with the rows that ``tokens`` (a new position) end: a stop id in row 0,
+    or ``stop_rows``' verdict."""
+    if stop_ids is not None:
+        done = done | torch.isin(_first_row(tokens), stop_ids)
+    if stop_rows is not None:
+        hit = stop_rows(tokens)
+        if hit is not None:
+            done = done | hit
+    return done
+
+
 def iter_decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
                      num_new_tokens: int, *, step: Callable, out: Optional[torch.Tensor],
                      new_probs: Optional[List[torch.Tensor]], stop_ids: Optional[torch.Tensor],
@@ -124,6 +137,7 @@ def iter_decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
             done |= torch.isin(_first_row(cur_token), stop_ids)
     extra = {"logprobs": True} if logprobs_out is not None else {}
     cancel = current_cancel_event()
+    done_view = (-1,) + (1,) * (cur_token.dim() - 1)  # done [B] against a position's tokens
     for i in range(num_new_tokens):
         if cancel is not None and cancel.is_set():
             check_cancelled()
@@ -131,8 +145,7 @@ def iter_decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
         next_token = result[0] if isinstance(result, tuple) else result
         input_pos += 1
         if stopping:
-            rows_done = done.view(-1, *([1] * (next_token.dim() - 1)))
-            next_token = torch.where(rows_done, pad_id, next_token)
+            next_token = torch.where(done.view(done_view), pad_id, next_token)
         if out is not None:
             out[..., i:i + 1] = next_token
         if new_probs is not None:
@@ -142,12 +155,7 @@ def iter_decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
         yield next_token
         cur_token = next_token
         if stopping:
-            if stop_ids is not None:
-                done = done | torch.isin(_first_row(next_token), stop_ids)
-            if stop_rows is not None:
-                hit = stop_rows(next_token)
-                if hit is not None:
-                    done = done | hit
+            done = _ended(done, next_token, stop_ids, stop_rows)
             if bool(done.all()) or (enough is not None and enough(done)):
                 if out is not None:
                     out[..., i + 1:] = pad_id
@@ -257,7 +265,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
     check_cancelled()
     if compiled and params.seed is not None:
         torch.manual_seed(params.seed)  # compiled steps draw from the global generator
-        sampling_kwargs = params.replace(seed=None).knobs()
+        sampling_kwargs = params.knobs()  # (a seed excludes a generator: none in the knobs)
     else:
         sampling_kwargs = params.with_generator(rows.device).knobs()
     T_new = T + max_new_tokens
@@ -282,13 +290,8 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
             logprobs_out[:, :1] = first_logprob
         seq[:, T:T + 1] = first
         callback(first)
-        done = torch.zeros(bsz, dtype=torch.bool, device=device)
-        if stop_ids is not None:
-            done |= torch.isin(first.view(-1).long(), stop_ids)
-        if stop_rows is not None:
-            hit = stop_rows(first)
-            if hit is not None:
-                done |= hit
+        done = _ended(torch.zeros(bsz, dtype=torch.bool, device=device), first,
+                      stop_ids, stop_rows)
         prefill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         accept_counts = [0] * (speculate_k + 1)

@@ -29,7 +29,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from .config import check_size, find_multiple
+from .config import check_size, complete_sizes, find_multiple
 from .model import Embedding, Linear, ModelArgs, RMSNorm, Transformer
 from .validation import check_config_types
 
@@ -69,17 +69,8 @@ class BaseModelArgs:
 
     def __post_init__(self):
         # every size named as the config names it, before a module is sized from it
-        for name in ("vocab_size", "n_layer", "n_head", "dim", "max_seq_len"):
-            check_size(name, getattr(self, name))
-        if self.n_local_heads == -1:
-            self.n_local_heads = self.n_head
-        if self.intermediate_size is None:
-            self.intermediate_size = find_multiple(int(2 * 4 * self.dim / 3), 256)
-        if self.head_dim is None:
-            self.head_dim = self.dim // self.n_head
-        for name in ("n_local_heads", "intermediate_size", "head_dim", "codebook_size",
-                     "num_codebooks"):
-            check_size(name, getattr(self, name))
+        complete_sizes(self, ("vocab_size", "n_layer", "n_head", "dim", "max_seq_len"),
+                       ("codebook_size", "num_codebooks"))
         for name in ("attention_qkv_bias", "attention_o_bias", "attention_qk_norm",
                      "is_reward_model"):
             if getattr(self, name):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -173,12 +173,3 @@ def unfuse(model: nn.Module, reason: Optional[str] = None) -> None:
             owners = _OWNERS.get(m)
             if owners is not None:
                 owners.discard(t)
-
-
-def decode_path(model: nn.Module) -> Tuple[str, Optional[str]]:
-    """``(path, reason)``: "fused", or "modules" with why."""
-    ts = _transformers(model)
-    if ts and all(t.__dict__.get("_fused") is not None for t in ts):
-        return "fused", None
-    reasons = [t.__dict__.get("_fusion_reason") for t in ts]
-    return "modules", next((r for r in reasons if r), "not fused (fastdecode.fuse decides)")

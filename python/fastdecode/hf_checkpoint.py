@@ -11,7 +11,7 @@ import torch
 from .model import ModelArgs
 from .tokenizer import Tokenizer
 
-__all__ = ["load_hf_dir"]
+__all__ = ["read_hf_dir"]
 
 
 # Hugging Face config keys the llama loader reads -> the JSON type each must have: a string
@@ -80,12 +80,11 @@ def _hf_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.view(n_heads, 2, head_dim // 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
 
 
-def load_hf_dir(path: Path, read_json_file, build_model):
-    """(model, tokenizer) of a Hugging Face directory; ``read_json_file`` and ``build_model``
-    are the checkpoint module's (one JSON reader, one model builder)."""
+def read_hf_dir(path: Path, cfg: dict):
+    """``(ModelArgs, state dict in our names and RoPE layout, Tokenizer)`` of a Hugging Face
+    directory whose ``config.json`` parsed to ``cfg``; the caller builds the model."""
     from safetensors.torch import load_file
 
-    cfg = read_json_file(path / "config.json")
     args = _args_from_hf_config(cfg)
     eos = cfg.get("eos_token_id")
     eos = (eos[0] if eos else None) if isinstance(eos, list) else eos
@@ -126,4 +125,4 @@ def load_hf_dir(path: Path, read_json_file, build_model):
     if not tok_file.is_file():
         raise FileNotFoundError(f"{path}: tokenizer.json is missing")
     tokenizer = Tokenizer.from_file(str(tok_file), bos_id=cfg.get("bos_token_id"), eos_id=eos)
-    return build_model(args, sd), tokenizer
+    return args, sd, tokenizer

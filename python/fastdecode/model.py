@@ -337,8 +337,9 @@ class Transformer(FusionWatched, nn.Module):
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         seqlen = x.shape[1]
-        chunk = self._chunk_positions()
-        if seqlen > chunk:  # in chunks, each attending to the cache the ones before filled
+        # (a decode step never needs the chunk size: it is at least FUSED_MAX_POSITIONS)
+        if seqlen > FUSED_MAX_POSITIONS and seqlen > (chunk := self._chunk_positions()):
+            # in chunks, each attending to the cache the ones before filled
             logits, hidden = [], []
             for start in range(0, seqlen, chunk):
                 end = min(start + chunk, seqlen)

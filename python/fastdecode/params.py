@@ -74,6 +74,16 @@ class SamplingParams:
                 raise ValueError(f"{name} must be a number or a per-row tensor, got {v!r}")
         ops.check_sampling_params(rows or 1, self.temperature, self.top_k, self.top_p,
                                   self.min_p, self.repetition_penalty)
+        self._check_request()
+        stops = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s
+                                                          for s in stops):
+            raise ValueError(f"stop must be a non-empty str or a list of non-empty str, got "
+                             f"{self.stop!r}")
+        object.__setattr__(self, "stop", tuple(stops))
+
+    def _check_request(self) -> None:
+        """seed, generator and max_tokens (the fields a chat turn changes)."""
         if self.seed is not None:
             object.__setattr__(self, "seed", check_seed("seed", self.seed))
             if self.generator is not None:
@@ -81,12 +91,6 @@ class SamplingParams:
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got "
                              f"{type(self.generator).__name__}")
-        stops = (self.stop,) if isinstance(self.stop, str) else self.stop
-        if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s
-                                                          for s in stops):
-            raise ValueError(f"stop must be a non-empty str or a list of non-empty str, got "
-                             f"{self.stop!r}")
-        object.__setattr__(self, "stop", tuple(stops))
         if self.max_tokens is not None:
             check_int("max_tokens", self.max_tokens, 1)
 
@@ -121,15 +125,7 @@ class SamplingParams:
         copy = object.__new__(SamplingParams)
         for f in dataclasses.fields(self):
             object.__setattr__(copy, f.name, changes.get(f.name, getattr(self, f.name)))
-        if "seed" in changes and copy.seed is not None:
-            object.__setattr__(copy, "seed", check_seed("seed", copy.seed))
-        if copy.seed is not None and copy.generator is not None:
-            raise ValueError("pass seed or generator, not both")
-        if copy.generator is not None and not isinstance(copy.generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got "
-                             f"{type(copy.generator).__name__}")
-        if copy.max_tokens is not None:
-            check_int("max_tokens", copy.max_tokens, 1)
+        copy._check_request()
         return copy
 
     def check_rows(self, batch_size: Optional[int]) -> None:

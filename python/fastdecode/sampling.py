@@ -21,9 +21,9 @@ __all__ = ["SAMPLING_KWARGS", "RECOMMENDED_SAMPLING", "validate_sampling_kwargs"
            "multinomial_sample_one_no_sync", "sample", "logits_to_probs_agent",
            "multinomial_sample_one_no_sync_agent", "sample_agent"]
 
-# Knob -> default. Anything else passed as **sampling_kwargs is rejected by name.
-SAMPLING_KWARGS: Dict[str, Any] = {"temperature": 1.0, "top_k": None, "top_p": 1.0,
-                                   "min_p": 0.0, "repetition_penalty": 1.0, "generator": None}
+# Knob -> default (SamplingParams' defaults). Anything else passed as **sampling_kwargs is
+# rejected by name.
+SAMPLING_KWARGS: Dict[str, Any] = SamplingParams().knobs()
 
 
 # What the command line (`generate`, `chat`) and `make demo` sample with unless told

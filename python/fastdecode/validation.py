@@ -6,8 +6,8 @@ the same exception type the ops raise.
 """
 from __future__ import annotations
 
-__all__ = ["check_int", "check_range", "check_flag", "check_int_in", "check_seed", "as_token_id",
-           "as_token_ids", "check_config_types", "check_device", "INT64_MAX"]
+__all__ = ["check_int", "check_range", "check_flag", "check_seed", "as_token_id",
+           "as_token_ids", "check_config_types", "check_device"]
 
 
 def check_int(name: str, value, minimum: int) -> int:
@@ -37,7 +37,6 @@ def check_flag(name: str, value) -> bool:
     return value
 
 
-INT64_MAX = 2 ** 63 - 1
 # torch.Generator.manual_seed takes a 64-bit seed
 SEED_RANGE = (0, 2 ** 64 - 1)
 
@@ -62,16 +61,6 @@ def _integer_value(value):
     if numpy is not None and isinstance(value, numpy.integer):
         return int(value)
     return None
-
-
-def check_int_in(name: str, value, lo: int, hi: int) -> int:
-    """``value`` must be an integer (int, 0-d integer tensor or NumPy integer; never a bool
-    or a float) in [lo, hi]; returns it as a Python int. Catches what would overflow a C++
-    int64 before it reaches an op."""
-    v = _integer_value(value)
-    if v is None or not lo <= v <= hi:
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return v
 
 
 def check_seed(name: str, seed) -> int:

@@ -17,6 +17,7 @@ next request. A sink whose ``put`` takes no ``timeout`` is called as ``put(item)
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import logging
@@ -47,10 +48,13 @@ class ResponseSinkError(RuntimeError):
     """A request's response queue raised or stayed full: that request is cancelled."""
 
 
-def _put_takes_timeout(put) -> bool:
+@functools.lru_cache(maxsize=None)
+def _put_takes_timeout(sink_type: type) -> bool:
+    """Whether ``sink_type.put`` takes a ``timeout`` (read once per type: every chunk of
+    every request is delivered through it)."""
     try:
-        return "timeout" in inspect.signature(put).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
+        return "timeout" in inspect.signature(sink_type.put).parameters
+    except (TypeError, ValueError, AttributeError):  # a builtin without a signature
         return False
 
 
@@ -58,7 +62,7 @@ def _deliver(sink, item) -> None:
     """``sink.put(item)``, waiting at most ``RESPONSE_PUT_TIMEOUT_S`` when the sink takes a
     timeout; any failure (full, closed, raising) becomes ``ResponseSinkError``."""
     try:
-        if _put_takes_timeout(sink.put):
+        if _put_takes_timeout(type(sink)):
             sink.put(item, timeout=RESPONSE_PUT_TIMEOUT_S)
         else:
             sink.put(item)
