@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.deps-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup apt-deps build demo test test-cpp test-python bench clean
+.PHONY: setup apt-deps build demo test test-cpp test-python test-isa-paths bench clean
 
 # Debian packages: a C++ compiler, CMake and Catch2 v2. apt-get update runs only when
 # something is missing, so repeated runs cost nothing.
@@ -57,7 +57,21 @@ test-cpp: apt-deps $(STAMP)
 test-python: build
 	$(PY) -m pytest -q tests/python
 
-test: test-cpp test-python
+# The op parity tests again on every other kernel path this CPU runs (FASTDECODE_ISA picks
+# the path; the default run above took the best one).
+ISA_PARITY_TESTS := tests/python/test_linear_op.py tests/python/test_quant_ops.py \
+  tests/python/test_rms_norm.py tests/python/test_decode_attention.py \
+  tests/python/test_decode_layers.py tests/python/test_sampling_ops.py \
+  tests/python/test_sampling_statistics.py tests/python/test_repack_gguf.py \
+  tests/python/test_speculative_op.py
+test-isa-paths: build
+	@others=$$($(PY) -c "import fastdecode; print(' '.join(fastdecode.build_info()['supported_isas'].split(',')[1:]))"); \
+	for isa in $$others; do \
+	  echo "== op parity tests on the $$isa kernel path"; \
+	  FASTDECODE_ISA=$$isa $(PY) -m pytest -q -p no:cacheprovider $(ISA_PARITY_TESTS) || exit 1; \
+	done
+
+test: test-cpp test-python test-isa-paths
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py
@@ -121,12 +135,17 @@ $(LLAMA_SRC)/CMakeLists.txt:
 	cd $(PEERS) && $(abspath $(PY)) -m pip download -q --no-deps --no-binary :all: \
 	  llama-cpp-python==$(LLAMA_SDIST) -d . && tar xzf llama_cpp_python-$(LLAMA_SDIST).tar.gz
 
-$(LLAMA_BIN)/llama-bench: $(LLAMA_SRC)/CMakeLists.txt
+LLAMA_TOOLS := llama-bench llama-quantize llama-simple llama-perplexity llama-batched-bench \
+  llama-server
+$(LLAMA_BIN)/.tools-built: $(LLAMA_SRC)/CMakeLists.txt
 	cmake -S $(LLAMA_SRC) -B $(PEERS)/llama.cpp-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	  -DGGML_NATIVE=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF \
-	  -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
-	cmake --build $(PEERS)/llama.cpp-build --target llama-bench llama-quantize llama-simple
+	  -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON \
+	  -DLLAMA_OPENSSL=OFF
+	cmake --build $(PEERS)/llama.cpp-build --target $(LLAMA_TOOLS)
+	touch $@
 
 .PHONY: bench-peers
-bench-peers: build $(LLAMA_BIN)/llama-bench
+bench-peers: build $(LLAMA_BIN)/.tools-built
 	$(PY) benchmarks/bench_llamacpp.py --llama-bin $(LLAMA_BIN)
+	$(PY) benchmarks/bench_perplexity.py --llama-bin $(LLAMA_BIN)

@@ -40,9 +40,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    models = {"fp32": fastdecode.load("default")[0],
-              "int8": quantize_model(fastdecode.load("default")[0], "int8"),
-              "int4": quantize_model(fastdecode.load("default")[0], "int4")}
+    models = {"fp32": fastdecode.load("default", quantized=False)[0],
+              "int8": quantize_model(fastdecode.load("default", quantized=False)[0], "int8"),
+              "int4": quantize_model(fastdecode.load("default", quantized=False)[0], "int4")}
     for m in models.values():
         m.setup_caches(1, 256)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per decode step")

@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="also time a compiled decode step")
     args = ap.parse_args()
 
-    model, tokenizer = fastdecode.load("default", precision=torch.float32)
+    model, tokenizer = fastdecode.load("default", precision=torch.float32, quantized=False)
     hf = load_hf_peer(fastdecode.default_checkpoint_path())
     ids = torch.tensor([tokenizer.encode(PROMPT)])
     n = args.new_tokens

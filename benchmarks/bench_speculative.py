@@ -34,7 +34,7 @@ def decode_tps(run, n):
 
 
 def main() -> int:
-    model, tok = fastdecode.load("default")
+    model, tok = fastdecode.load("default", quantized=False)
     ids = torch.tensor(tok.encode(PROMPT))
     drafts = {"int8 copy": quantized_draft(model, "int8"),
               "int4 copy": quantized_draft(model, "int4"),

@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--quantized", action="store_true", help="the GGUF blocks as stored")
     args = ap.parse_args()
-    model, _ = fastdecode.load("default")
+    model, _ = fastdecode.load("default", quantized=False)
     config = model.config
     print(f"default model ({'GGUF as stored' if args.quantized else 'fp32'}), "
           f"{os.cpu_count()} cores, greedy {args.tokens} tokens, {args.rounds} rounds")

@@ -28,18 +28,30 @@ def read_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
 
 
 def weight_bytes_per_token(model: torch.nn.Module) -> int:
-    """Bytes of weights one decode step reads: every parameter once (a tied embedding is
-    read in full by the output head; the embedding lookup itself reads one row)."""
+    """Bytes of weights one decode step reads: every linear's weight (and its scales), the
+    norms, and the embedding table only when the output head is tied to it (the lookup
+    itself reads one row); each storage once."""
     seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel() * p.element_size()
-    for name, b in model.named_buffers():
-        # quantized weights and their scales (not the KV cache or the RoPE/mask tables)
-        if name.endswith((".weight", ".scales", ".scales_and_zeros")):
-            total += b.numel() * b.element_size()
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if not name.endswith((".weight", ".scales", ".scales_and_zeros")):
+            continue  # the KV cache, RoPE tables, masks
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            continue
+        if name.startswith("tok_embeddings."):
+            head = getattr(getattr(model, "output", None), "weight", None)
+            if head is None or head.untyped_storage().data_ptr() != ptr:
+                continue
+        seen.add(ptr)
+        total += t.numel() * t.element_size()
     return total
+
+
+def float_default():
+    """The default GGUF dequantised to fp32 (the source of the int8 / int4 variants)."""
+    import fastdecode
+
+    return fastdecode.load("default", quantized=False)[0]
 
 
 def load_hf_peer(path, dtype=torch.float32):
@@ -58,9 +70,9 @@ def default_model_precisions():
     from fastdecode.quantize import quantize_model
 
     return [
-        ("fp32", lambda: fastdecode.load("default")[0]),
-        ("int8 (groups of 32)", lambda: quantize_model(fastdecode.load("default")[0], "int8")),
-        ("int4 (groups of 32, int8 head)",
-         lambda: quantize_model(fastdecode.load("default")[0], "int4")),
-        ("GGUF Q4_1 + Q8_0 head, as stored", lambda: fastdecode.load("default", quantized=True)[0]),
+        ("fp32", float_default),
+        ("int8 (groups of 32)", lambda: quantize_model(float_default(), "int8")),
+        ("int4 (groups of 32, int8 head)", lambda: quantize_model(float_default(), "int4")),
+        ("GGUF Q4_1 + Q8_0 head, as stored (default)",
+         lambda: fastdecode.load("default", quantized=True)[0]),
     ]

@@ -31,7 +31,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("compiled_isas", &fastdecode::kernels::compiled_isas,
         "Vector ISA paths compiled into the kernels, comma separated");
   m.def("active_isa", &fastdecode::kernels::active_isa,
-        "The ISA path the kernels use on this CPU");
+        "The ISA path the kernels use in this process (FASTDECODE_ISA or the CPU's best)");
+  m.def("supported_isas", &fastdecode::kernels::supported_isas,
+        "The ISA paths this CPU and build can run, best first, comma separated");
+  m.def("isa_override_error", &fastdecode::kernels::isa_override_error,
+        "Why FASTDECODE_ISA was refused, or an empty string");
   m.attr("quantized_gemv_max_rows") = fastdecode::kernels::kQuantizedGemvMaxRows;
   m.attr("int4_tile_rows") = fastdecode::kernels::kInt4TileRows;
   py::tuple groupsizes(std::size(fastdecode::kernels::kInt4GroupSizes));

@@ -33,10 +33,10 @@ void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
   }
 }
 
-FASTDECODE_MULTIVERSION
-void attend_one_head(const float* qkv, const float* rope, int64_t pos, int64_t h,
-                     const DecodeAttentionShape& s, const float* k_cache, const float* v_cache,
-                     float* scores, float* out) {
+FASTDECODE_KERNEL_BODY
+void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int64_t h,
+                          const DecodeAttentionShape& s, const float* k_cache, const float* v_cache,
+                          float* scores, float* out) {
   const int64_t D = s.head_dim;
   const int64_t hk = h / (s.n_head / s.n_kv_head);
   const float* kc = k_cache + hk * s.cache_len * D;
@@ -74,5 +74,10 @@ void attend_one_head(const float* qkv, const float* rope, int64_t pos, int64_t h
   const float inv = 1.0f / sum;
   for (int64_t d = 0; d < D; ++d) out[d] *= inv;
 }
+FASTDECODE_DISPATCH(void, attend_one_head,
+                    (const float* qkv, const float* rope, int64_t pos, int64_t h,
+                     const DecodeAttentionShape& s, const float* k_cache, const float* v_cache,
+                     float* scores, float* out),
+                    (qkv, rope, pos, h, s, k_cache, v_cache, scores, out))
 
 }  // namespace fastdecode::kernels

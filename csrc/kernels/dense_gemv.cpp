@@ -25,9 +25,9 @@ inline float reduce_lanes(const float* acc) {
 
 }  // namespace
 
-FASTDECODE_MULTIVERSION
-void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
-              int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+FASTDECODE_KERNEL_BODY
+void gemv_f32_body(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
+                   int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
   const int64_t k_full = K - K % kLanes;
   int64_t n = n_begin;
   for (; n + kRows <= n_end; n += kRows) {
@@ -124,5 +124,9 @@ void gemv_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
     }
   }
 }
+FASTDECODE_DISPATCH(void, gemv_f32,
+                    (const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
+                     int64_t n_begin, int64_t n_end, float* y, int64_t ldy),
+                    (x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy))
 
 }  // namespace fastdecode::kernels

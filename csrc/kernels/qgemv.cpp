@@ -9,9 +9,10 @@
 
 namespace fastdecode::kernels {
 
-FASTDECODE_MULTIVERSION  // per call: vectorised rounding instead of a libm call a value
-bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
-                          float* scale) {
+// per call: vectorised rounding instead of a libm call a value
+FASTDECODE_KERNEL_BODY
+bool quantize_activations_body(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+                               float* scale) {
   const int64_t blocks = K_pad / kActBlock;
   bool finite = true;
   for (int64_t m = 0; m < M; ++m) {
@@ -42,17 +43,22 @@ bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, i
   }
   return finite;
 }
+FASTDECODE_DISPATCH(bool, quantize_activations,
+                    (const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q, float* scale),
+                    (x, M, K, K_pad, q, scale))
 
-FASTDECODE_MULTIVERSION
-void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {
+FASTDECODE_KERNEL_BODY
+void split_activations_body(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {
   for (int64_t i = 0; i < a.M * a.K; ++i) {
     hi[i] = static_cast<int8_t>(a.q[i] >> 7);  // arithmetic shift: floor(q / 128)
     lo[i] = static_cast<int8_t>(a.q[i] & 127);
   }
 }
+FASTDECODE_DISPATCH(void, split_activations,
+                    (const QuantizedActivations& a, int8_t* hi, int8_t* lo), (a, hi, lo))
 
-FASTDECODE_MULTIVERSION
-void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
+FASTDECODE_KERNEL_BODY
+void group_sums_body(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t g = 0; g < K / G; ++g) {
       double s = 0.0;
@@ -61,11 +67,14 @@ void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
     }
   }
 }
+FASTDECODE_DISPATCH(void, group_sums,
+                    (const float* x, int64_t M, int64_t K, int64_t G, float* xsum),
+                    (x, M, K, G, xsum))
 
-FASTDECODE_MULTIVERSION
-void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales,
-                        int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
-                        int64_t ldy) {
+FASTDECODE_KERNEL_BODY
+void int8_gemv_portable_body(const QuantizedActivations& a, const int8_t* q, const float* scales,
+                             int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
+                             int64_t ldy) {
   const bool per_channel = G == K;
   const int64_t groups = K / G, blocks = (K + kActBlock - 1) / kActBlock;
   for (int64_t n = n_begin; n < n_end; ++n) {
@@ -85,12 +94,16 @@ void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const fl
     }
   }
 }
+FASTDECODE_DISPATCH(void, int8_gemv_portable,
+                    (const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
+                     int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy),
+                    (a, q, scales, K, G, n_begin, n_end, y, ldy))
 
 // Lane-parallel over the (up to) 16 rows of a tile: the loops over i vectorise.
-FASTDECODE_MULTIVERSION
-void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
-                        const uint8_t* packed, const float* sz, int64_t N, int64_t G,
-                        int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
+FASTDECODE_KERNEL_BODY
+void int4_gemv_portable_body(const QuantizedActivations& a, const float* xsum,
+                             const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                             int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
   const int64_t K = a.K, words = K / 8, groups = K / G, blocks_per_group = G / kActBlock;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
@@ -127,18 +140,14 @@ void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
     }
   }
 }
+FASTDECODE_DISPATCH(void, int4_gemv_portable,
+                    (const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
+                     const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                     float* y, int64_t ldy),
+                    (a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy))
 
 bool qgemv_vnni_available() {
-#if FASTDECODE_X86_CLONES
-  static const bool available = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-  }();
-  return available;
-#else
-  return false;
-#endif
+  return selected_isa() == Isa::avx512 && cpu_has_avx512_vnni();
 }
 
 void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,

@@ -211,11 +211,7 @@ FASTDECODE_AVX2 void int4_gemv_avx2(const QuantizedActivations& a, const float* 
 }
 
 bool qgemv_avx2_available() {
-  static const bool available = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return available;
+  return selected_isa() == Isa::avx2 || selected_isa() == Isa::avx512;
 }
 
 }  // namespace fastdecode::kernels

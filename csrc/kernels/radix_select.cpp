@@ -31,8 +31,8 @@ inline uint32_t order_key(float f) {
 }
 
 // Per band b: sum over entries with x >= cut[b] of (count ? 1 : x). cut is descending.
-FASTDECODE_MULTIVERSION
-void band_totals(const float* x, int64_t n, const float* cut, bool count, double* total) {
+FASTDECODE_KERNEL_BODY
+void band_totals_body(const float* x, int64_t n, const float* cut, bool count, double* total) {
   vf16 acc[kBands];
   vf16 cuts[kBands];
   for (int b = 0; b < kBands; ++b) {
@@ -54,6 +54,9 @@ void band_totals(const float* x, int64_t n, const float* cut, bool count, double
     total[b] = t;
   }
 }
+FASTDECODE_DISPATCH(void, band_totals,
+                    (const float* x, int64_t n, const float* cut, bool count, double* total),
+                    (x, n, cut, count, total))
 
 // The first cut-off whose band total reaches `target`, or -inf when none does.
 float band_lower_bound(const float* x, int64_t n, const float* cut, bool count, double target) {
@@ -82,8 +85,8 @@ inline uint32_t* at_least(std::vector<uint32_t>& buffer, int64_t n) {
 // The keys of the entries with x >= lower, in index order, into out[0:count); returns count.
 // 16-entry chunks entirely below `lower` are skipped after one vector compare; inside a
 // chunk every key is written and the count advanced by the comparison (no branch).
-FASTDECODE_MULTIVERSION
-int64_t collect_at_least(const float* x, int64_t n, float lower, uint32_t* out) {
+FASTDECODE_KERNEL_BODY
+int64_t collect_at_least_body(const float* x, int64_t n, float lower, uint32_t* out) {
   int64_t count = 0;
   const vf16 lo = splat16(lower);
   const int64_t full = n - n % kLanes;
@@ -100,6 +103,8 @@ int64_t collect_at_least(const float* x, int64_t n, float lower, uint32_t* out) 
   }
   return count;
 }
+FASTDECODE_DISPATCH(int64_t, collect_at_least,
+                    (const float* x, int64_t n, float lower, uint32_t* out), (x, n, lower, out))
 
 // The largest value v among the keys such that the weights (1 each with kCount, else the
 // value itself) of the entries >= v add up to at least `target`; false when all of them add

@@ -6,9 +6,9 @@
 
 namespace fastdecode::kernels {
 
-FASTDECODE_MULTIVERSION
-void rms_norm_f32(const float* x, int64_t rows, int64_t E, const float* weight, float eps,
-                  float* y) {
+FASTDECODE_KERNEL_BODY
+void rms_norm_f32_body(const float* x, int64_t rows, int64_t E, const float* weight, float eps,
+                       float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * E;
     float* yr = y + r * E;
@@ -25,5 +25,9 @@ void rms_norm_f32(const float* x, int64_t rows, int64_t E, const float* weight, 
     for (int64_t e = 0; e < E; ++e) yr[e] = xr[e] * inv_rms * weight[e];
   }
 }
+FASTDECODE_DISPATCH(void, rms_norm_f32,
+                    (const float* x, int64_t rows, int64_t E, const float* weight, float eps,
+                     float* y),
+                    (x, rows, E, weight, eps, y))
 
 }  // namespace fastdecode::kernels

@@ -18,8 +18,8 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // One pass: per lane the best value and the 16-wide chunk where it was first seen (strict
 // '>' keeps the first occurrence), then the lanes are merged by (value, index).
-FASTDECODE_MULTIVERSION
-RowMax row_max(const float* x, int64_t n) {
+FASTDECODE_KERNEL_BODY
+RowMax row_max_body(const float* x, int64_t n) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   vf16 best = splat16(neg_inf);
   vi16 best_chunk = splat16i(0);
@@ -57,10 +57,11 @@ RowMax row_max(const float* x, int64_t n) {
   if (!found) out.index = 0;  // every entry -inf (or NaN): index 0, as torch.argmax
   return out;
 }
+FASTDECODE_DISPATCH(RowMax, row_max, (const float* x, int64_t n), (x, n))
 
-FASTDECODE_MULTIVERSION
-void softmax_row(const float* x, float* probs, int64_t n, float max, float inv_temperature,
-                 float threshold) {
+FASTDECODE_KERNEL_BODY
+void softmax_row_body(const float* x, float* probs, int64_t n, float max, float inv_temperature,
+                      float threshold) {
   float acc[kLanes] = {};
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
@@ -83,9 +84,13 @@ void softmax_row(const float* x, float* probs, int64_t n, float max, float inv_t
   const float inv_sum = 1.0f / sum;  // sum >= exp(0) = 1 because the max entry is kept
   for (int64_t i = 0; i < n; ++i) probs[i] *= inv_sum;
 }
+FASTDECODE_DISPATCH(void, softmax_row,
+                    (const float* x, float* probs, int64_t n, float max, float inv_temperature,
+                     float threshold),
+                    (x, probs, n, max, inv_temperature, threshold))
 
-FASTDECODE_MULTIVERSION
-void mask_below_and_renormalise(float* probs, int64_t n, float threshold) {
+FASTDECODE_KERNEL_BODY
+void mask_below_and_renormalise_body(float* probs, int64_t n, float threshold) {
   float acc[kLanes] = {};
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
@@ -105,6 +110,8 @@ void mask_below_and_renormalise(float* probs, int64_t n, float threshold) {
   const float inv_sum = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) probs[i] *= inv_sum;
 }
+FASTDECODE_DISPATCH(void, mask_below_and_renormalise, (float* probs, int64_t n, float threshold),
+                    (probs, n, threshold))
 
 RowStatus logits_to_probs_row(const float* logits, float* probs, int64_t n, const int64_t* prev,
                               int64_t n_prev, const RowSamplingParams& params,
@@ -131,7 +138,9 @@ RowStatus logits_to_probs_row(const float* logits, float* probs, int64_t n, cons
   }
   // Temperature is positive, so top-k on tempered logits = top-k on the logits.
   float logit_threshold = -std::numeric_limits<float>::infinity();
-  if (params.top_k > 0 && params.top_k < n) logit_threshold = kth_largest(x, n, params.top_k, m.value, s);
+  if (params.top_k > 0 && params.top_k < n) {
+    logit_threshold = kth_largest(x, n, params.top_k, m.value, s);
+  }
   softmax_row(x, probs, n, m.value, 1.0f / params.temperature, logit_threshold);
   float threshold = 0.0f;
   if (params.top_p < 1.0f) {
@@ -156,8 +165,8 @@ int64_t argmax_of_ratios(const float* ratios, int64_t n) {
 }
 }  // namespace
 
-FASTDECODE_MULTIVERSION
-ProbsStatus check_probs_row(const float* probs, int64_t n) {
+FASTDECODE_KERNEL_BODY
+ProbsStatus check_probs_row_body(const float* probs, int64_t n) {
   // one pass of lane-wise flags (the loop vectorises: no early exit)
   int not_finite = 0, negative = 0, positive = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -170,16 +179,20 @@ ProbsStatus check_probs_row(const float* probs, int64_t n) {
   if (negative) return ProbsStatus::kNegative;
   return positive ? ProbsStatus::kOk : ProbsStatus::kNoMass;
 }
+FASTDECODE_DISPATCH(ProbsStatus, check_probs_row, (const float* probs, int64_t n), (probs, n))
 
-FASTDECODE_MULTIVERSION
-int64_t exponential_race_argmax(const float* probs, const float* noise, int64_t n,
-                                float* ratios) {
+FASTDECODE_KERNEL_BODY
+int64_t exponential_race_argmax_body(const float* probs, const float* noise, int64_t n,
+                                     float* ratios) {
   for (int64_t i = 0; i < n; ++i) ratios[i] = probs[i] / noise[i];
   return argmax_of_ratios(ratios, n);
 }
+FASTDECODE_DISPATCH(int64_t, exponential_race_argmax,
+                    (const float* probs, const float* noise, int64_t n, float* ratios),
+                    (probs, noise, n, ratios))
 
-FASTDECODE_MULTIVERSION
-double row_sum(const float* probs, int64_t n) {
+FASTDECODE_KERNEL_BODY
+double row_sum_body(const float* probs, int64_t n) {
   float acc[kLanes] = {};
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
@@ -190,6 +203,7 @@ double row_sum(const float* probs, int64_t n) {
   for (int64_t i = full; i < n; ++i) total += probs[i];
   return total;
 }
+FASTDECODE_DISPATCH(double, row_sum, (const float* probs, int64_t n), (probs, n))
 
 int64_t inverse_cdf_sample(const float* probs, int64_t n, double u) {
   // target in [0, total): the first index whose running sum passes it has probs > 0 (a zero

@@ -1,11 +1,13 @@
 // Run-time ISA choice for the torch-free kernels.
 //
-// FASTDECODE_MULTIVERSION marks a hot function so that GCC/Clang emit one clone per listed
-// ISA plus a portable default, and pick one through an ifunc resolver when the library is
-// loaded. The loops inside are written in a lane-parallel style (kLanes independent
-// accumulators) that the compiler vectorises at -O3 for each clone's vector width.
-// Elsewhere (aarch64, other compilers) the macro is empty: NEON is part of the aarch64
-// baseline, so the default build already vectorises the same loops.
+// A hot kernel is written once as an always-inline body (FASTDECODE_KERNEL_BODY) in a
+// lane-parallel style (kLanes independent accumulators) that the compiler vectorises at -O3;
+// FASTDECODE_DISPATCH then compiles that body three times on x86-64 (AVX-512 = x86-64-v4,
+// AVX2 = x86-64-v3, and the portable baseline) and defines the kernel's public name as a
+// switch on selected_isa(). The path is chosen once per process: the best the CPU runs, or
+// the one named by the environment variable FASTDECODE_ISA (avx512 | avx2 | scalar), so that
+// every path can be tested and measured on one machine. Elsewhere (aarch64, other compilers)
+// there is one build: NEON is part of the aarch64 baseline and vectorises the same loops.
 #pragma once
 
 #include <cstdint>
@@ -13,14 +15,11 @@
 
 // FASTDECODE_PORTABLE_ONLY builds only the portable path (the Catch2 suite builds the kernels
 // both ways so that the fallback is tested on machines whose CPU would pick a clone).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__) && defined(__ELF__) && \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__) && \
     !defined(FASTDECODE_PORTABLE_ONLY)
 #define FASTDECODE_X86_CLONES 1
-#define FASTDECODE_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FASTDECODE_X86_CLONES 0
-#define FASTDECODE_MULTIVERSION
 #endif
 
 namespace fastdecode::kernels {
@@ -29,9 +28,49 @@ namespace fastdecode::kernels {
 // two AVX2 registers, four NEON registers.
 constexpr int kLanes = 16;
 
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, neon = 3 };
+
+// The kernel path of this process: FASTDECODE_ISA when it names a path this CPU runs, else
+// the best one. Read once, on first use.
+Isa selected_isa();
+// Why FASTDECODE_ISA was not followed ("" when it was, or is unset): an unknown name, or a
+// path this CPU or build lacks. The Python package refuses to load with this message.
+const std::string& isa_override_error();
+// "avx512", "avx2", "neon" or "scalar".
+std::string isa_name(Isa isa);
 // Vector ISA families compiled into this build, e.g. "avx512,avx2,scalar" or "neon".
 std::string compiled_isas();
-// The clone the loader picks on this CPU: "avx512", "avx2", "neon" or "scalar".
+// The paths this CPU can run, best first, e.g. "avx512,avx2,scalar".
+std::string supported_isas();
+// The path selected_isa() runs, as a name.
 std::string active_isa();
+// Whether the CPU has AVX-512 VNNI (the int8 / int4 GEMV's vpdpbusd path, taken only when
+// the selected path is avx512).
+bool cpu_has_avx512_vnni();
 
 }  // namespace fastdecode::kernels
+
+#define FASTDECODE_KERNEL_BODY static inline __attribute__((always_inline))
+
+// FASTDECODE_DISPATCH(ret, name, (params), (args)): defines `ret name(params)` running
+// name_body(args) compiled for the selected path.
+#if FASTDECODE_X86_CLONES
+#define FASTDECODE_DISPATCH(ret, name, params, args)                                        \
+  __attribute__((target("arch=x86-64-v4"))) static ret name##_avx512 params {              \
+    return name##_body args;                                                              \
+  }                                                                                       \
+  __attribute__((target("arch=x86-64-v3"))) static ret name##_avx2 params {                \
+    return name##_body args;                                                              \
+  }                                                                                       \
+  static ret name##_scalar params { return name##_body args; }                            \
+  ret name params {                                                                       \
+    switch (::fastdecode::kernels::selected_isa()) {                                      \
+      case ::fastdecode::kernels::Isa::avx512: return name##_avx512 args;                 \
+      case ::fastdecode::kernels::Isa::avx2: return name##_avx2 args;                     \
+      default: return name##_scalar args;                                                 \
+    }                                                                                     \
+  }
+#else
+#define FASTDECODE_DISPATCH(ret, name, params, args) \
+  ret name params { return name##_body args; }
+#endif

@@ -7,6 +7,9 @@ import torch  # noqa: F401  (must precede _C)
 
 from . import _C  # noqa: F401
 
+if _C.isa_override_error():  # FASTDECODE_ISA names a path this CPU cannot run: refuse
+    raise ValueError(_C.isa_override_error())
+
 # the core
 from .checkpoint import default_checkpoint_path, load
 from .decode_core import compile_decode_step, decode, decode_one_token, decode_step_of, prefill
@@ -38,9 +41,12 @@ __version__ = _C.__version__
 
 
 def build_info() -> dict:
-    """Version, compiled and active SIMD paths, and whether CUDA kernels were built."""
+    """Version, the SIMD kernel paths compiled in, those this CPU runs and the one in use
+    (``FASTDECODE_ISA=avx512|avx2|scalar`` picks it; default the best), and whether CUDA
+    kernels were built."""
     return {"version": __version__, "compiled_isas": _C.compiled_isas(),
-            "active_isa": _C.active_isa(), "cuda": bool(_C.with_cuda),
+            "supported_isas": _C.supported_isas(), "active_isa": _C.active_isa(),
+            "cuda": bool(_C.with_cuda),
             "torch": torch.__version__}
 
 

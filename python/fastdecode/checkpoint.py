@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 
@@ -265,13 +265,17 @@ def read_json_file(file: Path) -> dict:
 
 def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "cpu",
          precision: torch.dtype = torch.float32,
-         quantized: bool = False) -> Tuple[Transformer, Tokenizer]:
+         quantized: Optional[bool] = None) -> Tuple[Transformer, Tokenizer]:
     """Load ``(model, tokenizer)`` from "default", a ``.gguf`` file, a Hugging Face
     directory (config.json + *.safetensors + tokenizer.json), a gpt-fast ``.pth`` or a
     quantized directory written by ``python -m fastdecode quantize``.
 
-    quantized: for GGUF files, keep Q4_0 / Q4_1 / Q8_0 linears in their blocks as int4 /
-    int8 modules instead of dequantising them (quantized directories are always quantized).
+    quantized: None (the default) loads every checkpoint in its own precision: a GGUF file
+    keeps its Q4_0 / Q4_1 / Q8_0 linears in their blocks (int4 / int8 modules, the fast
+    path ``make demo`` and the benchmarks run; other block types are dequantised), a
+    quantized directory stays quantized, float checkpoints stay float. ``quantized=False`` dequantises a GGUF file to
+    ``precision`` (the fp32 path of the Hugging Face parity tests); ``quantized=True``
+    insists on a GGUF file's blocks.
     The model is in eval mode, on ``device``, with floating tensors in ``precision`` (the
     quantized scales stay fp32).
     """
@@ -279,6 +283,9 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
 
     if not isinstance(precision, torch.dtype) or not precision.is_floating_point:
         raise ValueError(f"precision must be a floating torch.dtype, got {precision!r}")
+    if quantized not in (None, True, False):
+        raise ValueError(f"quantized must be None (as stored), True or False, got "
+                         f"{quantized!r}")
     device = check_device(device)  # before the file is read
     path = default_checkpoint_path() if str(checkpoint) == "default" else Path(checkpoint)
     if not path.exists():
@@ -317,14 +324,14 @@ def _build_model(args: ModelArgs, sd: Dict[str, torch.Tensor]) -> Transformer:
     return model
 
 
-def _load_path(path: Path, quantized: bool) -> Tuple[Transformer, Tokenizer]:
+def _load_path(path: Path, quantized: Optional[bool]) -> Tuple[Transformer, Tokenizer]:
     """Every reader returns ``(model, tokenizer)``."""
     if path.is_dir() and (path / "fastdecode.json").is_file():
         return _load_quantized_dir(path)
-    if quantized:
-        if path.suffix != ".gguf":
-            raise ValueError("quantized=True reads the quantized tensors of a GGUF file; "
-                             "quantize other checkpoints with `python -m fastdecode quantize`")
+    if quantized and path.suffix != ".gguf":
+        raise ValueError("quantized=True reads the quantized tensors of a GGUF file; "
+                         "quantize other checkpoints with `python -m fastdecode quantize`")
+    if path.suffix == ".gguf" and quantized is not False:
         return _load_gguf_quantized(path)
     if path.is_dir():
         if (path / "model.pth").is_file() and not list(path.glob("*.safetensors")):

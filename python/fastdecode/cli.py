@@ -138,15 +138,22 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="in-features per scale: one of "
                         f"{', '.join(map(str, _C.int4_groupsizes))} (int8: 0 = per channel)")
     q.add_argument("--out", required=True, help="output directory")
-    g.add_argument("--quantized", action="store_true",
-                   help="GGUF: keep Q4_0/Q4_1/Q8_0 weights quantized (int4/int8 kernels)")
+    stored = g.add_mutually_exclusive_group()
+    stored.add_argument("--quantized", action="store_const", const=True, default=None,
+                        help="GGUF: keep the Q4_0/Q4_1/Q8_0 blocks (the default; refused for "
+                             "other checkpoints)")
+    stored.add_argument("--dequantize", dest="quantized", action="store_const", const=False,
+                        help="GGUF: dequantise to --precision (fp32: the Hugging Face parity "
+                             "path)")
     c = sub.add_parser("chat", help="interactive REPL: replies streamed, tokens/s after each")
     c.add_argument("--checkpoint", default="default")
     c.add_argument("--raw", action="store_true",
                    help="continue each line as plain text (no chat template, no history)")
     c.add_argument("--max-new-tokens", type=_positive_int, default=256)
     _add_sampling_args(c)
-    c.add_argument("--quantize", choices=["int8", "int4", "gguf"], default=None)
+    c.add_argument("--quantize", choices=["gguf", "float", "int8", "int4"], default=None,
+                   help="default: the checkpoint's own precision (a GGUF's blocks); float "
+                        "dequantises; int8/int4 requantise the float weights")
     c.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     c.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
     sub.add_parser("info", help="print build information")
@@ -229,12 +236,17 @@ def _make_draft(args, model):
         return early_exit_draft(model, args.draft_layers)
     if args.draft_checkpoint is None and args.draft_quantize is None:
         return None
-    base = model
     if args.draft_checkpoint is not None:
         base = load(args.draft_checkpoint, device=args.device,
-                    precision=_PRECISIONS[args.precision])[0]
+                    precision=_PRECISIONS[args.precision],
+                    quantized=False if args.draft_quantize else None)[0]
         if args.draft_quantize is None:
             return base
+    elif any(isinstance(m, torch.nn.Linear) for m in model.modules()):
+        base = model  # a float target: its own weights, quantized
+    else:  # a GGUF target in its blocks: the draft is requantized from the float weights
+        base = load(args.checkpoint, device=args.device, precision=_PRECISIONS[args.precision],
+                    quantized=False)[0]
     return quantized_draft(base, args.draft_quantize)
 
 
@@ -249,7 +261,7 @@ def _cmd_quantize(args) -> int:
     if args.mode == "int8" and groupsize == 0:
         groupsize = None  # per output channel
     t0 = time.perf_counter()
-    model, tokenizer = load(args.checkpoint)
+    model, tokenizer = load(args.checkpoint, quantized=False)  # float weights to requantize
     quantize_model(model, args.mode, groupsize)
     out = save_quantized(model, tokenizer, args.out)
     print(f"wrote {args.mode} checkpoint to {out} in {time.perf_counter() - t0:.1f} s")

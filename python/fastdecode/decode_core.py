@@ -34,7 +34,7 @@ from .sampling import sample
 from .speculative import shares_caches, speculative_decode_rows
 
 __all__ = ["prefill", "decode_one_token", "decode_loop", "iter_decode_loop", "decode",
-           "decode_session",
+           "decode_session", "iter_positions", "PositionSteps",
            "DecodeResult",
            "compile_decode_step", "decode_step_of", "prepare_prompt",
            "INTERACTIVE_MAX_SEQ_LENGTH", "ReentrantDecodeError", "StopRows"]
@@ -173,6 +173,52 @@ def decode_loop(model, cur_token: torch.Tensor, input_pos: torch.Tensor,
     return steps
 
 
+@dataclass(frozen=True)
+class PositionSteps:
+    """A model family's steps as the core drives them (the text implementation is built in
+    ``decode``; fish-speech's DualAR and naive codebook models have theirs in
+    ``compat/fish_speech/codebook_decode``).
+
+    ``prefill(model, prompt, input_pos)``: prompt ``[B, T]`` (text) or ``[B, rows, T]``,
+    input_pos ``[T]`` -> the first new position's tokens ``[B, 1]`` / ``[B, rows, 1]``.
+    ``step(model, cur, input_pos, previous_tokens, **knobs)``: one position after ``cur``
+    -> its tokens (or a tuple led by them: token, probs, logprob). ``rows``: token rows a
+    position holds (1 for text, num_codebooks + 1 for codebook models).
+    """
+    prefill: Callable
+    step: Callable
+    rows: int = 1
+
+
+def iter_positions(model, steps: PositionSteps, prompt: torch.Tensor, max_new_tokens: int, *,
+                   out: Optional[torch.Tensor], stop_first: bool = True, **loop):
+    """A whole decode of ``prompt`` (caches set up by the caller's ``decode_session``):
+    ``steps.prefill``, then up to ``max_new_tokens - 1`` positions in ``iter_decode_loop``
+    with ``steps.step``; yields every new position's tokens, the first included, after
+    writing them into ``out [B, (rows,) max_new_tokens]``. ``stop_first``: whether the first
+    position may end a row (fish-speech's ``generate`` lets it go on). ``loop``: the
+    stopping, padding and sampling arguments of ``iter_decode_loop``."""
+    T = prompt.shape[-1]
+    device = prompt.device
+    first = steps.prefill(model, prompt, torch.arange(0, T, device=device))
+    if out is not None:
+        out[..., :1] = first
+    yield first
+    stop_ids, stop_rows = loop["stop_ids"], loop["stop_rows"]
+    done = None
+    if stop_ids is not None or stop_rows is not None:
+        done = torch.zeros(first.shape[0], dtype=torch.bool, device=device)
+        if stop_first:
+            done = _ended(done, first, stop_ids, stop_rows)
+        if bool(done.all()):
+            if out is not None:
+                out[..., 1:] = loop["pad_id"]
+            return
+    yield from iter_decode_loop(model, first, torch.tensor([T], device=device),
+                                max_new_tokens - 1, step=steps.step,
+                                out=None if out is None else out[..., 1:], done=done, **loop)
+
+
 def _check_draft(model: Transformer, draft_model, params: SamplingParams) -> None:
     if not isinstance(draft_model, Transformer):
         raise ValueError(f"draft_model must be a fastdecode Transformer, got "
@@ -282,38 +328,44 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         previous_tokens = seq if params.penalised else None
         logprobs_out = (torch.zeros((bsz, max_new_tokens), dtype=torch.float32, device=device)
                         if logprobs else None)
-        input_pos = torch.arange(0, T, device=device)
-        first = prefill(model, rows, input_pos, previous_tokens, logprobs=logprobs,
-                        **sampling_kwargs)
-        if logprobs:
-            first, first_logprob = first
-            logprobs_out[:, :1] = first_logprob
-        seq[:, T:T + 1] = first
+
+        def text_prefill(model, x, input_pos):
+            first = prefill(model, x, input_pos, previous_tokens, logprobs=logprobs,
+                            **sampling_kwargs)
+            if logprobs:
+                first, logprobs_out[:, :1] = first
+            return first
+
+        text = PositionSteps(prefill=text_prefill, step=step)
+        stopping = dict(stop_ids=stop_ids, stop_rows=stop_rows, pad_id=pad_id)
+        accept_counts = [0] * (speculate_k + 1)
+        positions = iter_positions(
+            model, text, rows, max_new_tokens, out=seq[:, T:], new_probs=None,
+            previous_tokens=previous_tokens, sampling_kwargs=sampling_kwargs,
+            logprobs_out=None if logprobs_out is None else logprobs_out[:, 1:], **stopping)
+        first = next(positions)
         callback(first)
-        done = _ended(torch.zeros(bsz, dtype=torch.bool, device=device), first,
-                      stop_ids, stop_rows)
         prefill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        accept_counts = [0] * (speculate_k + 1)
-        if bool(done.all()):
-            seq[:, T + 1:] = pad_id
-            steps = 1
-        elif speculative:
-            if not shares_caches(draft_model, model):
-                draft_model(rows, input_pos, last_only=True)  # fills the draft's caches
-            counts, steps = speculative_decode_rows(model, draft_model, seq, T, k_eff, callback,
-                                                    stop_ids, pad_id, sampling_kwargs,
-                                                    stop_rows=stop_rows, done=done.tolist())
-            accept_counts[:len(counts)] = counts
+        if speculative:
+            positions.close()
+            done = _ended(torch.zeros(bsz, dtype=torch.bool, device=device), first,
+                          stop_ids, stop_rows)
+            if bool(done.all()):
+                seq[:, T + 1:] = pad_id
+                steps = 1
+            else:
+                if not shares_caches(draft_model, model):  # fill the draft's caches
+                    draft_model(rows, torch.arange(0, T, device=device), last_only=True)
+                counts, steps = speculative_decode_rows(
+                    model, draft_model, seq, T, k_eff, callback, stop_ids, pad_id,
+                    sampling_kwargs, stop_rows=stop_rows, done=done.tolist())
+                accept_counts[:len(counts)] = counts
         else:
-            stopping = stop_ids is not None or stop_rows is not None
-            steps = 1 + decode_loop(
-                model, first, torch.tensor([T], device=device, dtype=torch.int64),
-                max_new_tokens - 1, callback, step=step, out=seq[:, T + 1:], new_probs=None,
-                stop_ids=stop_ids, stop_rows=stop_rows, pad_id=pad_id,
-                done=done if stopping else None, previous_tokens=previous_tokens,
-                logprobs_out=None if logprobs_out is None else logprobs_out[:, 1:],
-                sampling_kwargs=sampling_kwargs)
+            steps = 1
+            for column in positions:
+                callback(column)
+                steps += 1
         return DecodeResult(seq=seq, prompt_len=T, steps=steps, accept_counts=accept_counts,
                             prefill_s=prefill_s, decode_s=time.perf_counter() - t0,
                             logprobs=logprobs_out)

@@ -166,6 +166,11 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
         raise ValueError(f"groupsize must be one of {GROUPSIZES}"
                          f"{' (or None for int8 per channel)' if mode == 'int8' else ''}, "
                          f"got {groupsize}")
+    if not any(isinstance(m, nn.Linear) for m in model.modules()) and any(
+            isinstance(m, QUANTIZED_TYPES) for m in model.modules()):
+        raise ValueError("the model's linears are already quantized (a GGUF file loads in its "
+                         "own blocks by default): load it with quantized=False to requantize "
+                         "the float weights")
     fused = [t for t in model.modules() if getattr(t, "decode_path", None) == "fused"]
     unfuse(model)  # quietly: the decision is made again below
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]

@@ -11,6 +11,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # `import reference`
 
 import fastdecode  # noqa: E402
 
+
+
+def pytest_report_header(config):
+    info = fastdecode.build_info()
+    return (f"fastdecode kernel path: {info['active_isa']} (this CPU runs "
+            f"{info['supported_isas']}; FASTDECODE_ISA picks one)")
+
+
 # dtype -> (rtol, atol) for float comparisons against the oracles.
 TOLERANCES = {
     torch.float32: (1e-5, 1e-6),
@@ -22,7 +30,8 @@ TOLERANCES = {
 @pytest.fixture(scope="session")
 def default_model():
     torch.manual_seed(0)
-    model, tokenizer = fastdecode.load("default", device="cpu", precision=torch.float32)
+    model, tokenizer = fastdecode.load("default", device="cpu", precision=torch.float32,
+                                       quantized=False)  # fp32: the HF parity path
     return model, tokenizer
 
 

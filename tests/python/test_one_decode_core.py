@@ -19,15 +19,28 @@ CORE = decode_core.__file__
 
 
 def _core_frame() -> str:
-    """The decode-core function on the current stack ("decode", "decode_loop") or ""."""
+    """The outermost decode-core function on the current stack ("decode", "iter_positions",
+    "iter_decode_loop") or ""."""
     frame = sys._getframe(1)
     found = ""
     while frame is not None:
         name = frame.f_code.co_name
-        if frame.f_code.co_filename == CORE and name in ("decode", "iter_decode_loop"):
-            found = name if found != "decode" else found
+        if frame.f_code.co_filename == CORE and name in ("decode", "iter_positions",
+                                                         "iter_decode_loop"):
+            found = name
         frame = frame.f_back
     return found
+
+
+def _loop_frames() -> list:
+    """The decode-core loop functions on the current stack, innermost first."""
+    frame, names = sys._getframe(1), []
+    while frame is not None:
+        if frame.f_code.co_filename == CORE and frame.f_code.co_name in ("iter_positions",
+                                                                         "iter_decode_loop"):
+            names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +108,9 @@ def test_fish_speech_decode_n_tokens_runs_the_core_loop(traced):
 
 @pytest.mark.parametrize("entry", ["generate", "generate_agent"])
 def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
-    """DualAR: after the prefill, every position (the slow step and the fast steps over its
-    codebooks) runs inside the core loop, with its stopping rules."""
+    """DualAR: the prefill position runs in the core's ``iter_positions`` (the step
+    interface's prefill), every later position (the slow step and the fast steps over its
+    codebooks) in the core loop under it, with its stopping rules."""
     from test_dual_ar import SEMANTIC, dual_ar, prompt
 
     from fastdecode.compat.fish_speech import codebook_decode
@@ -105,7 +119,7 @@ def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
     seen = []
     for t in (model.slow, model.fast):  # codebook models call forward_embeddings
         real = t.forward_embeddings
-        t.forward_embeddings = (lambda real: lambda *a, **k: seen.append(_core_frame())
+        t.forward_embeddings = (lambda real: lambda *a, **k: seen.append(_loop_frames())
                                 or real(*a, **k))(real)
     if entry == "generate":
         out = long_form.generate(model=model, prompt=prompt(), max_new_tokens=5, temperature=0)
@@ -117,8 +131,9 @@ def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
             temperature=0.7))
         assert len(steps) > 1
     prefill = 1 + model.config.num_codebooks  # the first position: slow step + fast steps
-    assert seen[:prefill] == [""] * prefill
-    assert seen[prefill:] and all(w == "iter_decode_loop" for w in seen[prefill:]), seen
+    assert seen[:prefill] == [["iter_positions"]] * prefill, seen
+    assert seen[prefill:] and all(w == ["iter_decode_loop", "iter_positions"]
+                                  for w in seen[prefill:]), seen
 
 
 def test_the_queues_run_inside_decode():

@@ -33,7 +33,7 @@ def fp32_ppl(default_model):
 
 
 def _fresh_default():
-    return fastdecode.load("default")
+    return fastdecode.load("default", quantized=False)
 
 
 def test_int8_perplexity_within_1_percent(fp32_ppl):
@@ -142,3 +142,26 @@ def test_quantized_flag_needs_a_gguf(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="quantized=True reads the quantized tensors"):
         fastdecode.load(tmp_path, quantized=True)
+
+
+def test_perplexity_windows_scores_the_second_half_of_each_window(default_model):
+    """llama-perplexity's measure: windows from an empty cache, second halves scored."""
+    model, tok = default_model
+    ids = torch.tensor(tok.encode(TEXT))[:100]
+    ppl, windows = fastdecode.evaluate.perplexity_windows(model, ids, 32)
+    assert windows == 3  # the 4 tokens past the last full window are not read
+    total = 0.0
+    with torch.no_grad():
+        for w in range(3):
+            window = ids[w * 32:(w + 1) * 32][None]
+            model.setup_caches(1, 32)
+            logits = model(window, torch.arange(32))
+            total += float(torch.nn.functional.cross_entropy(
+                logits[0, 16:31], window[0, 17:], reduction="sum"))
+    assert abs(ppl / torch.tensor(total / 45).exp().item() - 1) < 1e-6
+    chunked, _ = fastdecode.evaluate.perplexity_windows(model, ids, 32, chunk=16)
+    assert abs(chunked / ppl - 1) < 1e-4
+    with pytest.raises(ValueError, match="n_ctx must be"):
+        fastdecode.evaluate.perplexity_windows(model, ids, 2)
+    with pytest.raises(ValueError, match="fewer than one window"):
+        fastdecode.evaluate.perplexity_windows(model, ids[:20], 32)

@@ -21,7 +21,7 @@ from ..validation import check_flag, check_int, check_range
 
 __all__ = ["LLM", "check_generate_arguments"]
 
-_QUANTIZE_MODES = (None, "int8", "int4", "gguf")
+_QUANTIZE_MODES = (None, "gguf", "float", "int8", "int4")
 # llm_utils' generate keywords (beyond input_context, max_tokens, temperature, n) -> default
 _GENERATE_KWARGS = {"top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
                     "stop": None, "seed": None, "return_token_ids": False, "return_text": True,
@@ -41,8 +41,10 @@ class LLM:
     """A loaded model with text in, text out (llm_utils' ``LLM``).
 
     checkpoint: anything ``fastdecode.load`` reads ("default" = SmolLM2-135M-Instruct).
-    quantize: None, "int8" / "int4" (weight-only, groups of 32, ``quantize_model``) or
-    "gguf" (keep a GGUF file's Q4/Q8 blocks as they are). compile: compile the decode step
+    quantize: None (the default: the checkpoint in its own precision, so a GGUF file's Q4 / Q8
+    blocks as they are, the fast path), "gguf" (insist on those blocks), "float" (dequantise
+    a GGUF file to ``precision``) or "int8" / "int4" (weight-only, groups of 32,
+    ``quantize_model`` over the float weights). compile: compile the decode step
     (the first call pays for it; sampling then draws from the global generator, which
     ``seed`` seeds).
     """
@@ -57,7 +59,8 @@ class LLM:
             raise ValueError(f"quantize must be one of {list(_QUANTIZE_MODES)}, got {quantize!r}")
         check_flag("compile", compile)
         self.model, self.tokenizer = load(checkpoint, device=device, precision=precision,
-                                          quantized=quantize == "gguf")
+                                          quantized={"gguf": True, None: None}.get(
+                                              quantize, False))
         if quantize in ("int8", "int4"):
             quantize_model(self.model, quantize, groupsize=32)
         self._attach(compile)

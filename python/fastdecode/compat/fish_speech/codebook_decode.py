@@ -22,10 +22,12 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from ...decode_core import decode_loop, decode_session, iter_decode_loop
+from ...decode_core import (PositionSteps, decode_loop, decode_session, iter_decode_loop,
+                            iter_positions)
 from ...dual_ar import CODEBOOK_PAD_TOKEN_ID, CodebookModel, DualARTransformer, NaiveTransformer
 from ...sampling import sample, validate_sampling_kwargs
 from ...validation import as_token_id, check_int, check_range
+from .codebook_prompt import encode_tokens
 
 __all__ = ["decode_one_token_ar", "decode_one_token_ar_agent", "decode_one_token_naive_codes",
            "decode_one_token_naive_agent", "decode_n_tokens_codes", "decode_n_tokens_agent",
@@ -188,22 +190,36 @@ def decode_n_tokens_codes(model: CodebookModel, cur_token: torch.Tensor,
     stopping after the token ``im_end_id`` (default: the model tokenizer's, if any).
     ``input_pos`` advances in place."""
     check_int("num_new_tokens", num_new_tokens, 0)
-    step = decode_one_token or _default_step(model, agent=False)
     rows = model.config.num_codebooks + 1
     history = torch.zeros((1, rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
                           device=cur_token.device)
     end = _im_end_id(model, im_end_id)
-    kwargs = _step_kwargs(step, semantic_ids, sampling_kwargs)
-    position = _windowed(history, lambda m, cur, pos, window: step(
-        m, cur, pos, previous_tokens=window[0], **kwargs).view(1, rows, 1))
-    stop = None if end is None else torch.tensor([end], device=cur_token.device)
+    position = _single_row_step(model, decode_one_token, history, semantic_ids,
+                                sampling_kwargs)
     # the prompt's last token may be im_end: only the new positions stop decoding
-    n = decode_loop(model, cur_token, input_pos, num_new_tokens,
-                    lambda _: None, step=position, out=history, new_probs=None,
-                    stop_ids=stop, stop_rows=None, pad_id=end or 0,
+    n = decode_loop(model, cur_token, input_pos, num_new_tokens, lambda _: None,
+                    step=position, out=history, new_probs=None, **_stop_at(end, cur_token),
                     done=torch.zeros(1, dtype=torch.bool, device=cur_token.device),
                     previous_tokens=None, logprobs_out=None, sampling_kwargs={})
     return history[0, :, :n]
+
+
+def _stop_at(end: Optional[int], like: torch.Tensor) -> dict:
+    """The loop's stopping arguments for fish-speech's ``im_end_id`` (None: no stop)."""
+    return dict(stop_ids=None if end is None else torch.tensor([end], device=like.device),
+                stop_rows=None, pad_id=end or 0)
+
+
+def _single_row_step(model, decode_one_token, history: torch.Tensor, semantic_ids,
+                     sampling_kwargs: dict) -> Callable:
+    """The loop's step for one row of a codebook model: ``decode_one_token`` (default: the
+    model's own) with the penalty window over ``history [1, rows, L]``, shaped
+    ``[1, rows, 1]``."""
+    step = decode_one_token or _default_step(model, agent=False)
+    rows = model.config.num_codebooks + 1
+    kwargs = _step_kwargs(step, semantic_ids, sampling_kwargs)
+    return _windowed(history, lambda m, cur, pos, window: step(
+        m, cur, pos, previous_tokens=window[0], **kwargs).view(1, rows, 1))
 
 
 def _windowed(history: torch.Tensor, step: Callable) -> Callable:
@@ -270,16 +286,23 @@ def generate_codes(*, model: CodebookModel, prompt: torch.Tensor, max_new_tokens
     if semantic_ids is None:
         semantic_ids = model.config.semantic_ids()
     _check_semantic_ids(model, semantic_ids)
-    im_end_id = _im_end_id(model, im_end_id)
+    end = _im_end_id(model, im_end_id)
+    new_codes = torch.zeros((1, rows, max(new, PENALTY_WINDOW + 1)), dtype=torch.int64,
+                            device=prompt.device)
+    first_step = _default_step(model, agent=False)  # the prefill step: the model's own
+    steps = PositionSteps(
+        prefill=lambda m, x, pos: first_step(
+            m, x, pos, **_step_kwargs(first_step, semantic_ids, sampling_kwargs)
+        ).view(1, rows, 1),
+        step=_single_row_step(model, decode_one_token, new_codes[..., 1:], semantic_ids,
+                              sampling_kwargs),
+        rows=rows)
     with decode_session(model, 1, T + new, prompt.device):  # the core's cache set-up
-        first_step = _default_step(model, agent=False)  # the prefill step: the module's own
-        nxt = first_step(model, prompt.view(1, rows, T), torch.arange(T, device=prompt.device),
-                         **_step_kwargs(first_step, semantic_ids, sampling_kwargs))
-        rest = decode_n_tokens_codes(model, nxt.view(1, rows, 1),
-                                     torch.tensor([T], device=prompt.device), new - 1,
-                                     semantic_ids, decode_one_token=decode_one_token,
-                                     im_end_id=im_end_id, **sampling_kwargs)
-    return torch.cat([prompt.to(torch.int64), nxt.view(rows, 1), rest], dim=1)
+        n = sum(1 for _ in iter_positions(
+            model, steps, prompt.view(1, rows, T), new, out=new_codes, stop_first=False,
+            **_stop_at(end, prompt), new_probs=None, previous_tokens=None,
+            logprobs_out=None, sampling_kwargs={}))
+    return torch.cat([prompt.to(torch.int64), new_codes[0, :, :n]], dim=1)
 
 
 @torch.no_grad()
@@ -296,22 +319,35 @@ def decode_n_tokens_agent(model, cur_token: torch.Tensor, input_pos: torch.Tenso
                 hi_open=False)
     im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
     _check_semantic_ids(model, semantic_ids)
-    bsz, rows = cur_token.shape[0], model.config.num_codebooks + 1
-    history = torch.zeros((bsz, rows, max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
+    history = torch.zeros((cur_token.shape[0], model.config.num_codebooks + 1,
+                           max(num_new_tokens, PENALTY_WINDOW)), dtype=torch.int64,
                           device=cur_token.device)
-    position = _windowed(history, lambda m, cur, pos, window: decode_one_token(
-        m, cur, pos, semantic_ids, previous_tokens=window, **sampling_kwargs))
-    threshold = round(bsz * early_stop_threshold)
-    enough = ((lambda done: int(done.sum()) >= threshold)
-              if 0 < early_stop_threshold < 1 else None)
+    position = _agent_step(decode_one_token, history, semantic_ids, sampling_kwargs)
     # rows that have produced im_end_id keep producing it (in every token row)
     for column in iter_decode_loop(model, cur_token, input_pos, num_new_tokens,
-                                   step=position, out=history, new_probs=None,
-                                   stop_ids=torch.tensor([im_end_id], device=cur_token.device),
-                                   stop_rows=None, pad_id=im_end_id, done=None,
-                                   previous_tokens=None, logprobs_out=None, sampling_kwargs={},
-                                   enough=enough):
+                                   step=position, out=history, done=None,
+                                   **_agent_loop(im_end_id, early_stop_threshold, cur_token)):
         yield column.cpu()
+
+
+def _agent_step(decode_one_token, history: torch.Tensor, semantic_ids,
+                sampling_kwargs: dict) -> Callable:
+    """The loop's step for batch-first codebook decoding, with the penalty window over
+    ``history [B, rows, L]``."""
+    return _windowed(history, lambda m, cur, pos, window: decode_one_token(
+        m, cur, pos, semantic_ids, previous_tokens=window, **sampling_kwargs))
+
+
+def _agent_loop(im_end_id: int, early_stop_threshold: float, like: torch.Tensor) -> dict:
+    """The agent decodes' stopping: ``im_end_id`` ends a row (later positions repeat it in
+    every token row); ``round(B * threshold)`` ended rows end the decode for a threshold
+    strictly inside (0, 1)."""
+    threshold = round(like.shape[0] * early_stop_threshold)
+    enough = ((lambda done: int(done.sum()) >= threshold)
+              if 0 < early_stop_threshold < 1 else None)
+    return dict(stop_ids=torch.tensor([im_end_id], device=like.device), stop_rows=None,
+                pad_id=im_end_id, enough=enough, new_probs=None, previous_tokens=None,
+                logprobs_out=None, sampling_kwargs={})
 
 
 @torch.no_grad()
@@ -327,59 +363,21 @@ def generate_agent(*, model, prompt: torch.Tensor, max_new_tokens: int, semantic
     rows = _check_prompt(model, prompt)
     check_range("early_stop_threshold", early_stop_threshold, 0.0, 1.0, lo_open=False,
                 hi_open=False)
+    im_end_id = as_token_id("im_end_id", im_end_id, model.config.vocab_size)
+    _check_semantic_ids(model, semantic_ids)
     T = prompt.shape[1]
     new = _new_tokens(model, T, max_new_tokens)
     batch = prompt[None].repeat(num_samples, 1, 1)
+    history = torch.zeros((num_samples, rows, max(new, PENALTY_WINDOW + 1)), dtype=torch.int64,
+                          device=prompt.device)
+    first_step = _default_step(model, agent=True)  # the prefill step: the model's own
+    steps = PositionSteps(
+        prefill=lambda m, x, pos: first_step(m, x, pos, semantic_ids, **sampling_kwargs
+                                             ).view(num_samples, rows, 1),
+        step=_agent_step(decode_one_token, history[..., 1:], semantic_ids, sampling_kwargs),
+        rows=rows)
     # the core's cache set-up; the model stays this generator's until it ends or is closed
     with decode_session(model, num_samples, T + new, prompt.device):
-        prefill = _default_step(model, agent=True)
-        nxt = prefill(model, batch, torch.arange(T, device=prompt.device), semantic_ids,
-                      **sampling_kwargs).view(num_samples, rows, -1)
-        yield nxt.cpu()
-        yield from decode_n_tokens_agent(model, nxt, torch.tensor([T], device=prompt.device),
-                                         new - 1, semantic_ids, im_end_id=im_end_id,
-                                         decode_one_token=decode_one_token,
-                                         early_stop_threshold=early_stop_threshold,
-                                         **sampling_kwargs)
-
-
-def encode_tokens(tokenizer, string: str, device="cuda", prompt_tokens=None,
-                  num_codebooks: int = 4) -> torch.Tensor:
-    """The user turn ``string`` as a codebook-model prompt ``[num_codebooks + 1, T]``: its
-    ChatML token ids in row 0, ``CODEBOOK_PAD_TOKEN_ID`` in the code rows. With
-    ``prompt_tokens`` (reference codes ``[K, N]`` or ``[1, K, N]``, K >= num_codebooks; the
-    first num_codebooks rows are used) a semantic segment follows: N positions of the
-    ``<|semantic|>`` token with the codes + 1 (0 stays the pad) and a closing ``<|im_end|>``.
-    """
-    check_int("num_codebooks", num_codebooks, 1)
-    if not isinstance(string, str):
-        raise ValueError(f"string must be text, got {type(string).__name__}")
-    text = f"<|im_start|>user\n{string}<|im_end|><|im_start|>assistant\n"
-    ids = torch.tensor([tokenizer.encode(text, bos=False)], dtype=torch.int64, device=device)
-    pad = torch.full((num_codebooks, ids.shape[1]), CODEBOOK_PAD_TOKEN_ID, dtype=torch.int64,
-                     device=device)
-    prompt = torch.cat([ids, pad], dim=0)
-    if prompt_tokens is None:
-        return prompt
-    codes = torch.as_tensor(prompt_tokens, device=device)
-    if codes.dim() == 3:
-        if codes.shape[0] != 1:
-            raise ValueError(f"3-D prompt_tokens must be [1, K, N], got {tuple(codes.shape)}")
-        codes = codes[0]
-    if codes.dim() != 2 or codes.shape[0] < num_codebooks or codes.shape[1] < 1 or \
-            codes.dtype.is_floating_point:
-        raise ValueError(f"prompt_tokens must be integer codes [K >= num_codebooks = "
-                         f"{num_codebooks}, N >= 1], got {tuple(codes.shape)} {codes.dtype}")
-    if int(codes.min()) < 0:
-        raise ValueError("prompt_tokens must be codes >= 0")
-    data = codes[:num_codebooks].to(torch.int64) + 1
-    data = torch.cat([data, torch.zeros((num_codebooks, 1), dtype=torch.int64, device=device)],
-                     dim=1)
-    semantic = tokenizer.token_to_id("<|semantic|>")
-    end = tokenizer.token_to_id("<|im_end|>")
-    if semantic is None or end is None:
-        raise ValueError("the tokenizer has no <|semantic|> or <|im_end|> token: it cannot "
-                         "encode reference codes")
-    main = torch.full((1, data.shape[1]), semantic, dtype=torch.int64, device=device)
-    main[0, -1] = end
-    return torch.cat([prompt, torch.cat([main, data], dim=0)], dim=1)
+        for column in iter_positions(model, steps, batch, new, out=history,
+                                     **_agent_loop(im_end_id, early_stop_threshold, batch)):
+            yield column.cpu()
