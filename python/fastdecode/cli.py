@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastdecode generate | chat | quantize | info |
+"""Command line: ``python -m fastdecode generate | chat | quantize | serve | info |
 serve-queue-demo`` (also installed as the ``fastdecode`` console script)."""
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ def _device(s: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return s
+
+
+def _port(s: str) -> int:
+    value = int(s)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is in [0, 65535], got {value}")
+    return value
 
 
 def _seed(s: str) -> int:
@@ -157,6 +164,23 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     c.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
     sub.add_parser("info", help="print build information")
+    v = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching)")
+    v.add_argument("--checkpoint", default="default")
+    v.add_argument("--quantize", choices=["gguf", "float", "int8", "int4"], default=None,
+                   help="as for chat (default: the checkpoint's own precision)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=_port, default=8000)
+    v.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1/* requests")
+    v.add_argument("--max-batch", type=_positive_int, default=8,
+                   help="requests decoded together (KV slots, <= 32)")
+    v.add_argument("--ctx", type=_positive_int, default=2048,
+                   help="positions per slot: a prompt plus its max_tokens must fit")
+    v.add_argument("--max-waiting", type=int, default=64,
+                   help="requests queued for a slot before the server answers 429")
+    v.add_argument("--model-name", default=None,
+                   help="the id clients send as 'model' (default: the --checkpoint value)")
     d = sub.add_parser("serve-queue-demo",
                        help="several client threads share one launch_thread_safe_queue worker")
     d.add_argument("--checkpoint", default="default")
@@ -285,6 +309,18 @@ def _cmd_chat(args) -> int:
     return run_repl(session)  # which ignores Ctrl-C once the session is over
 
 
+def _cmd_serve(args) -> int:
+    from .server.run import serve
+
+    if not 1 <= args.max_batch <= 32:
+        raise ValueError(f"--max-batch must be in [1, 32], got {args.max_batch}")
+    if args.max_waiting < 0:
+        raise ValueError(f"--max-waiting must be >= 0, got {args.max_waiting}")
+    return serve(args.checkpoint, quantize=args.quantize, host=args.host, port=args.port,
+                 api_key=args.api_key, max_batch=args.max_batch, ctx=args.ctx,
+                 max_waiting=args.max_waiting, model_name=args.model_name)
+
+
 def _cmd_serve_queue_demo(args) -> int:
     from .compat.fish_speech.queue_demo import run_demo
 
@@ -300,7 +336,8 @@ def _cmd_info(args) -> int:
 
 
 _COMMANDS = {"generate": _cmd_generate, "chat": _cmd_chat, "quantize": _cmd_quantize,
-             "serve-queue-demo": _cmd_serve_queue_demo, "info": _cmd_info}
+             "serve": _cmd_serve, "serve-queue-demo": _cmd_serve_queue_demo,
+             "info": _cmd_info}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

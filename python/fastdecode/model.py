@@ -100,6 +100,15 @@ class KVCache(nn.Module):
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
 
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A cache over rows ``[start, stop)`` of this one: views, so writes land here (the
+        serving engine prefills one request into its own row this way)."""
+        view = KVCache.__new__(KVCache)
+        nn.Module.__init__(view)
+        view.register_buffer("k_cache", self.k_cache[start:stop], persistent=False)
+        view.register_buffer("v_cache", self.v_cache[start:stop], persistent=False)
+        return view
+
     def update(self, input_pos: torch.Tensor, k_val: torch.Tensor, v_val: torch.Tensor):
         """input_pos ``[S]`` (shared) or ``[B, S]`` (per row); k_val, v_val ``[B, Hkv, S, D]``.
 
@@ -302,6 +311,11 @@ class Transformer(FusionWatched, nn.Module):
         self.freqs_cis = precompute_freqs_cis(max_seq_length, self.config.head_dim,
                                               self.config.rope_base).to(device)
         self.rope_table = torch.view_as_real(self.freqs_cis)  # [L, D/2, 2] (cos, sin), a view
+
+    def prefill_chunk(self) -> int:
+        """Positions per chunk of a long input (``PREFILL_CHUNK``, fewer for long caches):
+        a prompt is read in chunks of this size from position 0."""
+        return self._chunk_positions()
 
     def _chunk_positions(self) -> int:
         """Positions per chunk of a long input (``PREFILL_CHUNK``, fewer for long caches)."""

@@ -1,0 +1,317 @@
+"""The continuous-batching engine: one thread owns the model and decodes every running
+request together, one token each per step (iteration-level scheduling, as Orca, OSDI'22).
+
+Each iteration:
+1. requests whose client cancelled are ended (their slot is free for this very step);
+2. when a slot is free, the oldest waiting request takes one (the free row with the longest
+   cached prefix of its prompt) and one chunk of its prompt is prefilled (``model.
+   prefill_chunk()`` positions): a long prompt holds the running streams back by one chunk
+   per step, never for the whole prompt; its first token is sampled when the last chunk is
+   read;
+3. one decode step for all decoding rows: tokens ``[B, 1]`` at per-row positions
+   ``[B, 1]``, one call of the model (the fused C++ step), then each row sampled with its
+   own parameters and generator; a row that ends (an end id, a stop string, max_tokens,
+   its context) frees its slot at once.
+
+A request's tokens depend only on its prompt, parameters and seed: every kernel computes a
+row from that row alone (docs/serving.md), each request has its own generator, and its
+prompt is read alone in its own row.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Deque, List, Optional
+
+import torch
+
+from ..params import generator_for
+from ..sampling import sample
+from .request import (ErrorEvent, FinishEvent, GenerationRequest, QueueFull, RequestHandle,
+                      Sink, TokenEvent)
+from .slots import SlotTable
+from .text_output import TextOutput
+
+__all__ = ["Engine", "EngineMetrics"]
+
+log = logging.getLogger("fastdecode.engine")
+
+
+class EngineMetrics:
+    """Hooks the engine calls on its thread (the server's Prometheus metrics implement
+    them); the defaults do nothing."""
+
+    def step(self, batch: int, max_batch: int) -> None: ...
+
+    def first_token(self, seconds: float) -> None: ...
+
+    def next_token(self, seconds: float) -> None: ...
+
+    def tokens(self, count: int) -> None: ...
+
+    def queue(self, running: int, waiting: int) -> None: ...
+
+
+@dataclass(eq=False)
+class _Sequence:
+    handle: RequestHandle
+    prompt: List[int]
+    output: TextOutput
+    generator: Optional[torch.Generator]
+    submitted: float
+    row: int = -1
+    fed: int = 0                 # tokens whose keys and values are in the row
+    reused: int = 0              # of them, taken from a cached prefix
+    last_token: int = -1         # sampled, not fed yet
+    generated: List[int] = field(default_factory=list)
+    last_time: float = 0.0
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+
+class Engine:
+    """Serve ``model`` to many clients at once: ``submit`` a ``GenerationRequest`` with a
+    sink; ``start()`` runs the loop on its own thread, ``stop()`` ends it (the requests still
+    running get an ``ErrorEvent``).
+
+    max_batch: rows decoded together (KV slots, <= 32). ctx: positions per slot (a prompt
+    plus its max_tokens must fit). max_waiting: requests queued for a slot before ``submit``
+    raises ``QueueFull``.
+    """
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 8, ctx: int = 2048,
+                 max_waiting: int = 64, metrics: Optional[EngineMetrics] = None):
+        for name, value, lo, hi in (("max_batch", max_batch, 1, 32),
+                                    ("ctx", ctx, 2, model.config.block_size),
+                                    ("max_waiting", max_waiting, 0, 1 << 20)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch, self.ctx, self.max_waiting = max_batch, ctx, max_waiting
+        self.metrics = metrics or EngineMetrics()
+        self.device = model.tok_embeddings.weight.device
+        model.setup_caches(max_batch, ctx)  # the memory check first
+        self.slots = SlotTable(model, max_batch)
+        self._waiting: Deque[_Sequence] = collections.deque()
+        self._decoding: List[_Sequence] = []  # row order: _decoding[r].row == r
+        self._prefilling: Optional[_Sequence] = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+        self.steps = 0
+
+    # -- the client side ------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, sink: Sink) -> RequestHandle:
+        """Queue ``request``; its events go to ``sink``. ``ValueError`` when the prompt and
+        max_tokens exceed a slot's context or an id is outside the vocabulary;
+        ``QueueFull`` when ``max_waiting`` requests are waiting."""
+        vocab = self.model.config.vocab_size
+        prompt = list(request.prompt_ids)
+        if any(not 0 <= t < vocab for t in prompt):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        need = len(prompt) + request.params.max_tokens
+        if need > self.ctx:
+            raise ValueError(f"the prompt ({len(prompt)} tokens) plus max_tokens "
+                             f"({request.params.max_tokens}) exceeds the context of "
+                             f"{self.ctx} tokens")
+        handle = RequestHandle(request, sink)
+        generator = (generator_for(request.params.seed, self.device)
+                     if request.params.seed is not None else request.params.generator)
+        seq = _Sequence(handle, prompt, TextOutput(self.tokenizer, request.params.stop),
+                        generator, time.perf_counter())
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the engine is stopped")
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFull(f"{len(self._waiting)} requests are waiting for a slot")
+            self._waiting.append(seq)
+            self._cond.notify()
+        return handle
+
+    @property
+    def running(self) -> int:
+        return len(self._decoding) + (self._prefilling is not None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def start(self) -> "Engine":
+        self._thread = threading.Thread(target=self._run, name="fastdecode-engine",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.no_grad():
+            while True:
+                with self._cond:
+                    while not (self._stopping or self._waiting or self._decoding
+                               or self._prefilling):
+                        self._cond.wait()
+                    if self._stopping:
+                        break
+                try:
+                    self._iteration()
+                except Exception as e:  # a bug must not take the server down silently
+                    log.exception("engine iteration failed")
+                    for seq in list(self._decoding) + [self._prefilling]:
+                        if seq is not None:
+                            self._end(seq, error=f"internal error: {type(e).__name__}: {e}")
+        for seq in list(self._decoding) + [self._prefilling] + list(self._waiting):
+            if seq is not None:
+                self._emit(seq, ErrorEvent("the server is shutting down"))
+
+    def _iteration(self) -> None:
+        for seq in [s for s in self._decoding if s.handle.cancelled.is_set()]:
+            self._end(seq, cancelled=True)
+        if self._prefilling is not None and self._prefilling.handle.cancelled.is_set():
+            self._end(self._prefilling, cancelled=True)
+        if self._prefilling is None:
+            self._admit()
+        if self._prefilling is not None:
+            self._prefill_chunk(self._prefilling)
+        if self._decoding:
+            self._decode_step()
+        self.metrics.queue(self.running, self.waiting)
+
+    def _admit(self) -> None:
+        with self._cond:
+            while self._waiting and self._waiting[0].handle.cancelled.is_set():
+                self._waiting.popleft()
+            if not self._waiting or self.slots.free == 0:
+                return
+            seq = self._waiting.popleft()
+        row, reused = self.slots.acquire(seq, seq.prompt)
+        seq.fed = seq.reused = reused
+        self._prefilling = seq
+
+    def _prefill_chunk(self, seq: _Sequence) -> None:
+        """One chunk of ``seq``'s prompt into its row; after the last, its first token."""
+        chunk = self.model.prefill_chunk()
+        # chunks aligned to position 0, as a single decode reads a prompt
+        end = min(len(seq.prompt), (seq.fed // chunk + 1) * chunk)
+        ids = torch.tensor([seq.prompt[seq.fed:end]], dtype=torch.int64, device=self.device)
+        last = end == len(seq.prompt)
+        with self.slots.row_view(seq.row):
+            logits = self.model(ids, torch.arange(seq.fed, end, device=self.device),
+                                last_only=last)
+        self.slots.tokens[seq.row].extend(seq.prompt[seq.fed:end])
+        seq.fed = end
+        if not last:
+            return
+        self._prefilling = None
+        self.slots.prefilled()
+        self._decoding.append(seq)
+        assert seq.row == len(self._decoding) - 1
+        self._accept(seq, self._draw(seq, logits[0, -1]), logits[0, -1], first=True)
+
+    def _decode_step(self) -> None:
+        rows = list(self._decoding)  # the step's row order (ending rows reorder _decoding)
+        x = torch.tensor([[s.last_token] for s in rows], dtype=torch.int64, device=self.device)
+        pos = torch.tensor([[s.fed] for s in rows], dtype=torch.int64, device=self.device)
+        logits = self.model(x, pos)[:, -1]  # [B, V]
+        self.steps += 1
+        self.metrics.step(len(rows), self.max_batch)
+        for s in rows:
+            self.slots.tokens[s.row].append(s.last_token)
+            s.fed += 1
+        tokens = self._draw_rows(rows, logits)
+        for i, (s, token) in enumerate(zip(rows, tokens)):
+            self._accept(s, token, logits[i], first=False)
+
+    # -- sampling -------------------------------------------------------------------------
+    def _previous(self, seq: _Sequence) -> Optional[torch.Tensor]:
+        if not seq.request.params.penalised:
+            return None
+        return torch.tensor([seq.prompt + seq.generated], dtype=torch.int64, device=self.device)
+
+    def _draw(self, seq: _Sequence, logits: torch.Tensor) -> int:
+        """One row's token, as a single decode draws it: its knobs, its generator."""
+        knobs = {**seq.request.params.knobs(), "generator": seq.generator}
+        return int(sample(logits[None], self._previous(seq), **knobs)[0])
+
+    def _draw_rows(self, rows: List[_Sequence], logits: torch.Tensor) -> List[int]:
+        """Greedy rows without a penalty: one argmax over them (each row's argmax is its
+        own); every other row drawn alone with its own generator."""
+        greedy = [i for i, s in enumerate(rows)
+                  if s.request.params.greedy and not s.request.params.penalised]
+        tokens = [0] * len(rows)
+        if greedy:
+            picked = sample(logits[greedy], None, temperature=0)[0].view(-1).tolist()
+            for i, t in zip(greedy, picked):
+                tokens[i] = t
+        for i, s in enumerate(rows):
+            if i not in greedy:
+                tokens[i] = self._draw(s, logits[i])
+        return tokens
+
+    # -- one token in, a request out ------------------------------------------------------
+    def _accept(self, seq: _Sequence, token: int, logits: torch.Tensor, first: bool) -> None:
+        now = time.perf_counter()
+        if first:
+            self.metrics.first_token(now - seq.submitted)
+        else:
+            self.metrics.next_token(now - seq.last_time)
+        seq.last_time = now
+        self.metrics.tokens(1)
+        req = seq.request
+        seq.generated.append(token)
+        seq.last_token = token
+        ended_by_id = token in req.end_ids and not req.ignore_eos
+        event = TokenEvent(token, "" if ended_by_id else seq.output.push(token))
+        if req.top_logprobs is not None:
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            event.logprob = float(logp[token])
+            if req.top_logprobs:
+                top = torch.topk(logp, req.top_logprobs)
+                event.top_logprobs = list(zip(top.indices.tolist(), top.values.tolist()))
+        if not self._emit(seq, event):
+            return
+        if ended_by_id or seq.output.stopped:
+            self._end(seq, reason="stop")
+        elif len(seq.generated) >= req.params.max_tokens:  # (submit kept it within ctx)
+            self._end(seq, reason="length")
+
+    def _emit(self, seq: _Sequence, event) -> bool:
+        """Hand ``event`` to the request's sink; a sink that raises cancels the request."""
+        try:
+            seq.handle.sink(event)
+            return True
+        except Exception:
+            log.exception("a response sink raised: its request is cancelled")
+            if not isinstance(event, (FinishEvent, ErrorEvent)):
+                self._end(seq, cancelled=True)
+            return False
+
+    def _end(self, seq: _Sequence, reason: str = "", cancelled: bool = False,
+             error: str = "") -> None:
+        """Free ``seq``'s slot and send its last event (none to a cancelled request)."""
+        if seq.row >= 0 and (seq in self._decoding or seq is self._prefilling):
+            if seq is self._prefilling:
+                self._prefilling = None
+            else:
+                self._decoding.remove(seq)
+            self.slots.release(seq.row)
+            self._decoding.sort(key=lambda s: s.row)
+            seq.row = -1
+        else:
+            return
+        if error:
+            self._emit(seq, ErrorEvent(error))
+        elif not cancelled:
+            self._emit(seq, FinishEvent(reason, seq.output.finish(), len(seq.prompt),
+                                        len(seq.generated), seq.reused))

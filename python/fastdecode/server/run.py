@@ -1,0 +1,72 @@
+"""``python -m fastdecode serve``: the HTTP server starts at once (``/health`` answers 503
+while the model loads), loads the checkpoint on a thread, starts the engine, and on SIGTERM
+or Ctrl-C stops taking requests, ends the running ones and exits."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from typing import Optional
+
+__all__ = ["serve"]
+
+log = logging.getLogger("fastdecode.server")
+
+
+def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
+          host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None,
+          max_batch: int = 8, ctx: int = 2048, max_waiting: int = 64,
+          model_name: Optional[str] = None) -> int:
+    import uvicorn
+
+    from ..compat.llm_utils import LLM
+    from ..engine import Engine
+    from .app import ServerState, build_app
+    from .metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics()
+    state = ServerState(model_name or checkpoint, api_key, metrics)
+    server: Optional[uvicorn.Server] = None
+
+    def load() -> None:
+        try:
+            llm = LLM(checkpoint, quantize=quantize)
+            engine = Engine(llm.model, llm.tokenizer, max_batch=max_batch,
+                            ctx=min(ctx, llm.model.config.block_size),
+                            max_waiting=max_waiting, metrics=metrics)
+            state.tokenizer = llm.tokenizer
+            state.engine = engine.start()
+            print(f"fastdecode serving {state.model_id} on http://{host}:{port} "
+                  f"(max batch {max_batch}, context {engine.ctx}, "
+                  f"decode path {llm.model.decode_path})", file=sys.stderr, flush=True)
+        except Exception as e:  # the server cannot serve: say why and exit
+            state.load_error = f"{type(e).__name__}: {e}"
+            print(f"error: cannot load {checkpoint!r}: {state.load_error}", file=sys.stderr,
+                  flush=True)
+            if server is not None:
+                server.should_exit = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        threading.Thread(target=load, name="fastdecode-load", daemon=True).start()
+        yield
+        if state.engine is not None:
+            state.engine.stop()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            # SIGTERM is the normal way to stop a server: after the graceful shutdown exit
+            # with status 0, not by re-raising the signal (uvicorn's default)
+            captured = getattr(self, "_captured_signals", [])
+            if sig == signal.SIGTERM and sig in captured:
+                captured.remove(sig)
+
+    app = build_app(state, lifespan)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=5)
+    server = Server(config)
+    server.run()
+    return 1 if state.load_error else 0
