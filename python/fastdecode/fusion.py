@@ -27,6 +27,16 @@ import torch.nn as nn
 
 from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 
+# Steps of up to this many new positions (decode, speculative verify and draft steps, short
+# chunks) of a fused model run the fused C++ layers (ops.decode_layers): 32 rows is as far
+# as the quantized linears take their integer GEMV; an fp32 model's fused calls take 16 (its
+# dense GEMV's rows). A quantized model reads its whole prompt in such calls (2-2.6x the
+# dequantise-then-GEMM module path); an fp32 model's longer prompts take the module path
+# (BLAS GEMM and SDPA: as fast, and the logits of the Hugging Face parity tests).
+FUSED_MAX_POSITIONS = 32
+FP32_FUSED_POSITIONS = 16
+_FLOAT32_KIND = dict(_C.linear_kinds)["FLOAT32"]
+
 __all__ = ["fuse", "unfuse", "FusedStep", "FusionWatched"]
 
 _decode_layers = torch.ops.fastdecode.decode_layers
@@ -61,6 +71,12 @@ class FusedStep:
         self.weights, self.kinds, self.groupsizes = weights, kinds, groupsizes
         self.attentions, self.n_head, self.n_kv_head = attentions, n_head, n_kv_head
         self._caches = (None, [], [])  # (the cache module they came from, k list, v list)
+        # positions per fused call, and the longest input read in such calls (with every
+        # linear quantized, any: the integer GEMV beats dequantise-then-GEMM at every prompt
+        # length measured, docs/benchmarks.md)
+        quantized = all(k != _FLOAT32_KIND for k in kinds)
+        self.positions = FUSED_MAX_POSITIONS if quantized else FP32_FUSED_POSITIONS
+        self.prefill_limit = (1 << 62) if quantized else FP32_FUSED_POSITIONS
 
     def caches(self):
         """The layers' k and v caches, re-read only when a layer's cache module is another

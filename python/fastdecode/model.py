@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import _C, ops
 from .config import ModelArgs, find_multiple  # noqa: F401 (re-exported)
-from .fusion import FusionWatched
+from .fusion import FUSED_MAX_POSITIONS, FusionWatched  # noqa: F401 (re-exported)
 
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
            "LinearKind"]
@@ -28,11 +28,6 @@ __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weight
 # How ops.decode_layers receives each linear (csrc/cpu/linear_kind.h, the one definition).
 LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 
-# Steps of up to this many new positions (decode, speculative verify and draft steps, short
-# chunks) of a fused model (fastdecode.fuse) run the fused C++ layers (ops.decode_layers);
-# longer prefills take the module path, whose SDPA handles long causal blocks better than
-# the per-query decode attention.
-FUSED_MAX_POSITIONS = 16
 # Longer inputs run in chunks of at most this many positions: the attention of a chunk
 # scores [chunk, L] per head, so memory stays linear in the context (a whole 40k-token
 # prompt at once would need 40k x 40k scores).
@@ -342,6 +337,22 @@ class Transformer(FusionWatched, nn.Module):
         """
         return self.forward_embeddings(self.tok_embeddings(idx), input_pos, last_only)[0]
 
+    def _in_chunks(self, x: torch.Tensor, input_pos: torch.Tensor, last_only: bool,
+                   chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``forward_embeddings`` over ``chunk`` positions at a time, each attending to the
+        cache the ones before filled."""
+        seqlen = x.shape[1]
+        logits, hidden = [], []
+        for start in range(0, seqlen, chunk):
+            end = min(start + chunk, seqlen)
+            last = end == seqlen
+            part = self.forward_embeddings(x[:, start:end], input_pos[..., start:end],
+                                           last_only and last)
+            if not last_only or last:
+                logits.append(part[0])
+                hidden.append(part[1])
+        return torch.cat(logits, dim=1), torch.cat(hidden, dim=1)
+
     def forward_embeddings(self, x: torch.Tensor, input_pos: torch.Tensor,
                            last_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """The layers, final norm and head over embeddings ``x [B, S, E]`` (models that embed
@@ -351,22 +362,17 @@ class Transformer(FusionWatched, nn.Module):
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         seqlen = x.shape[1]
+        fused = self.__dict__.get("_fused")
+        if fused is not None and (x.dtype != torch.float32 or x.device.type != "cpu"):
+            fused = None
+        if fused is not None and fused.positions < seqlen <= fused.prefill_limit:
+            # a prompt in fused calls of fused.positions: for quantized linears the integer
+            # GEMV beats dequantise-then-GEMM at every prompt length (docs/benchmarks.md)
+            return self._in_chunks(x, input_pos, last_only, fused.positions)
         # (a decode step never needs the chunk size: it is at least FUSED_MAX_POSITIONS)
         if seqlen > FUSED_MAX_POSITIONS and seqlen > (chunk := self._chunk_positions()):
-            # in chunks, each attending to the cache the ones before filled
-            logits, hidden = [], []
-            for start in range(0, seqlen, chunk):
-                end = min(start + chunk, seqlen)
-                last = end == seqlen
-                part = self.forward_embeddings(x[:, start:end], input_pos[..., start:end],
-                                               last_only and last)
-                if not last_only or last:
-                    logits.append(part[0])
-                    hidden.append(part[1])
-            return torch.cat(logits, dim=1), torch.cat(hidden, dim=1)
-        fused = self.__dict__.get("_fused")
-        if fused is not None and seqlen <= FUSED_MAX_POSITIONS and \
-                x.dtype == torch.float32 and x.device.type == "cpu":
+            return self._in_chunks(x, input_pos, last_only, chunk)
+        if fused is not None and seqlen <= fused.positions:
             x = fused.run(x, input_pos, self.rope_table)  # every layer in one C++ call
         else:
             mask = self.causal_mask(input_pos, x.dtype)
