@@ -11,7 +11,7 @@ from typing import Optional
 from .model import Transformer
 from .speculative import shares_caches
 
-__all__ = ["ReentrantDecodeError", "exclusive"]
+__all__ = ["ReentrantDecodeError", "exclusive", "take", "decoding_here"]
 
 
 # model -> its decode lock; kept beside the model, not on it, so the model still deep-copies
@@ -39,6 +39,40 @@ class ReentrantDecodeError(RuntimeError):
 _held_by_thread = threading.local()
 
 
+def _check_not_held(models) -> set:
+    held = getattr(_held_by_thread, "ids", None)
+    if held is None:
+        held = _held_by_thread.ids = set()
+    if any(id(m) in held for m in models):
+        raise ReentrantDecodeError(
+            "a decode was started on a model from inside a decode of the same model (a "
+            "stream callback, callback or stop condition calling generate): finish the "
+            "outer call first, or use a second model")
+    return held
+
+
+def take(model: Transformer):
+    """Hold ``model``'s decode lock beyond one call (the serving engine, for its lifetime):
+    waits for a decode in progress, raises ``ReentrantDecodeError`` from a thread decoding
+    on it; returns the function that releases it (callable from any thread)."""
+    _check_not_held([model])
+    lock = _model_lock(model)
+    lock.acquire()
+    return lock.release
+
+
+@contextlib.contextmanager
+def decoding_here(model: Transformer):
+    """This thread counts as decoding on ``model`` (whose lock ``take`` holds): a decode it
+    starts on the model raises ``ReentrantDecodeError`` instead of waiting forever."""
+    held = _check_not_held([model])
+    held.add(id(model))
+    try:
+        yield
+    finally:
+        held.discard(id(model))
+
+
 @contextlib.contextmanager
 def exclusive(model: Transformer, draft: Optional[Transformer]):
     """One decode at a time per model: the KV caches are the model's, so two threads
@@ -48,14 +82,7 @@ def exclusive(model: Transformer, draft: Optional[Transformer]):
     deadlock."""
     models = [model] + ([draft] if draft is not None and not shares_caches(draft, model)
                         else [])
-    held = getattr(_held_by_thread, "ids", None)
-    if held is None:
-        held = _held_by_thread.ids = set()
-    if any(id(m) in held for m in models):
-        raise ReentrantDecodeError(
-            "a decode was started on a model from inside a decode of the same model (a "
-            "stream callback, callback or stop condition calling generate): finish the "
-            "outer call first, or use a second model")
+    held = _check_not_held(models)
     locks = [_model_lock(m) for m in sorted(models, key=id)]
     for lock in locks:
         lock.acquire()

@@ -98,7 +98,9 @@ class LLM:
     # -- llm_utils' generate ----------------------------------------------------------------
     def generate(self, input_context: Union[str, List[int]], max_tokens: int = 512,
                  temperature: float = 1.0, n: int = 1, **kwargs) -> Union[dict, List[dict]]:
-        """Complete ``input_context`` (text or token ids) ``n`` times, as one batch of ``n``.
+        """Complete ``input_context`` (text or token ids) ``n`` times, as one batch of ``n``;
+        or a list of such prompts, all decoded together on the serving engine
+        (``fastdecode.engine``), returning one entry per prompt.
 
         kwargs: ``top_p`` (1.0, in (0, 1]), ``top_k`` (-1 = off, else >= 1), ``min_p``
         (0.0, in [0, 1)), ``repetition_penalty`` (1.0 = off, > 0), ``stop`` (str or list of
@@ -116,9 +118,14 @@ class LLM:
         ``logprobs`` and ``_raw_response`` (token counts, prefill / decode seconds,
         tokens/s, the sampling settings used).
         """
-        ids = self._prompt_ids(input_context)
         opts, params = check_generate_arguments(max_tokens, temperature, n, **kwargs)
-        out = self._respond(ids, n, params, opts)
+        if _is_prompt_list(input_context):  # many prompts: decoded together on the engine
+            if opts["stream"] is not None:
+                raise ValueError("stream takes one prompt, not a list")
+            prompts = [self._prompt_ids(p) for p in input_context]
+            outs = self._respond_many(prompts, n, params, opts)
+            return [o[0] if n == 1 else o for o in outs]
+        out = self._respond(self._prompt_ids(input_context), n, params, opts)
         return out[0] if n == 1 else out
 
     def complete(self, input_context: Union[str, List[int]], params: SamplingParams,
@@ -138,19 +145,33 @@ class LLM:
                  ) -> List[dict]:
         rows = self._complete(ids, n, params, opts["logprobs"], opts["stream"])
         settings = {**params.describe(), "top_k": opts["top_k"], "n": n}
-        out = []
-        for row, raw in zip(rows["rows"], rows["raw"]):
-            d: Dict[str, object] = {}
-            if opts["return_text"]:
-                d["text"] = row["text"]
-            if opts["return_token_ids"]:
-                d["token_ids"] = row["token_ids"]
-            if opts["logprobs"]:
-                d["logprobs"] = row["logprobs"]
-            d["finish_reason"] = row["finish_reason"]
-            d["_raw_response"] = {**raw, "sampling": settings}
-            out.append(d)
-        return out
+        return [_as_dict(row, {**raw, "sampling": settings}, opts)
+                for row, raw in zip(rows["rows"], rows["raw"])]
+
+    def _respond_many(self, prompts: List[List[int]], n: int, params: SamplingParams,
+                      opts: dict) -> List[List[dict]]:
+        """Every prompt's n choices as requests of one engine (choice j of a seeded call
+        draws from seed + j, whatever prompt it belongs to)."""
+        from ..engine.batch import complete_all
+
+        for ids in prompts:
+            if len(ids) + params.max_tokens > self.model.config.block_size:
+                raise ValueError(f"max_tokens ({params.max_tokens}) + prompt length "
+                                 f"({len(ids)}) exceeds the model's context "
+                                 f"({self.model.config.block_size} tokens)")
+        choices = [params if params.seed is None else
+                   params.replace(seed=(params.seed + j) % (1 << 64)) for j in range(n)]
+        done = complete_all(self.model, self.tokenizer, [ids for ids in prompts for _ in
+                                                         range(n)],
+                            [choices[j] for _ in prompts for j in range(n)],
+                            self.tokenizer.stop_ids, opts["logprobs"])
+        settings = {**params.describe(), "top_k": opts["top_k"], "n": n}
+        out = [_as_dict({"text": c.text, "token_ids": c.token_ids, "logprobs": c.logprobs,
+                         "finish_reason": c.finish_reason},
+                        {"prompt_tokens": c.prompt_tokens,
+                         "completion_tokens": c.completion_tokens, "sampling": settings}, opts)
+               for c in done]
+        return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     # -- modularforge's pipeline ------------------------------------------------------------
     def generate_samples(self, prompts: Union[str, Sequence[str]], max_new_tokens: int = 100,
@@ -254,6 +275,27 @@ class LLM:
                         "decode_seconds": result.decode_s,
                         "tokens_per_second": sum(produced) / total_s if total_s > 0 else 0.0})
         return {"rows": out_rows, "raw": raw}
+
+
+def _is_prompt_list(value) -> bool:
+    """A list of prompts (texts, or token id lists), not one prompt's token ids."""
+    return isinstance(value, (list, tuple)) and len(value) > 0 and (
+        all(isinstance(v, str) for v in value) or all(isinstance(v, (list, tuple))
+                                                      for v in value))
+
+
+def _as_dict(row: dict, raw: dict, opts: dict) -> dict:
+    """One choice as ``generate`` returns it: the fields the options ask for."""
+    d: Dict[str, object] = {}
+    if opts["return_text"]:
+        d["text"] = row["text"]
+    if opts["return_token_ids"]:
+        d["token_ids"] = row["token_ids"]
+    if opts["logprobs"]:
+        d["logprobs"] = row["logprobs"]
+    d["finish_reason"] = row["finish_reason"]
+    d["_raw_response"] = raw
+    return d
 
 
 def check_generate_arguments(max_tokens: int = 512, temperature: float = 1.0, n: int = 1,

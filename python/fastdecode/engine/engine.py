@@ -28,6 +28,7 @@ from typing import Deque, List, Optional
 
 import torch
 
+from ..decode_lock import decoding_here, take
 from ..params import generator_for
 from ..sampling import sample
 from .request import (ErrorEvent, FinishEvent, GenerationRequest, QueueFull, RequestHandle,
@@ -95,7 +96,14 @@ class Engine:
         self.max_batch, self.ctx, self.max_waiting = max_batch, ctx, max_waiting
         self.metrics = metrics or EngineMetrics()
         self.device = model.tok_embeddings.weight.device
-        model.setup_caches(max_batch, ctx)  # the memory check first
+        # the model is the engine's until stop(): another thread's decode waits, one from
+        # the engine's thread (a sink calling generate) raises ReentrantDecodeError
+        self._release_model = take(model)
+        try:
+            model.setup_caches(max_batch, ctx)  # the memory check first
+        except BaseException:
+            self._release_model()
+            raise
         self.slots = SlotTable(model, max_batch)
         self._waiting: Deque[_Sequence] = collections.deque()
         self._decoding: List[_Sequence] = []  # row order: _decoding[r].row == r
@@ -141,6 +149,12 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def start(self) -> "Engine":
         self._thread = threading.Thread(target=self._run, name="fastdecode-engine",
                                         daemon=True)
@@ -148,15 +162,20 @@ class Engine:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
+        """End the loop (running and waiting requests get an ``ErrorEvent``) and give the
+        model back."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._release_model()
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), decoding_here(self.model):
             while True:
                 with self._cond:
                     while not (self._stopping or self._waiting or self._decoding

@@ -1,0 +1,68 @@
+"""Many prompts to completion on a transient engine: what ``LLM.generate`` runs for a list
+of prompts (each prompt's choices decode together with every other prompt's, in one
+batched step per token, instead of one prompt after another)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from ..params import SamplingParams
+from .engine import Engine
+from .request import ErrorEvent, FinishEvent, GenerationRequest, TokenEvent
+
+__all__ = ["Completion", "complete_all", "MAX_BATCH"]
+
+MAX_BATCH = 16  # rows decoded together
+
+
+@dataclass
+class Completion:
+    """One finished request: its ids (the end id, if any, excluded), text, finish reason,
+    the chosen tokens' log-probabilities when asked, and the counts."""
+    token_ids: List[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: Optional[str] = None
+    logprobs: List[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def complete_all(model, tokenizer, prompts: Sequence[Sequence[int]],
+                 params: Sequence[SamplingParams], end_ids: Sequence[int],
+                 logprobs: bool = False) -> List[Completion]:
+    """Complete ``prompts[i]`` with ``params[i]`` (``max_tokens`` set), all on one engine
+    sized for them; returns the completions in order. Raises the first request's error."""
+    ctx = max(len(p) + q.max_tokens for p, q in zip(prompts, params))
+    results = [Completion(prompt_tokens=len(p)) for p in prompts]
+    done = threading.Semaphore(0)
+    errors: List[str] = []
+
+    def sink_for(out: Completion):
+        def sink(event) -> None:
+            if isinstance(event, TokenEvent):
+                if event.token_id not in end_ids:
+                    out.token_ids.append(event.token_id)
+                out.text += event.text
+                if event.logprob is not None:
+                    out.logprobs.append(event.logprob)
+                return
+            if isinstance(event, FinishEvent):
+                out.text += event.text
+                out.finish_reason = event.finish_reason
+                out.completion_tokens = event.completion_tokens
+            elif isinstance(event, ErrorEvent):
+                errors.append(event.message)
+            done.release()
+        return sink
+
+    with Engine(model, tokenizer, max_batch=min(len(prompts), MAX_BATCH), ctx=ctx,
+                max_waiting=len(prompts)) as engine:
+        for prompt, p, out in zip(prompts, params, results):
+            engine.submit(GenerationRequest(tuple(prompt), p, tuple(end_ids),
+                                            0 if logprobs else None), sink_for(out))
+        for _ in prompts:
+            done.acquire()
+    if errors:
+        raise RuntimeError(errors[0])
+    return results
