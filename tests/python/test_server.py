@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -342,3 +343,19 @@ def test_serve_refuses_bad_flags_before_loading():
                               capture_output=True, text=True, timeout=60,
                               env={**os.environ})
         assert done.returncode == 2 and "error" in done.stderr, (flags, done.stderr)
+
+
+def test_the_readme_server_examples_run(server, capsys):
+    """The README's openai-client and curl examples, against this test's server."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Serve many users"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{server.port}")
+    code = code.replace('api_key="KEY"', f'api_key="{KEY}"')
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip()
+    curl = re.search(r"curl (\S+) .*?-d '(.*?)'", section, re.S)
+    path = curl.group(1).replace("http://127.0.0.1:8000", "")
+    status, payload, _ = server.request("POST", path, json.loads(curl.group(2)),
+                                        {"Authorization": f"Bearer {KEY}"})
+    assert status == 200 and "Paris" in json.loads(payload)["choices"][0]["text"]
