@@ -145,7 +145,24 @@ $(LLAMA_BIN)/.tools-built: $(LLAMA_SRC)/CMakeLists.txt
 	cmake --build $(PEERS)/llama.cpp-build --target $(LLAMA_TOOLS)
 	touch $@
 
-.PHONY: bench-peers
+.PHONY: bench-peers bench-peers-avx2
 bench-peers: build $(LLAMA_BIN)/.tools-built
 	$(PY) benchmarks/bench_llamacpp.py --llama-bin $(LLAMA_BIN)
 	$(PY) benchmarks/bench_perplexity.py --llama-bin $(LLAMA_BIN)
+	$(PY) benchmarks/bench_serve.py --llama-bin $(LLAMA_BIN)
+
+# Both sides on their AVX2 paths on an AVX-512 machine: our kernels through FASTDECODE_ISA,
+# llama.cpp built without AVX-512 (a second build in .peers/llama.cpp-avx2).
+LLAMA_AVX2_BIN := $(PEERS)/llama.cpp-avx2/bin
+$(LLAMA_AVX2_BIN)/.tools-built: $(LLAMA_SRC)/CMakeLists.txt
+	cmake -S $(LLAMA_SRC) -B $(PEERS)/llama.cpp-avx2 -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	  -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_INT8=OFF \
+	  -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF
+	cmake --build $(PEERS)/llama.cpp-avx2 --target llama-bench llama-quantize llama-simple \
+	  llama-batched-bench
+	touch $@
+
+bench-peers-avx2: build $(LLAMA_AVX2_BIN)/.tools-built
+	FASTDECODE_ISA=avx2 $(PY) benchmarks/bench_llamacpp.py --llama-bin $(LLAMA_AVX2_BIN)
