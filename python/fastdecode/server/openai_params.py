@@ -7,6 +7,8 @@ lists) or messages (system / user / assistant turns, text content), max_tokens o
 max_completion_tokens, temperature, top_p, n, stop, seed, logprobs (completions: the number
 of alternatives; chat: a flag with top_logprobs), stream, stream_options.include_usage,
 user; extras top_k, min_p, repetition_penalty, ignore_eos. Other fields are ignored.
+With a ``seed`` and ``n > 1``, choice j samples from ``seed + j`` (mod 2^64): each choice
+is reproducible by itself, and choice 0 is what the same request with ``n = 1`` gives.
 """
 from __future__ import annotations
 
