@@ -112,6 +112,20 @@ def _ignore_interrupts() -> None:
 def run_repl(session: ChatSession, read: Callable[[str], str] = input,
              out: TextIO = sys.stdout) -> int:
     """Read lines until quit / EOF / Ctrl-C at the prompt; returns the exit status (0)."""
+    leaving = [False]
+    try:
+        return _repl_loop(session, read, out, leaving)
+    except KeyboardInterrupt:
+        # a Ctrl-C that lands while the session is already ending (just after Ctrl-D, before
+        # SIGINT is ignored) is part of leaving, not a failure
+        if not leaving[0]:
+            raise
+        _ignore_interrupts()
+        return 0
+
+
+def _repl_loop(session: ChatSession, read: Callable[[str], str], out: TextIO,
+               leaving: list) -> int:
     def write(text: str) -> None:
         out.write(text)
         out.flush()
@@ -123,6 +137,7 @@ def run_repl(session: ChatSession, read: Callable[[str], str] = input,
         try:
             line = read(PROMPT)
         except (EOFError, KeyboardInterrupt):
+            leaving[0] = True  # first: no signal can interrupt this store
             _ignore_interrupts()
             write("\n")
             return 0
@@ -130,6 +145,7 @@ def run_repl(session: ChatSession, read: Callable[[str], str] = input,
         if replaced:
             write("[the line was not valid UTF-8: undecodable bytes were replaced by U+FFFD]\n")
         if line.strip().lower() in QUIT_WORDS:
+            leaving[0] = True
             _ignore_interrupts()
             return 0
         if not line.strip():
