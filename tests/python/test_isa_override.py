@@ -27,7 +27,7 @@ def test_the_default_is_the_best_path_this_cpu_runs():
 
 
 @pytest.mark.parametrize("isa", SUPPORTED)
-def test_each_path_is_selected_reported_and_agrees(isa):
+def test_each_path_is_selected_reported_and_agrees(isa, tmp_path):
     """The path runs (build_info says which) and a quantized GEMV and the sampler's softmax
     give the default path's figures within float rounding."""
     code = ("import torch, fastdecode\n"
@@ -41,14 +41,13 @@ def test_each_path_is_selected_reported_and_agrees(isa):
             "torch.save((y, p), __import__('sys').argv[-1])\n")
     outputs = {}
     for path in sorted({isa, SUPPORTED[0]}):
-        target = f"/tmp/fastdecode_isa_{os.getpid()}_{path}.pt"
+        target = str(tmp_path / f"{path}.pt")
         done = subprocess.run([sys.executable, "-c", code, target],
                               env={**os.environ, "FASTDECODE_ISA": path},
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split()[0] == path
-        outputs[path] = torch.load(target)
-        os.unlink(target)
+        outputs[path] = torch.load(target, weights_only=True)
     for ours, best in zip(outputs[isa], outputs[SUPPORTED[0]]):
         torch.testing.assert_close(ours, best, rtol=1e-4, atol=1e-4)
 
