@@ -251,6 +251,7 @@ def _generate(args, rank: Optional[int]) -> int:
 def _make_draft(args, model):
     """The draft model the --draft-* flags describe, or None (plain decoding)."""
     from .checkpoint import load
+    from .quantize import has_float_linears
     from .speculative import early_exit_draft, quantized_draft
 
     if args.draft_layers is not None and (args.draft_checkpoint or args.draft_quantize):
@@ -266,7 +267,7 @@ def _make_draft(args, model):
                     quantized=False if args.draft_quantize else None)[0]
         if args.draft_quantize is None:
             return base
-    elif any(isinstance(m, torch.nn.Linear) for m in model.modules()):
+    elif has_float_linears(model):
         base = model  # a float target: its own weights, quantized
     else:  # a GGUF target in its blocks: the draft is requantized from the float weights
         base = load(args.checkpoint, device=args.device, precision=_PRECISIONS[args.precision],
@@ -312,10 +313,6 @@ def _cmd_chat(args) -> int:
 def _cmd_serve(args) -> int:
     from .server.run import serve
 
-    if not 1 <= args.max_batch <= 32:
-        raise ValueError(f"--max-batch must be in [1, 32], got {args.max_batch}")
-    if args.max_waiting < 0:
-        raise ValueError(f"--max-waiting must be >= 0, got {args.max_waiting}")
     return serve(args.checkpoint, quantize=args.quantize, host=args.host, port=args.port,
                  api_key=args.api_key, max_batch=args.max_batch, ctx=args.ctx,
                  max_waiting=args.max_waiting, model_name=args.model_name)

@@ -25,7 +25,7 @@ from typing import List, Optional, Union
 import torch
 import torch.nn as nn
 
-from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
+from .op_args import LinearKind  # (importing op_args loads _C: torch.ops.fastdecode)
 
 # Steps of up to this many new positions (decode, speculative verify and draft steps, short
 # chunks) of a fused model run the fused C++ layers (ops.decode_layers): 32 rows is as far
@@ -35,7 +35,6 @@ from . import _C  # noqa: F401  (registers torch.ops.fastdecode)
 # (BLAS GEMM and SDPA: as fast, and the logits of the Hugging Face parity tests).
 FUSED_MAX_POSITIONS = 32
 FP32_FUSED_POSITIONS = 16
-_FLOAT32_KIND = dict(_C.linear_kinds)["FLOAT32"]
 
 __all__ = ["fuse", "unfuse", "FusedStep", "FusionWatched"]
 
@@ -71,12 +70,11 @@ class FusedStep:
         self.weights, self.kinds, self.groupsizes = weights, kinds, groupsizes
         self.attentions, self.n_head, self.n_kv_head = attentions, n_head, n_kv_head
         self._caches = (None, [], [])  # (the cache module they came from, k list, v list)
-        # positions per fused call, and the longest input read in such calls (with every
-        # linear quantized, any: the integer GEMV beats dequantise-then-GEMM at every prompt
-        # length measured, docs/benchmarks.md)
-        quantized = all(k != _FLOAT32_KIND for k in kinds)
-        self.positions = FUSED_MAX_POSITIONS if quantized else FP32_FUSED_POSITIONS
-        self.prefill_limit = (1 << 62) if quantized else FP32_FUSED_POSITIONS
+        # positions per fused call; with every linear quantized, whole prompts are read in
+        # such calls too (the integer GEMV beats dequantise-then-GEMM at every prompt length
+        # measured, docs/benchmarks.md)
+        self.reads_prompts = all(k != LinearKind.FLOAT32 for k in kinds)
+        self.positions = FUSED_MAX_POSITIONS if self.reads_prompts else FP32_FUSED_POSITIONS
 
     def caches(self):
         """The layers' k and v caches, re-read only when a layer's cache module is another

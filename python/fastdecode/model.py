@@ -9,7 +9,6 @@ Hugging Face checkpoints are converted to it on load (``checkpoint.py``).
 from __future__ import annotations
 
 import contextlib
-import enum
 import threading
 import warnings
 from typing import Optional, Tuple
@@ -18,15 +17,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _C, ops
+from . import ops
 from .config import ModelArgs, find_multiple  # noqa: F401 (re-exported)
-from .fusion import FUSED_MAX_POSITIONS, FusionWatched  # noqa: F401 (re-exported)
+from .fusion import FUSED_MAX_POSITIONS, FusionWatched
+from .op_args import LinearKind  # noqa: F401 (re-exported: fastdecode.model.LinearKind)
 
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
            "LinearKind"]
 
-# How ops.decode_layers receives each linear (csrc/cpu/linear_kind.h, the one definition).
-LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 
 # Longer inputs run in chunks of at most this many positions: the attention of a chunk
 # scores [chunk, L] per head, so memory stays linear in the context (a whole 40k-token
@@ -365,7 +363,7 @@ class Transformer(FusionWatched, nn.Module):
         fused = self.__dict__.get("_fused")
         if fused is not None and (x.dtype != torch.float32 or x.device.type != "cpu"):
             fused = None
-        if fused is not None and fused.positions < seqlen <= fused.prefill_limit:
+        if fused is not None and fused.reads_prompts and seqlen > fused.positions:
             # a prompt in fused calls of fused.positions: for quantized linears the integer
             # GEMV beats dequantise-then-GEMM at every prompt length (docs/benchmarks.md)
             return self._in_chunks(x, input_pos, last_only, fused.positions)

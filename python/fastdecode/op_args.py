@@ -4,9 +4,16 @@ name: a required tensor that is not one, an integer past int64, the sampler's kn
 scalars or as the per-row ``[rows, 5]`` table."""
 from __future__ import annotations
 
+import enum
+
 import torch
 
-__all__ = ["require_tensors", "require_int64", "knob_args", "KNOB_NAMES"]
+from . import _C
+
+__all__ = ["require_tensors", "require_int64", "knob_args", "KNOB_NAMES", "LinearKind"]
+
+# How ops.decode_layers receives each linear (csrc/cpu/linear_kind.h, the one definition).
+LinearKind = enum.IntEnum("LinearKind", dict(_C.linear_kinds))
 
 
 # the sampler's knobs, in the order of the kernel's per-row table

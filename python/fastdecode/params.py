@@ -128,6 +128,14 @@ class SamplingParams:
         copy._check_request()
         return copy
 
+    def for_choice(self, j: int) -> "SamplingParams":
+        """The params of choice ``j`` of a request decoded as separate requests (the serving
+        engine): seed + j (mod 2^64), so each choice is reproducible by itself and choice 0
+        is the request's own; unchanged without a seed."""
+        if self.seed is None or j == 0:
+            return self
+        return self.replace(seed=(self.seed + j) % (1 << 64))
+
     def check_rows(self, batch_size: Optional[int]) -> None:
         """Per-row knobs must have ``batch_size`` rows."""
         rows = self.rows

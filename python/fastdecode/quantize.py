@@ -25,7 +25,7 @@ from .fusion import FusionWatched, fuse, unfuse
 from .model import LinearKind
 from .gguf_file import BLOCK_BYTES
 
-__all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model",
+__all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "has_float_linears",
            "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
            "quantized_linear_from_gguf", "cast_float_tensors", "replace_module"]
 
@@ -147,6 +147,12 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
+def has_float_linears(model: nn.Module) -> bool:
+    """Whether ``model`` has float linears to quantize (a GGUF loaded in its blocks has
+    none)."""
+    return any(isinstance(m, nn.Linear) for m in model.modules())
+
+
 def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
                    head_int8: bool = True) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` by its weight-only quantized version, in
@@ -166,8 +172,8 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
         raise ValueError(f"groupsize must be one of {GROUPSIZES}"
                          f"{' (or None for int8 per channel)' if mode == 'int8' else ''}, "
                          f"got {groupsize}")
-    if not any(isinstance(m, nn.Linear) for m in model.modules()) and any(
-            isinstance(m, QUANTIZED_TYPES) for m in model.modules()):
+    if not has_float_linears(model) and any(isinstance(m, QUANTIZED_TYPES)
+                                            for m in model.modules()):
         raise ValueError("the model's linears are already quantized (a GGUF file loads in its "
                          "own blocks by default): load it with quantized=False to requantize "
                          "the float weights")

@@ -196,3 +196,14 @@ def test_quantized_llms_generate(default_model):
     assert out["finish_reason"] == "length" and out["text"]
     with pytest.raises(ValueError, match="quantize must be one of"):
         LLM("default", quantize="int3")
+
+
+def test_streamed_pieces_stop_where_the_text_stops(llm):
+    """A stop string that spans tokens: the pieces held back while they could begin it are
+    never streamed, so the stream adds up to the returned text exactly."""
+    full = llm.generate(PROMPT, max_tokens=16, temperature=0)["text"]
+    stop = full[len(full) // 2:len(full) // 2 + 3]
+    pieces = []
+    out = llm.generate(PROMPT, max_tokens=16, temperature=0, stop=stop, stream=pieces.append)
+    assert out["finish_reason"] == "stop" and out["text"] == full[:full.index(stop)]
+    assert "".join(pieces) == out["text"]

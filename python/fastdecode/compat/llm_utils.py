@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..detokenize import IncrementalDetokenizer, find_stop
+from ..detokenize import TextOutput
 from ..decode_core import compile_decode_step, decode
 from ..params import SamplingParams
 from ..memory import check_decode_memory
@@ -30,11 +30,9 @@ _GENERATE_KWARGS = {"top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty
 
 @dataclass
 class _Row:
-    """One completion while it is decoded: its ids, released text and how it ended."""
-    detok: IncrementalDetokenizer
-    ids: List[int]
+    """One completion while it is decoded: its ids and released text, how it ended."""
+    output: TextOutput
     finish_reason: Optional[str] = None
-    stop_at: Optional[int] = None   # index in the text where a stop string starts
 
 
 class LLM:
@@ -58,9 +56,11 @@ class LLM:
         if quantize not in _QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {list(_QUANTIZE_MODES)}, got {quantize!r}")
         check_flag("compile", compile)
+        # None: as stored; "gguf": insist on the blocks; "float" / "int8" / "int4": float
+        # weights (int8 / int4 then requantised below)
+        stored = None if quantize is None else quantize == "gguf"
         self.model, self.tokenizer = load(checkpoint, device=device, precision=precision,
-                                          quantized={"gguf": True, None: None}.get(
-                                              quantize, False))
+                                          quantized=stored)
         if quantize in ("int8", "int4"):
             quantize_model(self.model, quantize, groupsize=32)
         self._attach(compile)
@@ -155,12 +155,8 @@ class LLM:
         from ..engine.batch import complete_all
 
         for ids in prompts:
-            if len(ids) + params.max_tokens > self.model.config.block_size:
-                raise ValueError(f"max_tokens ({params.max_tokens}) + prompt length "
-                                 f"({len(ids)}) exceeds the model's context "
-                                 f"({self.model.config.block_size} tokens)")
-        choices = [params if params.seed is None else
-                   params.replace(seed=(params.seed + j) % (1 << 64)) for j in range(n)]
+            self._check_room(ids, params.max_tokens)
+        choices = [params.for_choice(j) for j in range(n)]
         done = complete_all(self.model, self.tokenizer, [ids for ids in prompts for _ in
                                                          range(n)],
                             [choices[j] for _ in prompts for j in range(n)],
@@ -218,20 +214,23 @@ class LLM:
             raise ValueError("input_context must not be empty (it encodes to no tokens)")
         return ids
 
+    def _check_room(self, ids: List[int], max_tokens: int) -> None:
+        block = self.model.config.block_size
+        if len(ids) + max_tokens > block:
+            raise ValueError(f"max_tokens ({max_tokens}) + prompt length ({len(ids)}) exceeds "
+                             f"the model's context ({block} tokens); max_tokens may be at most "
+                             f"{max(block - len(ids), 0)}")
+
     def _complete(self, ids: List[int], n: int, params: SamplingParams, logprobs: bool,
                   stream: Optional[Callable[[str], None]]) -> dict:
         """Decode ``n`` completions of ``ids`` in one batch (``params.max_tokens`` new
         tokens at most, ending at ``params.stop``); per row its text, ids, finish reason
         and log-probabilities, plus the raw figures."""
         max_tokens, stops = params.max_tokens, params.stop
-        block = self.model.config.block_size
-        if len(ids) + max_tokens > block:
-            raise ValueError(f"max_tokens ({max_tokens}) + prompt length ({len(ids)}) exceeds "
-                             f"the model's context ({block} tokens); max_tokens may be at most "
-                             f"{max(block - len(ids), 0)}")
+        self._check_room(ids, max_tokens)
         check_decode_memory(self.model, n, len(ids) + max_tokens)  # before n rows exist
         end_ids = set(self.tokenizer.stop_ids)
-        rows = [_Row(IncrementalDetokenizer(self.tokenizer), []) for _ in range(n)]
+        rows = [_Row(TextOutput(self.tokenizer, stops)) for _ in range(n)]
 
         def on_column(column: torch.Tensor) -> Optional[torch.Tensor]:
             ended = [False] * n
@@ -242,12 +241,10 @@ class LLM:
                 if token in end_ids:
                     row.finish_reason = "stop"
                     continue
-                row.ids.append(token)
-                new = row.detok.push(token)
-                if stream is not None and new:
-                    stream(new)
-                row.stop_at = find_stop(row.detok.text, stops, len(new))
-                if row.stop_at is not None:
+                piece = row.output.push(token)
+                if stream is not None and piece:
+                    stream(piece)
+                if row.output.stopped:
                     row.finish_reason = "stop"
                     ended[b] = True
             return torch.tensor(ended) if any(ended) else None
@@ -258,17 +255,17 @@ class LLM:
                         stop_ids=stop_ids if end_ids else None, stop_rows=on_column,
                         logprobs=logprobs)
         total_s = result.prefill_s + result.decode_s
-        produced = [len(r.ids) + (r.finish_reason == "stop" and r.stop_at is None)
+        produced = [len(r.output.ids) + (r.finish_reason == "stop" and not r.output.stopped)
                     for r in rows]
         out_rows, raw = [], []
         for b, row in enumerate(rows):
-            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
-            if row.stop_at is not None:
-                text = text[:row.stop_at]
-            entry = {"text": text, "token_ids": row.ids,
+            rest = row.output.finish()  # what was held back, now that the row has ended
+            if stream is not None and rest:
+                stream(rest)
+            entry = {"text": row.output.text, "token_ids": row.output.ids,
                      "finish_reason": row.finish_reason or "length"}
             if logprobs:
-                entry["logprobs"] = result.logprobs[b, :len(row.ids)].tolist()
+                entry["logprobs"] = result.logprobs[b, :len(row.output.ids)].tolist()
             out_rows.append(entry)
             raw.append({"prompt_tokens": len(ids), "completion_tokens": produced[b],
                         "prefill_seconds": result.prefill_s,

@@ -11,9 +11,9 @@ from ..params import SamplingParams
 from .engine import Engine
 from .request import ErrorEvent, FinishEvent, GenerationRequest, TokenEvent
 
-__all__ = ["Completion", "complete_all", "MAX_BATCH"]
+__all__ = ["Completion", "complete_all", "ROWS"]
 
-MAX_BATCH = 16  # rows decoded together
+ROWS = 16  # rows decoded together (at most: fewer prompts, fewer rows)
 
 
 @dataclass
@@ -56,7 +56,7 @@ def complete_all(model, tokenizer, prompts: Sequence[Sequence[int]],
             done.release()
         return sink
 
-    with Engine(model, tokenizer, max_batch=min(len(prompts), MAX_BATCH), ctx=ctx,
+    with Engine(model, tokenizer, max_batch=min(len(prompts), ROWS), ctx=ctx,
                 max_waiting=len(prompts)) as engine:
         for prompt, p, out in zip(prompts, params, results):
             engine.submit(GenerationRequest(tuple(prompt), p, tuple(end_ids),

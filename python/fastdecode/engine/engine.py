@@ -29,14 +29,13 @@ from typing import Deque, List, Optional
 import torch
 
 from ..decode_lock import decoding_here, take
-from ..params import generator_for
+from ..detokenize import TextOutput
 from ..sampling import sample
 from .request import (ErrorEvent, FinishEvent, GenerationRequest, QueueFull, RequestHandle,
                       Sink, TokenEvent)
 from .slots import SlotTable
-from .text_output import TextOutput
 
-__all__ = ["Engine", "EngineMetrics"]
+__all__ = ["Engine", "EngineMetrics", "check_engine_sizes", "MAX_BATCH"]
 
 log = logging.getLogger("fastdecode.engine")
 
@@ -61,7 +60,12 @@ class _Sequence:
     handle: RequestHandle
     prompt: List[int]
     output: TextOutput
-    generator: Optional[torch.Generator]
+    knobs: dict                  # the sampler's keywords, with this request's generator
+    # ids the repetition penalty reads ([1, prompt + max_tokens], None without a penalty):
+    # positions not generated yet hold the first prompt id, already among them (decode's
+    # fixed-shape buffer), so each step writes one id instead of building a tensor
+    history: Optional[torch.Tensor]
+    argmax: bool                 # greedy, no penalty: picked with the other such rows
     submitted: float
     row: int = -1
     fed: int = 0                 # tokens whose keys and values are in the row
@@ -73,6 +77,20 @@ class _Sequence:
     @property
     def request(self) -> GenerationRequest:
         return self.handle.request
+
+
+MAX_BATCH = 32  # rows of a step: the quantized linears keep their per-row GEMV up to 32
+
+
+def check_engine_sizes(max_batch: int, ctx: int, max_waiting: int,
+                       block_size: Optional[int] = None) -> None:
+    """``ValueError`` naming the size out of range; ``serve`` calls it before loading the
+    model (when ``block_size``, the model's context, is not known yet)."""
+    for name, value, lo, hi in (("max_batch", max_batch, 1, MAX_BATCH),
+                                ("ctx", ctx, 2, block_size or 1 << 40),
+                                ("max_waiting", max_waiting, 0, 1 << 20)):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
 
 
 class Engine:
@@ -87,11 +105,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, ctx: int = 2048,
                  max_waiting: int = 64, metrics: Optional[EngineMetrics] = None):
-        for name, value, lo, hi in (("max_batch", max_batch, 1, 32),
-                                    ("ctx", ctx, 2, model.config.block_size),
-                                    ("max_waiting", max_waiting, 0, 1 << 20)):
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+        check_engine_sizes(max_batch, ctx, max_waiting, model.config.block_size)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.ctx, self.max_waiting = max_batch, ctx, max_waiting
         self.metrics = metrics or EngineMetrics()
@@ -128,10 +142,14 @@ class Engine:
                              f"({request.params.max_tokens}) exceeds the context of "
                              f"{self.ctx} tokens")
         handle = RequestHandle(request, sink)
-        generator = (generator_for(request.params.seed, self.device)
-                     if request.params.seed is not None else request.params.generator)
-        seq = _Sequence(handle, prompt, TextOutput(self.tokenizer, request.params.stop),
-                        generator, time.perf_counter())
+        params = request.params
+        history = None
+        if params.penalised:
+            history = torch.full((1, need), prompt[0], dtype=torch.int64, device=self.device)
+            history[0, :len(prompt)] = torch.tensor(prompt, dtype=torch.int64)
+        seq = _Sequence(handle, prompt, TextOutput(self.tokenizer, params.stop),
+                        params.with_generator(self.device).knobs(), history,
+                        params.greedy and not params.penalised, time.perf_counter())
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the engine is stopped")
@@ -253,28 +271,21 @@ class Engine:
             self._accept(s, token, logits[i], first=False)
 
     # -- sampling -------------------------------------------------------------------------
-    def _previous(self, seq: _Sequence) -> Optional[torch.Tensor]:
-        if not seq.request.params.penalised:
-            return None
-        return torch.tensor([seq.prompt + seq.generated], dtype=torch.int64, device=self.device)
-
     def _draw(self, seq: _Sequence, logits: torch.Tensor) -> int:
         """One row's token, as a single decode draws it: its knobs, its generator."""
-        knobs = {**seq.request.params.knobs(), "generator": seq.generator}
-        return int(sample(logits[None], self._previous(seq), **knobs)[0])
+        return int(sample(logits[None], seq.history, **seq.knobs)[0])
 
     def _draw_rows(self, rows: List[_Sequence], logits: torch.Tensor) -> List[int]:
         """Greedy rows without a penalty: one argmax over them (each row's argmax is its
         own); every other row drawn alone with its own generator."""
-        greedy = [i for i, s in enumerate(rows)
-                  if s.request.params.greedy and not s.request.params.penalised]
+        picked = [i for i, s in enumerate(rows) if s.argmax]
         tokens = [0] * len(rows)
-        if greedy:
-            picked = sample(logits[greedy], None, temperature=0)[0].view(-1).tolist()
-            for i, t in zip(greedy, picked):
+        if picked:
+            argmax = sample(logits[picked], None, temperature=0)[0].view(-1).tolist()
+            for i, t in zip(picked, argmax):
                 tokens[i] = t
         for i, s in enumerate(rows):
-            if i not in greedy:
+            if not s.argmax:
                 tokens[i] = self._draw(s, logits[i])
         return tokens
 
@@ -290,6 +301,8 @@ class Engine:
         req = seq.request
         seq.generated.append(token)
         seq.last_token = token
+        if seq.history is not None:
+            seq.history[0, len(seq.prompt) + len(seq.generated) - 1] = token
         ended_by_id = token in req.end_ids and not req.ignore_eos
         event = TokenEvent(token, "" if ended_by_id else seq.output.push(token))
         if req.top_logprobs is not None:

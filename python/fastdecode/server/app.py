@@ -137,10 +137,10 @@ def _submit(engine, job: Job, queue: asyncio.Queue, loop) -> list:
             h.cancel()
         raise APIError(429, f"the server is busy ({e}); retry shortly", code="queue_full",
                        headers={"Retry-After": "1"})
-    except ValueError as e:
+    except ValueError as e:  # the engine's own checks (the body's were made by parse)
         for h in handles:
             h.cancel()
-        raise APIError(400, str(e), param="max_tokens", code="context_length_exceeded")
+        raise APIError(400, str(e), code="invalid_value")
     return handles
 
 

@@ -7,8 +7,9 @@ lists) or messages (system / user / assistant turns, text content), max_tokens o
 max_completion_tokens, temperature, top_p, n, stop, seed, logprobs (completions: the number
 of alternatives; chat: a flag with top_logprobs), stream, stream_options.include_usage,
 user; extras top_k, min_p, repetition_penalty, ignore_eos. Other fields are ignored.
-With a ``seed`` and ``n > 1``, choice j samples from ``seed + j`` (mod 2^64): each choice
-is reproducible by itself, and choice 0 is what the same request with ``n = 1`` gives.
+With a ``seed`` and ``n > 1``, choice j samples from ``seed + j`` (mod 2^64,
+``SamplingParams.for_choice``): each choice is reproducible by itself, and choice 0 is what
+the same request with ``n = 1`` gives.
 """
 from __future__ import annotations
 
@@ -191,13 +192,10 @@ def _job(body: dict, chat: bool, prompts: List[List[int]], end_ids, ctx: int) ->
         raise APIError(400, f"the prompt ({longest} tokens) plus {field} ({max_tokens}) "
                             f"exceeds the context of {ctx} tokens", param=param,
                        code="context_length_exceeded")
-    requests = []
-    for ids in prompts:
-        for j in range(n):
-            params = _sampling(body, max_tokens,
-                               None if seed is None else (seed + j) % _U64)
-            requests.append(GenerationRequest(tuple(ids), params, tuple(end_ids),
-                                              top_logprobs, ignore_eos))
+    params = _sampling(body, max_tokens, seed)  # built and checked once
+    choices = [params.for_choice(j) for j in range(n)]
+    requests = [GenerationRequest(tuple(ids), choice, tuple(end_ids), top_logprobs,
+                                  ignore_eos) for ids in prompts for choice in choices]
     return Job(chat, prompts, n, requests, stream, include_usage, top_logprobs is not None)
 
 

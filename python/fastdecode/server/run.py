@@ -23,9 +23,11 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
 
     from ..compat.llm_utils import LLM
     from ..engine import Engine
+    from ..engine.engine import check_engine_sizes
     from .app import ServerState, build_app
     from .metrics import PrometheusMetrics
 
+    check_engine_sizes(max_batch, ctx, max_waiting)  # before anything loads or binds
     metrics = PrometheusMetrics()
     state = ServerState(model_name or checkpoint, api_key, metrics)
     server: Optional[uvicorn.Server] = None
