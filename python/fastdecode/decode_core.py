@@ -182,12 +182,11 @@ class PositionSteps:
     ``prefill(model, prompt, input_pos)``: prompt ``[B, T]`` (text) or ``[B, rows, T]``,
     input_pos ``[T]`` -> the first new position's tokens ``[B, 1]`` / ``[B, rows, 1]``.
     ``step(model, cur, input_pos, previous_tokens, **knobs)``: one position after ``cur``
-    -> its tokens (or a tuple led by them: token, probs, logprob). ``rows``: token rows a
-    position holds (1 for text, num_codebooks + 1 for codebook models).
+    -> its tokens (or a tuple led by them: token, probs, logprob). How many token rows a
+    position holds is read from the tokens' shape (``[B, 1]`` text, ``[B, rows, 1]``).
     """
     prefill: Callable
     step: Callable
-    rows: int = 1
 
 
 def iter_positions(model, steps: PositionSteps, prompt: torch.Tensor, max_new_tokens: int, *,

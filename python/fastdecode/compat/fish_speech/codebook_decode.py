@@ -295,8 +295,7 @@ def generate_codes(*, model: CodebookModel, prompt: torch.Tensor, max_new_tokens
             m, x, pos, **_step_kwargs(first_step, semantic_ids, sampling_kwargs)
         ).view(1, rows, 1),
         step=_single_row_step(model, decode_one_token, new_codes[..., 1:], semantic_ids,
-                              sampling_kwargs),
-        rows=rows)
+                              sampling_kwargs))
     with decode_session(model, 1, T + new, prompt.device):  # the core's cache set-up
         n = sum(1 for _ in iter_positions(
             model, steps, prompt.view(1, rows, T), new, out=new_codes, stop_first=False,
@@ -374,8 +373,7 @@ def generate_agent(*, model, prompt: torch.Tensor, max_new_tokens: int, semantic
     steps = PositionSteps(
         prefill=lambda m, x, pos: first_step(m, x, pos, semantic_ids, **sampling_kwargs
                                              ).view(num_samples, rows, 1),
-        step=_agent_step(decode_one_token, history[..., 1:], semantic_ids, sampling_kwargs),
-        rows=rows)
+        step=_agent_step(decode_one_token, history[..., 1:], semantic_ids, sampling_kwargs))
     # the core's cache set-up; the model stays this generator's until it ends or is closed
     with decode_session(model, num_samples, T + new, prompt.device):
         for column in iter_positions(model, steps, batch, new, out=history,
