@@ -44,6 +44,14 @@ TORCH_LIBRARY(fastdecode, m) {
   // [N, K], scales [N, K / 32]); Q4_0 / Q4_1: (packed [N, K / 2] and scales_and_zeros
   // [N, K / 32, 2] in the int4 layout, groupsize 32). Bit for bit the blocks' values.
   m.def("repack_gguf(Tensor blocks, int ggml_type) -> (Tensor, Tensor)");
+  // ids int64 [...] -> fp32 [..., K]: rows ids of the int8 table q [N, K] * scales ([N] or
+  // [N, K / G]), dequantised on lookup (a quantized model's embedding); ids in [0, N).
+  m.def("int8_embedding(Tensor ids, Tensor q, Tensor scales) -> Tensor");
+  // ids int64 [...] -> fp32 [..., dim]: rows ids of the int4 table (the int4_linear layout),
+  // the first dim of its K_pad columns (K_pad - groupsize < dim <= K_pad); ids in [0, N).
+  m.def(
+      "int4_embedding(Tensor ids, Tensor packed, Tensor scales_and_zeros, int groupsize, "
+      "int dim) -> Tensor");
   // x [..., K] @ (q * scales)^T (+ bias) -> [..., N]; scales [N] (per channel) or [N, K / G].
   m.def("int8_linear(Tensor x, Tensor q, Tensor scales, Tensor? bias=None) -> Tensor");
   // x [..., K] @ dequant(packed, scales_and_zeros)^T (+ bias) -> [..., N]; K <= K_pad.

@@ -56,5 +56,8 @@ int int4_at(const uint8_t* packed, int64_t N, int64_t K, int64_t n, int64_t k);
 // with N = n1 - n0.
 void dequantize_int4(const uint8_t* packed, const float* sz, int64_t N, int64_t K, int64_t G,
                      float* w);
+// Row n of the same: w [K] (an embedding lookup reads single rows of a tied int4 head).
+void dequantize_int4_row(const uint8_t* packed, const float* sz, int64_t N, int64_t K, int64_t G,
+                         int64_t n, float* w);
 
 }  // namespace fastdecode::kernels

@@ -144,32 +144,49 @@ def _load_gguf(path: Path):
 
 def _load_gguf_quantized(path: Path):
     """The model with its linears kept in the file's Q4_0 / Q4_1 / Q8_0 blocks (int4 / int8
-    modules, no float round trip); norms and the embedding are dequantised."""
+    modules, no float round trip), the embedding too (``QuantizedEmbedding``, dequantising
+    the rows it looks up); norms are dequantised."""
     from .model import Linear
-    from .quantize import quantized_linear_from_gguf, replace_module
+    from .quantize import QUANTIZED_TYPES, quantized_linear_from_gguf, replace_module
+    from .memory import return_freed_heap
+    from .quantized_embedding import QuantizedEmbedding
 
     reader = read_gguf(path)
     tensors = {t.name: t for t in reader.tensors}
     args = _args_from_gguf(reader.fields, set(tensors))
+    # the tokenizer before the weights, then the vocabulary lists dropped: its build's
+    # transient memory is gone before the weights arrive (the load's peak RSS, docs/formats.md)
+    tokenizer = Tokenizer.from_gguf_fields(reader.fields)
+    reader.fields = {}
     sources = _gguf_sources(tensors, args)
     with empty_weights():
         model = Transformer(args)
 
     def linear(parts, in_features):
         mod = quantized_linear_from_gguf(parts, in_features)
-        if mod is not None:
-            return mod
-        w = torch.cat([dequantize(t) for t in parts])  # a type we cannot keep quantized
-        lin = Linear(in_features, w.shape[0], bias=False, device="cpu")
-        lin.weight.data = w
-        return lin
+        if mod is None:  # a type we cannot keep quantized
+            w = torch.cat([dequantize(t) for t in parts])
+            mod = Linear(in_features, w.shape[0], bias=False, device="meta")
+            mod.weight = torch.nn.Parameter(w)
+        for p in parts:  # copied: the file's pages leave this process's memory
+            reader.release(p)
+        return_freed_heap()  # and so do the repack's transients
+        return mod
 
-    # a tied head reads the embedding's blocks: quantized as the file stores them
-    head = sources.get("output.weight", sources["tok_embeddings.weight"])
-    replace_module(model, "output", linear(head, model.output.in_features))
+    # a tied head reads the embedding's blocks: quantized as the file stores them, and the
+    # embedding looks its rows up in the same tensors
+    dim = model.output.in_features
+    head = linear(sources.get("output.weight", sources["tok_embeddings.weight"]), dim)
+    replace_module(model, "output", head)
+    table = head if "output.weight" not in sources else quantized_linear_from_gguf(
+        sources["tok_embeddings.weight"], dim)
+    if isinstance(table, QUANTIZED_TYPES):
+        model.tok_embeddings = QuantizedEmbedding(table)
+        reader.release(sources["tok_embeddings.weight"][0])
     sd = {}
     for ours, parts in sources.items():
-        if ours == "output.weight":
+        if ours == "output.weight" or (ours == "tok_embeddings.weight" and
+                                       isinstance(model.tok_embeddings, QuantizedEmbedding)):
             continue
         target = ours.removesuffix(".weight")
         module = model.get_submodule(target)
@@ -177,8 +194,9 @@ def _load_gguf_quantized(path: Path):
             replace_module(model, target, linear(parts, module.in_features))
         else:
             sd[ours] = dequantize(parts[0])
+            reader.release(parts[0])
     _load_remaining(model, sd)
-    return model, Tokenizer.from_gguf_fields(reader.fields)
+    return model, tokenizer
 
 
 def _load_remaining(model: Transformer, sd: Dict[str, torch.Tensor]) -> None:
@@ -195,7 +213,7 @@ def _load_quantized_dir(path: Path):
     """A directory written by ``python -m fastdecode quantize`` (``save_quantized``)."""
     from safetensors.torch import load_file
 
-    from .quantize import FORMAT_VERSION, build_quantized_linears
+    from .quantize import FORMAT_VERSION, build_quantized_embedding, build_quantized_linears
 
     meta = read_json_file(path / "fastdecode.json")
     if meta.get("format") != "fastdecode-quantized":
@@ -210,6 +228,7 @@ def _load_quantized_dir(path: Path):
     with empty_weights():
         model = Transformer(args)
     build_quantized_linears(model, meta["linears"])
+    build_quantized_embedding(model, meta.get("embedding"), state)
     model.load_state_dict(state, strict=True, assign=True)
     return model, Tokenizer.from_file(str(path / "tokenizer.json"))
 

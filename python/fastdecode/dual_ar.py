@@ -218,7 +218,7 @@ class CodebookModel(nn.Module):
         a multiple of 8, as fish-speech does). The caches take the model's activation dtype:
         ``dtype`` may name it, any other dtype is refused (fish-speech's default, bfloat16,
         is not the CPU models' float32)."""
-        act = self.slow.tok_embeddings.weight.dtype
+        act = self.slow.tok_embeddings.activation_dtype
         if dtype is not None and dtype != act:
             raise ValueError(f"setup_caches: dtype {dtype} differs from the model's activation "
                              f"dtype {act}; convert the model with .to({dtype}) instead")

@@ -110,9 +110,9 @@ def plan(model) -> Union[FusedStep, str]:
     """The fused step of ``model`` (a ``Transformer``), or why it cannot have one."""
     from .model import Attention, FeedForward, RMSNorm, TransformerBlock
 
-    weight = model.tok_embeddings.weight
-    if weight.dtype != torch.float32 or weight.device.type != "cpu":
-        return f"activations are {weight.dtype} on {weight.device} (fused: float32 on the CPU)"
+    dtype, device = model.tok_embeddings.activation_dtype, model.tok_embeddings.device
+    if dtype != torch.float32 or device.type != "cpu":
+        return f"activations are {dtype} on {device} (fused: float32 on the CPU)"
     norms, weights, kinds, groupsizes, attentions, shared = [], [], [], [], [], None
     for i, block in enumerate(model.layers):
         mods = block._modules

@@ -59,6 +59,18 @@ class GGUFFile:
     version: int
     fields: Dict[str, Any]    # metadata: str, int, float, bool or lists of them
     tensors: List[GGUFTensor]
+    buffer: Any = None        # the read-only map the tensors view
+
+    def release(self, tensor: GGUFTensor) -> None:
+        """Drop the map's pages under ``tensor`` from this process's memory (they stay in
+        the page cache; reading the tensor again maps them again). A loader that copies the
+        tensors one at a time and releases each then holds one tensor of the file in its
+        resident memory, not the whole file (mapped pages count in its RSS)."""
+        if not isinstance(self.buffer, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = tensor.data_offset // mmap.PAGESIZE * mmap.PAGESIZE
+        self.buffer.madvise(mmap.MADV_DONTNEED, start,
+                            tensor.data_offset + tensor.n_bytes - start)
 
 
 class _Cursor:
@@ -213,7 +225,7 @@ def read_gguf(path) -> GGUFFile:
             data = np.frombuffer(buf, dtype=np.uint8, count=n_bytes, offset=start)
             np_dims = (*np_dims[:-1], np_dims[-1] // block * type_size)
         tensors.append(GGUFTensor(name, ttype, dims, n, n_bytes, start, data.reshape(np_dims)))
-    return GGUFFile(path, version, fields, tensors)
+    return GGUFFile(path, version, fields, tensors, buf)
 
 
 def dequantize(t: GGUFTensor):

@@ -55,7 +55,7 @@ def available_bytes(device: torch.device) -> Optional[int]:
 
 def kv_bytes_per_position(model) -> int:
     """Bytes of keys and values that one position of one row takes in every layer."""
-    elt = model.tok_embeddings.weight.element_size()
+    elt = model.tok_embeddings.activation_dtype.itemsize
     return sum(2 * layer.attention.n_local_heads * layer.attention.head_dim * elt
                for layer in model.layers)
 
@@ -75,7 +75,7 @@ def decode_bytes(model, batch: int, positions: int) -> int:
 def check_decode_memory(model, batch: int, positions: int) -> None:
     """ValueError, with the figures, when ``decode_bytes`` exceeds what the model's device
     has available."""
-    device = model.tok_embeddings.weight.device
+    device = model.tok_embeddings.device
     budget = available_bytes(device)
     if budget is None:
         return
@@ -88,3 +88,31 @@ def check_decode_memory(model, batch: int, positions: int) -> None:
             f"row); {budget / 2**30:.2f} GiB is available on {device}: at most "
             f"{max(budget // one, 0)} row(s) of this length fit (lower n / batch size or "
             f"max_tokens)")
+
+
+def return_freed_heap() -> None:
+    """Give the C heap's free pages back to the operating system (glibc's ``malloc_trim``;
+    nothing elsewhere). A loader that builds weights tensor by tensor frees a transient per
+    tensor (a repack's row-major copy); glibc keeps such pages in the process, so without
+    this the load's resident memory grows by ~10-40 MB of freed heap, differently each run."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim():
+    global _TRIM
+    if _TRIM is False:
+        import ctypes
+        import ctypes.util
+
+        _TRIM = None
+        name = ctypes.util.find_library("c")
+        try:
+            _TRIM = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+        except OSError:
+            _TRIM = None
+    return _TRIM
+
+
+_TRIM = False  # not looked up yet

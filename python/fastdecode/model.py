@@ -54,11 +54,20 @@ def _init_weights() -> bool:
 
 
 class Embedding(nn.Embedding):
-    """``nn.Embedding`` that can skip its random init (``empty_weights``)."""
+    """``nn.Embedding`` that can skip its random init (``empty_weights``). Its table's dtype is
+    the model's activation dtype (a quantized table: ``QuantizedEmbedding``)."""
 
     def reset_parameters(self) -> None:
         if _init_weights():
             super().reset_parameters()
+
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
 
 
 class Linear(FusionWatched, nn.Linear):
@@ -289,9 +298,8 @@ class Transformer(FusionWatched, nn.Module):
         from .memory import check_decode_memory
 
         check_decode_memory(self, max_batch_size, max_seq_length)  # before any allocation
-        # the embedding table is never quantized: its dtype is the activation dtype
-        weight = self.tok_embeddings.weight
-        dtype, device = weight.dtype, weight.device
+        # the caches take the activations' dtype: the embedding's output
+        dtype, device = self.tok_embeddings.activation_dtype, self.tok_embeddings.device
         for layer in self.layers:  # the old caches go first: old and new never coexist
             layer.attention.kv_cache = None
         self.max_seq_length = max_seq_length

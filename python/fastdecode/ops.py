@@ -15,8 +15,7 @@ from .op_args import knob_args, require_int64, require_tensors
 __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
            "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
-           "repack_gguf",
-           "repack_gguf", "int8_linear", "int4_linear", "rms_norm", "decode_attention",
+           "repack_gguf", "int8_linear", "int8_embedding", "int4_embedding", "int4_linear", "rms_norm", "decode_attention",
            "decode_layers",
            "speculative_accept", "shard", "shard_int4"]
 
@@ -212,6 +211,32 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
 @torch.library.register_fake("fastdecode::int8_linear")
 def _int8_linear_fake(x, q, scales, bias=None):
     return x.new_empty((*x.shape[:-1], q.shape[0]))
+
+
+def int8_embedding(ids: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """ids int64 ``[...]`` -> fp32 ``[..., K]``: rows of the int8 table ``q [N, K]`` times
+    ``scales`` (``[N]`` or ``[N, K / G]``), dequantised on lookup; ids in [0, N)."""
+    require_tensors("int8_embedding", ids=ids, q=q, scales=scales)
+    return _ops.int8_embedding(ids, q, scales)
+
+
+@torch.library.register_fake("fastdecode::int8_embedding")
+def _int8_embedding_fake(ids, q, scales):
+    return ids.new_empty((*ids.shape, q.shape[1]), dtype=torch.float32)
+
+
+def int4_embedding(ids: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
+                   groupsize: int, dim: int) -> torch.Tensor:
+    """ids int64 ``[...]`` -> fp32 ``[..., dim]``: rows of the int4 table (``int4_linear``'s
+    layout), its first ``dim`` columns, dequantised on lookup; ids in [0, N)."""
+    require_tensors("int4_embedding", ids=ids, packed=packed, scales_and_zeros=scales_and_zeros)
+    require_int64("int4_embedding", groupsize=groupsize, dim=dim)
+    return _ops.int4_embedding(ids, packed, scales_and_zeros, groupsize, dim)
+
+
+@torch.library.register_fake("fastdecode::int4_embedding")
+def _int4_embedding_fake(ids, packed, scales_and_zeros, groupsize, dim):
+    return ids.new_empty((*ids.shape, dim), dtype=torch.float32)
 
 
 def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,

@@ -13,6 +13,7 @@ A quantized checkpoint is a directory: ``model.safetensors`` (no pickle), ``fast
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -204,6 +205,37 @@ def linear_specs(model: nn.Module) -> Dict[str, dict]:
     return specs
 
 
+def embedding_spec(model: nn.Module) -> Optional[dict]:
+    """``{"kind", "groupsize"}`` of a quantized embedding table (``QuantizedEmbedding``), or
+    None for a float one. Its tensors are saved as ``tok_embeddings.*``; a tied head's are
+    the same tensors (stored once)."""
+    from .quantized_embedding import QuantizedEmbedding
+
+    emb = model.tok_embeddings
+    if not isinstance(emb, QuantizedEmbedding):
+        return None
+    return {"kind": emb.kind, "groupsize": emb.groupsize}
+
+
+def build_quantized_embedding(model: nn.Module, spec: Optional[dict],
+                              state: Dict[str, torch.Tensor]) -> None:
+    """Swap in an empty ``QuantizedEmbedding`` described by ``spec`` (``embedding_spec``)
+    and, for a tied head, give ``state`` the head's entries (the same tensors as the
+    embedding's, which ``save_quantized`` stored once)."""
+    from .quantized_embedding import QuantizedEmbedding
+
+    if spec is None:
+        return
+    c = model.config
+    cls = WeightOnlyInt8Linear if spec["kind"] == "int8" else WeightOnlyInt4Linear
+    kwargs = {"groupsize": spec["groupsize"]} if spec["groupsize"] is not None else {}
+    model.tok_embeddings = QuantizedEmbedding(cls(c.dim, c.vocab_size, **kwargs))
+    if c.tie_embeddings:
+        for name in model.tok_embeddings._buffers:
+            if f"tok_embeddings.{name}" in state:
+                state.setdefault(f"output.{name}", state[f"tok_embeddings.{name}"])
+
+
 def build_quantized_linears(model: nn.Module, specs: Dict[str, dict]) -> None:
     """Swap in empty quantized modules named by ``specs`` (before loading a state dict)."""
     for name, s in specs.items():
@@ -215,7 +247,12 @@ def build_quantized_linears(model: nn.Module, specs: Dict[str, dict]) -> None:
 def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Cast floating parameters and buffers to ``dtype``, except the fp32 scales of the
     quantized linears (the kernels read them as fp32)."""
+    from .quantized_embedding import QuantizedEmbedding
+
     for mod in model.modules():
+        if isinstance(mod, QuantizedEmbedding):  # int tables, fp32 scales: the output casts
+            mod.activation_dtype = dtype
+            continue
         if isinstance(mod, QUANTIZED_TYPES):
             if mod.bias is not None:
                 mod.bias.data = mod.bias.data.to(dtype)
@@ -245,7 +282,8 @@ def save_quantized(model, tokenizer, directory) -> Path:
         state[k] = v.detach().contiguous().cpu()
     save_file(state, str(directory / "model.safetensors"))
     meta = {"format": "fastdecode-quantized", "version": FORMAT_VERSION,
-            "model_args": model.config.to_dict(), "linears": linear_specs(model)}
+            "model_args": model.config.to_dict(), "linears": linear_specs(model),
+            "embedding": embedding_spec(model)}
     (directory / "fastdecode.json").write_text(json.dumps(meta, indent=1))
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
@@ -266,19 +304,24 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
     kind = kinds.pop()
     rows = [int(p.shape[1]) if len(p.shape) > 1 else 1 for p in parts]
     row_bytes = in_features // 32 * BLOCK_BYTES[kind]
-    # one writable copy of the (read-only, memory-mapped) blocks, parts stacked along N
-    blocks = torch.from_numpy(np.concatenate([np.asarray(p.data).reshape(r, row_bytes)
-                                              for p, r in zip(parts, rows)]))
+    # the parts stacked along N: one tensor is read where the file maps it (no copy; the op
+    # only reads it), several (q, k, v) are copied together
+    arrays = [np.asarray(p.data).reshape(r, row_bytes) for p, r in zip(parts, rows)]
+    with warnings.catch_warnings():  # torch warns that the map is read-only: nothing writes
+        warnings.simplefilter("ignore", UserWarning)
+        blocks = torch.from_numpy(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
     first, second = ops.repack_gguf(blocks, int(parts[0].tensor_type))  # in C++, exactly
     n = blocks.shape[0]
-    if kind == "Q8_0":
-        mod = WeightOnlyInt8Linear(in_features, n, groupsize=32)
-        mod.weight.copy_(first)
-        mod.scales.copy_(second)
-        return mod
-    mod = WeightOnlyInt4Linear(in_features, n, groupsize=32)
-    mod.weight.copy_(first)
-    mod.scales_and_zeros.copy_(second)
+    del blocks  # the load's peak memory is one tensor's transients: free them as they go
+    # the module's buffers are the repacked tensors themselves (built on meta: no copy)
+    with torch.device("meta"):
+        if kind == "Q8_0":
+            mod = WeightOnlyInt8Linear(in_features, n, groupsize=32)
+        else:
+            mod = WeightOnlyInt4Linear(in_features, n, groupsize=32)
+    names = ("weight", "scales") if kind == "Q8_0" else ("weight", "scales_and_zeros")
+    for name, value in zip(names, (first, second)):
+        mod._buffers[name] = value
     return mod
 
 

@@ -116,8 +116,8 @@ TEST_CASE("tile_words and untile_words are inverse; int4_at reads the tiled layo
   }
 }
 
-TEST_CASE("dequantize_int4 on a tile-aligned row range equals the rows of the whole matrix "
-          "and the formula; dequantize_int8_rows", "[int4][dequant]") {
+TEST_CASE("dequantize_int4 on a tile-aligned row range and dequantize_int4_row equal the rows "
+          "of the whole matrix and the formula; dequantize_int8_rows", "[int4][dequant]") {
   const int64_t N = 40, K = 128, G = 64, C = K / 8;
   const auto w = normal(N * K, 11);
   std::vector<uint8_t> rows(N * K / 2);
@@ -146,6 +146,12 @@ TEST_CASE("dequantize_int4 on a tile-aligned row range equals the rows of the wh
   // rows [16, 40): the last tile holds 8 rows
   dequantize_int4(packed + 16 * K / 2, sz + 16 * (K / G) * 2, 24, K, G, part.data());
   CHECK(std::equal(part.begin(), part.end(), whole.begin() + 16 * K));
+  // single rows (an embedding lookup), in a full tile and in the last, partial one
+  for (int64_t n : {3, 37}) {
+    std::vector<float> one(K);
+    dequantize_int4_row(packed, sz, N, K, G, n, one.data());
+    CHECK(std::equal(one.begin(), one.end(), whole.begin() + n * K));
+  }
 
   std::vector<int8_t> q(N * K);
   std::vector<float> scales(N * (K / 32));

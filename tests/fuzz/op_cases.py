@@ -89,6 +89,20 @@ def _int4_linear(g, d):
         lambda a: OPS.int4_linear(*a)
 
 
+def _ids(g, d):
+    return torch.randint(0, d["N"], (d["B"], d["T"]), generator=g)
+
+
+def _int8_embedding(g, d):
+    q, s = OPS.quantize_int8_per_channel(_rand(g, (d["N"], d["K"])))
+    return [_ids(g, d), q, s], lambda a: OPS.int8_embedding(*a)
+
+
+def _int4_embedding(g, d):
+    packed, sz = OPS.quantize_int4_grouped(_rand(g, (d["N"], d["K"])), d["G"])
+    return [_ids(g, d), packed, sz, d["G"], d["K"]], lambda a: OPS.int4_embedding(*a)
+
+
 def _rms_norm(g, d):
     return [_rand(g, (d["M"], d["E"])), _rand(g, (d["E"],)), 1e-5], lambda a: OPS.rms_norm(*a)
 
@@ -165,6 +179,7 @@ BUILDERS: Dict[str, Callable] = {
     "multinomial_sample_one_no_sync": _multinomial, "linear": _linear,
     "quantize_int8_per_channel": _quantize_int8, "quantize_int4_grouped": _quantize_int4,
     "int8_linear": _int8_linear, "int4_linear": _int4_linear, "rms_norm": _rms_norm,
+    "int8_embedding": _int8_embedding, "int4_embedding": _int4_embedding,
     "decode_attention": _decode_attention,
     "decode_layers": _decode_layers, "speculative_accept": _speculative_accept,
     "argmax_token": _argmax_token, "shard": _shard, "shard_int4": _shard_int4,
@@ -303,6 +318,13 @@ def _properties(op: str, args, out) -> str:
         want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
         if not torch.allclose(outs[0], want, rtol=1e-4, atol=1e-5):
             return "rms_norm differs from the formula"
+    elif op in ("int8_embedding", "int4_embedding"):
+        # row i of the table is what the linear gives for the i-th unit vector
+        ids, k = args[0], outs[0].shape[-1]
+        table = (OPS.int8_linear(torch.eye(k), *args[1:3]) if op == "int8_embedding" else
+                 OPS.int4_linear(torch.eye(k), *args[1:4])).t()
+        if not torch.allclose(outs[0], table[ids], rtol=1e-5, atol=1e-6):
+            return "embedding rows differ from the table the linear multiplies by"
     elif op == "argmax_token":
         if not torch.equal(outs[0].long(), torch.argmax(args[0], -1, keepdim=True)):
             return "argmax_token differs from torch.argmax"

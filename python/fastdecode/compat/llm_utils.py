@@ -77,7 +77,7 @@ class LLM:
     def _attach(self, compile: bool) -> None:
         if compile:
             compile_decode_step(self.model)
-        self.device = self.model.tok_embeddings.weight.device
+        self.device = self.model.tok_embeddings.device
 
     @property
     def compiled(self) -> bool:

@@ -109,7 +109,7 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.ctx, self.max_waiting = max_batch, ctx, max_waiting
         self.metrics = metrics or EngineMetrics()
-        self.device = model.tok_embeddings.weight.device
+        self.device = model.tok_embeddings.device
         # the model is the engine's until stop(): another thread's decode waits, one from
         # the engine's thread (a sink calling generate) raises ReentrantDecodeError
         self._release_model = take(model)

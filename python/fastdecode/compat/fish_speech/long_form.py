@@ -223,7 +223,7 @@ def _check_device(device, model: Transformer) -> None:
         want = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device must name a torch device, got {device!r}") from e
-    have = model.tok_embeddings.weight.device
+    have = model.tok_embeddings.device
     if want.type != have.type or (want.index is not None and want.index != (have.index or 0)):
         raise ValueError(f"device {str(want)!r} is not the model's device ({str(have)!r}): "
                          "the model generates where its weights are")
