@@ -290,9 +290,16 @@ def test_a_full_queue_is_a_429_and_sigterm_exits_cleanly():
         def call():
             results.append(s.request("POST", "/v1/completions",
                                      {"model": "default", "prompt": "Tell me a story",
-                                      "max_tokens": 120, "ignore_eos": True}))
+                                      "max_tokens": 300, "ignore_eos": True}))
+        # the first one running (its slot taken), then four at once: one waits, three are
+        # turned away (all five at once could find the first still waiting: five 429s but one)
         threads = [threading.Thread(target=call) for _ in range(5)]
-        for t in threads:
+        threads[0].start()
+        deadline = time.time() + 60
+        while s.metric("fastdecode_requests_running") != 1:
+            assert time.time() < deadline, "the first request never started"
+            time.sleep(0.02)
+        for t in threads[1:]:
             t.start()
         for t in threads:
             t.join(timeout=120)
