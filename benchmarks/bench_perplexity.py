@@ -1,7 +1,7 @@
 """Perplexity of the default model on tests/data/pride_and_prejudice_ch1.txt in fp32 and
 each quantized form, on both paths of the quantized linears: one forward pass over the text
 (more than 16 rows: dequantise-then-GEMM) and passes of 16 positions through the KV cache
-(the GEMV kernels that decoding runs, activations rounded to 15 bits).
+(the GEMV kernels that decoding runs, activations rounded to 8 bits per 32 values).
 
 With ``--llama-bin``, the same text is also scored as ``llama-perplexity`` scores it
 (windows of ``--ctx`` tokens, the second half of each scored;

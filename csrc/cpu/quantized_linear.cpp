@@ -65,8 +65,8 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 // ~150 of these calls, each allocation costs about half a microsecond).
 struct GemvActivations {
   at::Tensor rows;       // a converted or padded copy of x, when one was needed
-  // q int16 [M, K_q] | scale fp32 [M, K_q / 32] | int4: xsum fp32 [M, K_x / G], hi and lo
-  // int8 [M, K_q] each
+  // q int16 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums fp32 [M, K_x / G, 2]
+  // (of x and of the rounded x), q8 int8 [M, K_q]
   at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
@@ -89,28 +89,27 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   }
   const int64_t q_bytes = aligned64(M * K_q * 2);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
-  const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 4) : 0;
-  // int4 on VNNI CPUs: q as high and low bytes (the portable kernel reads q itself)
-  const bool split = G > 0 && kernels::qgemv_vnni_available();
-  const int64_t split_bytes = split ? 2 * M * K_q : 0;
-  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + split_bytes},
+  const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 2 * 4) : 0;
+  // int4 on AVX2 / VNNI CPUs: q as bytes (the portable kernel reads q itself)
+  const bool narrow = G > 0 && kernels::qgemv_avx2_available();
+  const int64_t narrow_bytes = narrow ? M * K_q : 0;
+  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + narrow_bytes},
                           x.options().dtype(at::kByte));
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
   auto* q = reinterpret_cast<int16_t*>(base);
   auto* scale = reinterpret_cast<float*>(base + q_bytes);
   a.finite = kernels::quantize_activations(xp, M, K_x, K_q, q, scale);
   if (!a.finite) return a;
+  a.view = {q, scale, M, K_q};
   if (G > 0) {
     auto* xsum = reinterpret_cast<float*>(base + q_bytes + scale_bytes);
-    kernels::group_sums(xp, M, K_x, G, xsum);
+    kernels::group_sums(xp, a.view, K_x, G, xsum);
     a.xsum = xsum;
   }
-  a.view = {q, scale, M, K_q};
-  if (split) {
-    auto* hi = reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes);
-    kernels::split_activations(a.view, hi, hi + M * K_q);
-    a.view.hi = hi;
-    a.view.lo = hi + M * K_q;
+  if (narrow) {
+    auto* q8 = reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes);
+    kernels::narrow_activations(a.view, q8);
+    a.view.q8 = q8;
   }
   return a;
 }

@@ -35,7 +35,7 @@ bool quantize_activations_body(const float* x, int64_t M, int64_t K, int64_t K_p
       scale[m * blocks + b] = amax / kActMax;
       const float inv = amax > 0.0f ? kActMax / amax : 0.0f;
       for (int64_t k = k0; k < k1; ++k) {
-        // |x * inv| <= 16383 up to one rounding, which nearbyint brings back to 16383
+        // |x * inv| <= 127 up to one rounding, which nearbyint brings back to 127
         qb[k - k0] = static_cast<int16_t>(std::nearbyint(x[m * K + k] * inv));
       }
       for (int64_t k = k1; k < k0 + kActBlock; ++k) qb[k - k0] = 0;
@@ -48,28 +48,34 @@ FASTDECODE_DISPATCH(bool, quantize_activations,
                     (x, M, K, K_pad, q, scale))
 
 FASTDECODE_KERNEL_BODY
-void split_activations_body(const QuantizedActivations& a, int8_t* hi, int8_t* lo) {
-  for (int64_t i = 0; i < a.M * a.K; ++i) {
-    hi[i] = static_cast<int8_t>(a.q[i] >> 7);  // arithmetic shift: floor(q / 128)
-    lo[i] = static_cast<int8_t>(a.q[i] & 127);
-  }
+void narrow_activations_body(const QuantizedActivations& a, int8_t* q8) {
+  for (int64_t i = 0; i < a.M * a.K; ++i) q8[i] = static_cast<int8_t>(a.q[i]);  // |q| <= 127
 }
-FASTDECODE_DISPATCH(void, split_activations,
-                    (const QuantizedActivations& a, int8_t* hi, int8_t* lo), (a, hi, lo))
+FASTDECODE_DISPATCH(void, narrow_activations, (const QuantizedActivations& a, int8_t* q8),
+                    (a, q8))
 
 FASTDECODE_KERNEL_BODY
-void group_sums_body(const float* x, int64_t M, int64_t K, int64_t G, float* xsum) {
-  for (int64_t m = 0; m < M; ++m) {
+void group_sums_body(const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
+                     float* sums) {
+  const int64_t blocks = a.K / kActBlock;
+  for (int64_t m = 0; m < a.M; ++m) {
     for (int64_t g = 0; g < K / G; ++g) {
-      double s = 0.0;
+      double s = 0.0, s_hat = 0.0;
       for (int64_t k = g * G; k < (g + 1) * G; ++k) s += x[m * K + k];
-      xsum[m * (K / G) + g] = static_cast<float>(s);
+      for (int64_t b = g * G / kActBlock; b < (g + 1) * G / kActBlock; ++b) {
+        int32_t q = 0;
+        for (int64_t k = b * kActBlock; k < (b + 1) * kActBlock; ++k) q += a.q[m * a.K + k];
+        s_hat += static_cast<double>(a.scale[m * blocks + b]) * q;
+      }
+      sums[(m * (K / G) + g) * 2] = static_cast<float>(s);
+      sums[(m * (K / G) + g) * 2 + 1] = static_cast<float>(s_hat);
     }
   }
 }
 FASTDECODE_DISPATCH(void, group_sums,
-                    (const float* x, int64_t M, int64_t K, int64_t G, float* xsum),
-                    (x, M, K, G, xsum))
+                    (const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
+                     float* sums),
+                    (x, a, K, G, sums))
 
 FASTDECODE_KERNEL_BODY
 void int8_gemv_portable_body(const QuantizedActivations& a, const int8_t* q, const float* scales,
@@ -130,10 +136,10 @@ void int4_gemv_portable_body(const QuantizedActivations& a, const float* xsum,
           const float xs = a.scale[m * (K / kActBlock) + b];
           for (int64_t i = 0; i < r; ++i) gacc[i] += static_cast<float>(dot[i]) * xs;
         }
-        const float gsum = xsum[m * groups + g];
+        const float gsum = xsum[(m * groups + g) * 2], gsum_hat = xsum[(m * groups + g) * 2 + 1];
         for (int64_t i = 0; i < r; ++i) {
           const float scale = st[(2 * g) * r + i], zero = st[(2 * g + 1) * r + i];
-          acc[i] += scale * gacc[i] + (zero - 8.0f * scale) * gsum;
+          acc[i] += scale * (gacc[i] - 8.0f * gsum_hat) + zero * gsum;
         }
       }
       for (int64_t i = 0; i < r; ++i) y[m * ldy + n0 + i] = acc[i];
@@ -163,10 +169,10 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
                const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy) {
 #if FASTDECODE_X86_CLONES
-  if (qgemv_vnni_available() && a.hi != nullptr) {
+  if (qgemv_vnni_available() && a.q8 != nullptr) {
     return int4_gemv_vnni(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
-  if (qgemv_avx2_available()) {
+  if (qgemv_avx2_available() && a.q8 != nullptr) {
     return int4_gemv_avx2(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
 #endif

@@ -1,18 +1,25 @@
 // Torch-free weight-only quantized GEMV / skinny GEMM: y[m, n] = sum_k x[m, k] * w[n, k] with
 // w read from int8 or packed int4 bytes; no dequantised copy of the weight.
 //
-// The activations are quantized first, per block of 32 values, to 15-bit integers (int16
-// storage) with one fp32 scale: x ~ xq * s, s = max|x_block| / 16383,
-// xq = round_half_even(x * (16383 / max|x_block|)). 15 bits split exactly into two bytes,
-// xq = 128 * hi + lo with hi in [-128, 127] and lo in [0, 127], which AVX-512 VNNI's
-// vpdpbusd (64 unsigned-by-signed byte products per instruction) takes against the unsigned
-// int4 nibbles; int8 weights use vpmaddwd on the 16-bit values. The weight-activation
+// The activations are quantized first, per block of 32 values, to 8-bit integers (as
+// llama.cpp's Q8 activations; int16 storage, plus a byte copy for the int4 SIMD kernels) with
+// one fp32 scale: x ~ xq * s, s = max|x_block| / 127, xq = round_half_even(x * (127 /
+// max|x_block|)) in [-127, 127]. The int4 kernels multiply the unsigned nibbles with the
+// signed activation bytes: AVX-512 VNNI's vpdpbusd (64 byte products per instruction),
+// AVX2's vpmaddubsw (32, into 16-bit pairs that cannot overflow: 2 * 15 * 127 < 2^15); int8
+// weights use vpmaddwd on the 16-bit values. The weight-activation
 // products are exact integer dot products, scaled once per block:
 //   int8: y = sum_b s_b * sw_g(b) * (q_b . xq_b)                 (sw per channel or group)
-//   int4: y = sum_g scale_g * sum_{b in g} s_b * (q_b . xq_b) + (zero_g - 8 scale_g) * sum(x_g)
-// The int4 zero point enters through the exact fp32 sum of x over the group. The error
-// against the fp32 product is bounded by sum_k |w[n, k]| * s_b(k) / 2, 3e-5 of the block's
-// largest activation per term (tests check the bound).
+//   int4: y = sum_g scale_g * (sum_{b in g} s_b * (q_b . xq_b) - 8 sum(x_hat_g))
+//             + zero_g * sum(x_g)
+// with x_hat = xq * s: the rounded activations meet the centred weights (q - 8) * scale, and
+// the zero point the exact fp32 sum of x over the group. (Meeting q * scale, all of one
+// sign, instead, multiplied the rounding error 2.3x on the default model's layers.) The error
+// against the fp32 product is bounded by sum_k |w_hat[n, k]| * s_b(k) / 2 (w_hat: the int8
+// weight, or (q - 8) * scale), 0.4% of the block's
+// largest activation per term (tests check the bound). On the default model's text this
+// rounding moves perplexity by 0.03% (tests/python/test_default_fast_path.py keeps it under
+// 0.5%); 15-bit activations, the earlier choice, cost two int4 products per weight byte.
 //
 // A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them,
 // else the AVX2 int8 kernel (qgemv_avx2.cpp) where it has AVX2 and FMA, and the portable ones
@@ -30,18 +37,17 @@ constexpr int64_t kActBlock = 32;
 // weight is dequantised once and a float GEMM runs). Exposed to Python as
 // fastdecode._C.quantized_gemv_max_rows.
 constexpr int64_t kQuantizedGemvMaxRows = 32;
-constexpr float kActMax = 16383.0f;  // 2^14 - 1: 15-bit values
+constexpr float kActMax = 127.0f;  // 8-bit values, symmetric
 
-// x quantized per 32-value block. q: [M, K] int16 in [-16383, 16383], scale: [M, K / 32];
-// K is a multiple of 32 (columns past the real in-features are zero). The int4 VNNI kernel
-// also reads q split into bytes, hi = q >> 7 and lo = q & 127 ([M, K] each; null when the
-// caller did not split).
+// x quantized per 32-value block. q: [M, K] int16 in [-127, 127], scale: [M, K / 32];
+// K is a multiple of 32 (columns past the real in-features are zero). The int4 SIMD kernels
+// read q as bytes, q8 ([M, K] int8; null when the caller did not narrow it: the portable
+// kernel runs then).
 struct QuantizedActivations {
   const int16_t* q;
   const float* scale;
   int64_t M, K;
-  const int8_t* hi = nullptr;
-  const int8_t* lo = nullptr;
+  const int8_t* q8 = nullptr;
 };
 
 // x: [M, K] fp32 (row stride K) -> q: [M, K_pad], scale: [M, K_pad / 32] (K_pad >= K, a
@@ -51,11 +57,14 @@ struct QuantizedActivations {
 bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
                           float* scale);
 
-// hi, lo: [a.M, a.K] each, filled from a.q.
-void split_activations(const QuantizedActivations& a, int8_t* hi, int8_t* lo);
+// q8: [a.M, a.K], a.q as bytes.
+void narrow_activations(const QuantizedActivations& a, int8_t* q8);
 
-// xsum[m, g] = sum of x[m, g*G : (g+1)*G] (x: [M, K], K a multiple of G), summed in double.
-void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* xsum);
+// sums[m, g] = (sum of x[m, g*G : (g+1)*G], sum of the rounded x_hat = q * scale over the
+// same columns), both summed in double: [a.M, K / G, 2]. x: [a.M, K], K a multiple of G and
+// K <= a.K.
+void group_sums(const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
+                float* sums);
 
 // int8 weight q: [N, K] row-major (K real in-features, K <= a.K);
 // scales: [N] (G == K, per channel) or [N, K / G] with G a multiple of 32.
@@ -64,8 +73,8 @@ void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scal
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
 
 // int4 weight in the tiled layout of int4_layout.h: packed [N, a.K / 2], sz [N, a.K / G, 2];
-// xsum: [M, a.K / G] group sums of the fp32 activations. Writes y[m * ldy + n] for the rows
-// of tiles [t_begin, t_end).
+// xsum: [M, a.K / G, 2] group_sums of the activations. Writes y[m * ldy + n] for the rows of
+// tiles [t_begin, t_end).
 void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
                const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy);

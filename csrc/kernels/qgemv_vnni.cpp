@@ -1,6 +1,7 @@
 // AVX-512 kernels for the quantized GEMVs (x86-64 only; qgemv.cpp calls them where the CPU
-// has avx512_vnni). int4: vpdpbusd adds four unsigned-by-signed byte products into each of
-// 16 int32 lanes; int8: vpmaddwd adds two 16-bit products into each lane.
+// has avx512_vnni). int4: vpdpbusd adds four unsigned-by-signed byte products (nibbles by
+// 8-bit activations) into each of 16 int32 lanes; int8: vpmaddwd adds two 16-bit products
+// into each lane.
 #include "kernels/qgemv.h"
 
 #if FASTDECODE_X86_CLONES
@@ -45,9 +46,8 @@ FASTDECODE_VNNI inline __m512i broadcast_quad(const int8_t* p) {
 // int4, tiled layout: the 16 int32 lanes are the 16 rows of a tile, so nothing is summed
 // across lanes. A 64-byte load holds, per row, bytes b0..b3 = columns 4j..4j+3 (low nibbles)
 // and 16+4j..16+4j+3 (high nibbles) of a 32-column block: masked, the nibbles are unsigned
-// bytes that vpdpbusd multiplies with four activation bytes at once, once with the high
-// bytes of the 15-bit activations and once with the low ones (q = 128 hi + lo). MB
-// activation rows share each weight load.
+// bytes that vpdpbusd multiplies with four signed activation bytes at once. MB activation
+// rows share each weight load.
 template <int MB>
 FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const float* xsum,
                                const int32_t* wt, const float* st, int64_t r, int64_t G,
@@ -61,11 +61,11 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
     __m512 gacc[MB];
     for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
     for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
-      // per row: high-byte and low-byte products, of low and high nibbles: four chains of
-      // four vpdpbusd
-      __m512i dot[MB][4];
+      // per row: the low nibbles' and the high nibbles' products, two chains of four
+      // vpdpbusd
+      __m512i dot[MB][2];
       for (int m = 0; m < MB; ++m) {
-        for (int c = 0; c < 4; ++c) dot[m][c] = _mm512_setzero_si512();
+        for (int c = 0; c < 2; ++c) dot[m][c] = _mm512_setzero_si512();
       }
       if (prefetch) {  // the tiles of a task are one contiguous stream
         const char* next = reinterpret_cast<const char*>(wt + b * 4 * r) + kPrefetchBytes;
@@ -77,15 +77,12 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble);
         for (int m = 0; m < MB; ++m) {
           const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
-          dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.hi + k));
-          dot[m][1] = _mm512_dpbusd_epi32(dot[m][1], hi, broadcast_quad(a.hi + k + 16));
-          dot[m][2] = _mm512_dpbusd_epi32(dot[m][2], lo, broadcast_quad(a.lo + k));
-          dot[m][3] = _mm512_dpbusd_epi32(dot[m][3], hi, broadcast_quad(a.lo + k + 16));
+          dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.q8 + k));
+          dot[m][1] = _mm512_dpbusd_epi32(dot[m][1], hi, broadcast_quad(a.q8 + k + 16));
         }
       }
       for (int m = 0; m < MB; ++m) {
-        const __m512i high = _mm512_slli_epi32(_mm512_add_epi32(dot[m][0], dot[m][1]), 7);
-        const __m512i sum = _mm512_add_epi32(high, _mm512_add_epi32(dot[m][2], dot[m][3]));
+        const __m512i sum = _mm512_add_epi32(dot[m][0], dot[m][1]);
         const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
         gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
       }
@@ -97,10 +94,12 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
     }
     const __m512 scale = _mm512_maskz_loadu_ps(rows, st + (2 * g) * r);
     const __m512 zero = _mm512_maskz_loadu_ps(rows, st + (2 * g + 1) * r);
-    const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), scale, zero);  // zero - 8 s
     for (int m = 0; m < MB; ++m) {
-      acc[m] = _mm512_fmadd_ps(scale, gacc[m], acc[m]);
-      acc[m] = _mm512_fmadd_ps(offset, _mm512_set1_ps(xsum[(m0 + m) * groups + g]), acc[m]);
+      const float* sums = xsum + ((m0 + m) * groups + g) * 2;  // sum(x), sum(x_hat)
+      const __m512 centred = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), _mm512_set1_ps(sums[1]),
+                                              gacc[m]);
+      acc[m] = _mm512_fmadd_ps(scale, centred, acc[m]);
+      acc[m] = _mm512_fmadd_ps(zero, _mm512_set1_ps(sums[0]), acc[m]);
     }
   }
   for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);

@@ -53,7 +53,7 @@ TEST_CASE("int4 quantizer packs GGML nibble order and bounds the error", "[quant
 }
 
 // Row-major int4 values of a tiled weight, and the reference sums of the GEMV path:
-// activations rounded to 15-bit integers per 32-block, exact integer dot products, fp32
+// activations rounded to 8-bit integers per 32-block, exact integer dot products, fp32
 // scales.
 namespace {
 struct Int4Weight {
@@ -182,7 +182,7 @@ TEST_CASE("quantize_activations rounds per 32-block within half a step", "[qgemv
         REQUIRE(q[m * K_pad + k] == 0);
         continue;
       }
-      REQUIRE(std::abs(q[m * K_pad + k]) <= 16383);
+      REQUIRE(std::abs(q[m * K_pad + k]) <= 127);
       REQUIRE(std::fabs(q[m * K_pad + k] * s - x[m * K + k]) <= 0.5f * s * 1.0001f + 1e-30f);
     }
   }
@@ -196,15 +196,23 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         const int64_t K = 2 * 256;
         const auto x = normal(M * K, 3), w = normal(N * K, 4);
         std::vector<int16_t> xq(M * K);
-        std::vector<float> xscale(M * K / 32), xsum(M * (K / G));
+        std::vector<float> xscale(M * K / 32), xsum(M * (K / G) * 2);
         quantize_activations(x.data(), M, K, K, xq.data(), xscale.data());
-        group_sums(x.data(), M, K, G, xsum.data());
-        std::vector<int8_t> hi(M * K), lo(M * K);
+        std::vector<int8_t> q8(M * K);
         QuantizedActivations a{xq.data(), xscale.data(), M, K};
-        split_activations(a, hi.data(), lo.data());
-        for (int64_t i = 0; i < M * K; ++i) REQUIRE(128 * hi[i] + lo[i] == xq[i]);
-        a.hi = hi.data();
-        a.lo = lo.data();
+        group_sums(x.data(), a, K, G, xsum.data());
+        for (int64_t g = 0; g < K / G; ++g) {  // row 0's sums of x and of the rounded x
+          double s = 0, s_hat = 0;
+          for (int64_t k = g * G; k < (g + 1) * G; ++k) {
+            s += x[k];
+            s_hat += double(xq[k]) * xscale[k / 32];
+          }
+          REQUIRE(std::fabs(xsum[2 * g] - s) <= 1e-5 * (1 + std::fabs(s)));
+          REQUIRE(std::fabs(xsum[2 * g + 1] - s_hat) <= 1e-5 * (1 + std::fabs(s_hat)));
+        }
+        narrow_activations(a, q8.data());
+        for (int64_t i = 0; i < M * K; ++i) REQUIRE(q8[i] == xq[i]);
+        a.q8 = q8.data();
 
         std::vector<int8_t> q(N * K);
         std::vector<float> scales(N * (K / G)), y8(M * N), y8p(M * N);
@@ -245,7 +253,8 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
             const int64_t g = k / G, t = n / 16, r = std::min<int64_t>(16, N - 16 * t);
             const float s4 = w4.sz[16 * t * (K / G) * 2 + (2 * g) * r + n % 16];
             w8_abs[k] = std::fabs(double(q[n * K + k]) * scales[n * (K / G) + g]);
-            w4_hat_abs[k] = std::fabs(double(int4_at(w4.packed.data(), N, K, n, k)) * s4);
+            // the weight the rounded activations meet: (q - 8) * scale
+            w4_hat_abs[k] = std::fabs(double(int4_at(w4.packed.data(), N, K, n, k) - 8) * s4);
           }
           for (int64_t m = 0; m < M; ++m) {
             double want8 = 0, want4 = 0, mag = 0;

@@ -76,7 +76,7 @@ def test_multi_position_steps_at_per_row_positions_equal_composite(mode):
             outs[fused] = (model(step, pos), model.layers[1].attention.kv_cache.v_cache.clone())
     fastdecode.fuse(model)
     # quantized: layer 1's input differs by float rounding between the paths, which the
-    # 15-bit activation rounding can turn into a step of one unit
+    # 8-bit activation rounding can turn into a step of one unit
     cache_tol, logits_tol = (1e-5, 1e-4) if mode is None else (1e-4, 1e-3)
     torch.testing.assert_close(outs[True][0], outs[False][0], rtol=logits_tol, atol=logits_tol)
     torch.testing.assert_close(outs[True][1], outs[False][1], rtol=cache_tol, atol=cache_tol)

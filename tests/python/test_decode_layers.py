@@ -53,8 +53,8 @@ def test_decode_layers_equals_module_path(mode, batch):
     assert model.decode_path == "fused" and _runs_fused(model, ids)
     fused, k_fused = _decode(model, ids, 6, True)
     composite, k_comp = _decode(model, ids, 6, False)
-    # quantized: the GEMV rounds its activations to 15 bits, so a last-bit difference
-    # between ATen's silu and ours can move a product by one rounding step (3e-5 of the
+    # quantized: the GEMV rounds its activations to 8 bits, so a last-bit difference
+    # between ATen's silu and ours can move a product by one rounding step (0.4% of the
     # block's largest activation), and such steps add up over layers
     scale = composite.abs().max().item()
     tol = 1e-5 if mode is None else 1e-3
@@ -84,10 +84,11 @@ def test_gate_and_up_of_different_kinds(w3_kind):
     torch.testing.assert_close(fused, composite, rtol=0, atol=1e-3 * composite.abs().max().item())
 
 
-@pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 3e-3)])
+@pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 5e-2)])
 def test_decode_layers_on_the_default_model(quantized, tol):
-    """fp32: equal to rounding; the GGUF's int4 blocks: within the accumulated 15-bit
-    activation rounding (measured 9e-4 of the largest logit), same greedy tokens."""
+    """fp32: equal to rounding; the GGUF's int4 blocks: within the accumulated 8-bit
+    activation rounding, whose steps a last-bit difference upstream can flip (measured 2.5%
+    of the largest logit), same greedy tokens."""
     model, tok = fastdecode.load("default", quantized=quantized)
     assert model.decode_path == "fused"  # the loader decides
     ids = torch.tensor([tok.encode("The capital of France is")])

@@ -2,7 +2,7 @@
 ``dynamically_quantize_per_channel`` (int8) and ``get_group_qparams`` +
 ``group_quantize_tensor_from_qparams`` (int4), with fp32 parameters where gpt-fast rounds
 them to bf16, our packed nibble layout in 16-row tiles (docs/formats.md), and the GEMV
-path's arithmetic: activations quantized per block of 32 to 15-bit integers."""
+path's arithmetic: activations quantized per block of 32 to 8-bit integers."""
 import torch
 
 TILE = 16
@@ -100,16 +100,16 @@ def dequantize_int8_ref(q, scales):
 
 def quantize_activations_ref(x: torch.Tensor):
     """x [M, K] -> (x_hat [M, K] double = xq * s, s per column [M, K]) with, per block of 32
-    columns (the last one short), s = max|x| / 16383 and xq = round(x * (16383 / max|x|)),
-    both in fp32."""
+    columns (the last one short), s = max|x| / 127 and xq = round(x * (127 / max|x|)) (8-bit
+    activations), both in fp32."""
     x = x.float()
     m, k = x.shape
     k_pad = (k + 31) // 32 * 32
     blocks = torch.nn.functional.pad(x, (0, k_pad - k)).reshape(m, -1, 32)
     amax = blocks.abs().amax(dim=2, keepdim=True)
-    inv = torch.where(amax > 0, 16383.0 / amax, torch.zeros_like(amax))
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
     xq = torch.round(blocks * inv)
-    scale = (amax / 16383.0).expand_as(blocks)
+    scale = (amax / 127.0).expand_as(blocks)
     x_hat = (xq.double() * scale.double()).reshape(m, k_pad)[:, :k]
     return x_hat, scale.reshape(m, k_pad)[:, :k].double()
 
@@ -121,21 +121,21 @@ def int8_linear_ref(x, q, scales):
 
 
 def int4_gemv_weight_ref(packed, scales_and_zeros, groupsize):
-    """The part of the int4 weight that multiplies the quantized activations: q * scale (the
-    zero point multiplies exact fp32 sums)."""
+    """The part of the int4 weight that multiplies the quantized activations: the centred
+    (q - 8) * scale (the zero point multiplies exact fp32 sums)."""
     q, s, _ = unpack_int4_ref(packed, scales_and_zeros)
-    return q.double() * s.double().repeat_interleave(groupsize, dim=1)
+    return (q.double() - 8) * s.double().repeat_interleave(groupsize, dim=1)
 
 
 def int4_linear_ref(x, packed, scales_and_zeros, groupsize):
-    """The GEMV path: sum_g scale_g (q_g . x_hat_g) + (zero_g - 8 scale_g) * sum(x_g), the
-    zero point applied to the fp32 activations' group sums."""
+    """The GEMV path: sum_g scale_g ((q_g - 8) . x_hat_g) + zero_g * sum(x_g), the zero
+    point applied to the fp32 activations' group sums."""
     _, s, z = unpack_int4_ref(packed, scales_and_zeros)
     qs = int4_gemv_weight_ref(packed, scales_and_zeros, groupsize)
     x = torch.nn.functional.pad(x.float(), (0, qs.shape[1] - x.shape[1]))
     x_hat, _ = quantize_activations_ref(x)
     xsum = x.double().reshape(x.shape[0], -1, groupsize).sum(dim=2)
-    return x_hat @ qs.t() + xsum @ (z.double() - 8 * s.double()).t()
+    return x_hat @ qs.t() + xsum @ z.double().t()
 
 
 def activation_error_bound(x, w_hat):
