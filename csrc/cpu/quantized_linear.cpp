@@ -90,8 +90,8 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   const int64_t q_bytes = aligned64(M * K_q * 2);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
   const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 2 * 4) : 0;
-  // int4 on AVX2 / VNNI CPUs: q as bytes (the portable kernel reads q itself)
-  const bool narrow = G > 0 && kernels::qgemv_avx2_available();
+  // the SIMD kernels' bytes (int4 on AVX2 / VNNI, int8 on VNNI; the others read q itself)
+  const bool narrow = kernels::qgemv_avx2_available();
   const int64_t narrow_bytes = narrow ? M * K_q : 0;
   a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + narrow_bytes},
                           x.options().dtype(at::kByte));

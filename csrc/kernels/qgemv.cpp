@@ -159,7 +159,9 @@ bool qgemv_vnni_available() {
 void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
 #if FASTDECODE_X86_CLONES
-  if (qgemv_vnni_available()) return int8_gemv_vnni(a, q, scales, K, G, n_begin, n_end, y, ldy);
+  if (qgemv_vnni_available() && a.q8 != nullptr) {
+    return int8_gemv_vnni(a, q, scales, K, G, n_begin, n_end, y, ldy);
+  }
   if (qgemv_avx2_available()) return int8_gemv_avx2(a, q, scales, K, G, n_begin, n_end, y, ldy);
 #endif
   int8_gemv_portable(a, q, scales, K, G, n_begin, n_end, y, ldy);

@@ -40,9 +40,9 @@ constexpr int64_t kQuantizedGemvMaxRows = 32;
 constexpr float kActMax = 127.0f;  // 8-bit values, symmetric
 
 // x quantized per 32-value block. q: [M, K] int16 in [-127, 127], scale: [M, K / 32];
-// K is a multiple of 32 (columns past the real in-features are zero). The int4 SIMD kernels
-// read q as bytes, q8 ([M, K] int8; null when the caller did not narrow it: the portable
-// kernel runs then).
+// K is a multiple of 32 (columns past the real in-features are zero). The SIMD kernels (int4;
+// int8 on VNNI) read q as bytes, q8 ([M, K] int8; null when the caller did not narrow it: the
+// portable kernel, or AVX2 int8, runs then).
 struct QuantizedActivations {
   const int16_t* q;
   const float* scale;

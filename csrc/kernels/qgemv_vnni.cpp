@@ -105,44 +105,70 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
   for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
 }
 
-// int8, row-major: kRows8 weight rows at a time (independent chains); per 32-column block
-// each row's bytes are sign-extended to 16 bits and multiplied with the block's activations
-// by one vpmaddwd, then scaled in fp32.
+// int8, row-major: kRows8 weight rows at a time (independent chains), 64 columns (two
+// 32-value blocks) per load. vpdpbusd takes one unsigned operand: the activation bytes with
+// their sign bit flipped are q8 + 128, so each lane's sum of four products is
+// (q8 + 128) . w, and the chain starts from -128 * sum(w) (one vpdpbusd per weight load,
+// shared by the activation rows) to leave q8 . w exactly. Lanes 0-7 hold the first block,
+// 8-15 the second: one vector of two scales per block pair.
 constexpr int kRows8 = 4;
+
+// s[0] in lanes 0-7, s[1] in lanes 8-15 (two adjacent scales: one load and one permute).
+FASTDECODE_VNNI inline __m512 scale_pair(const float* s) {
+  const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(s)));
+  return _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(two));
+}
 
 template <int MB, bool kPerChannel>
 FASTDECODE_VNNI void int8_rows(const QuantizedActivations& a, int64_t m0, const int8_t* q,
                                const float* scales, int64_t n, int64_t K, int64_t G, float* y,
                                int64_t ldy, int64_t ahead) {
-  const int64_t blocks = (K + kActBlock - 1) / kActBlock, groups = K / G;
+  const int64_t pairs = (K + 63) / 64, groups = K / G, xblocks = a.K / kActBlock;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[MB][kRows8];
   for (int m = 0; m < MB; ++m) {
     for (int r = 0; r < kRows8; ++r) acc[m][r] = _mm512_setzero_ps();
   }
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t k0 = b * kActBlock, left = K - k0;
-    const __mmask32 cols = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
-    __m512i w[kRows8];
-    float wscale[kRows8];
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int64_t k0 = 64 * p, left = K - k0, b = 2 * p;
+    const bool second = left > kActBlock;  // the pair's second block holds columns
+    // the weight groups of the two blocks: one, or two adjacent ones (G >= 32)
+    const int64_t g0 = kPerChannel ? 0 : k0 / G;
+    const bool two_groups = !kPerChannel && second && (k0 + kActBlock) / G != g0;
+    const __mmask64 cols = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+    const __mmask64 xcols =
+        a.K - k0 >= 64 ? ~__mmask64{0} : (__mmask64{1} << (a.K - k0)) - 1;
+    __m512i w[kRows8], start[kRows8];
+    __m512 wscale[kRows8];
     for (int r = 0; r < kRows8; ++r) {
       const int8_t* qr = q + (n + r) * K + k0;
-      if (ahead > 0 && b % 2 == 0) {  // rows n + ahead.. at this column: one line per 64
+      if (ahead > 0) {  // rows n + ahead.. at this column: one line per 64
         _mm_prefetch(reinterpret_cast<const char*>(qr + ahead * K), _MM_HINT_T0);
-        if (!kPerChannel && b == 0) {
+        if (!kPerChannel && p == 0) {
           _mm_prefetch(reinterpret_cast<const char*>(scales + (n + r + ahead) * groups),
                        _MM_HINT_T0);
         }
       }
-      w[r] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(cols, qr));  // masked columns: 0
-      wscale[r] = kPerChannel ? 1.0f : scales[(n + r) * groups + k0 / G];
+      w[r] = _mm512_maskz_loadu_epi8(cols, qr);  // masked columns: 0
+      start[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, w[r]));
+      if (!kPerChannel) {
+        const float* sr = scales + (n + r) * groups + g0;
+        wscale[r] = two_groups ? scale_pair(sr) : _mm512_set1_ps(*sr);
+      }
     }
     for (int m = 0; m < MB; ++m) {
       const int64_t row = m0 + m;
-      const __m512i x = _mm512_loadu_si512(a.q + row * a.K + k0);
-      const float xs = a.scale[row * (a.K / kActBlock) + b];
+      const __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(xcols, a.q8 + row * a.K + k0),
+                                         flip);
+      const float* xs = a.scale + row * xblocks + b;
+      // (without a second block its lanes hold 0: any scale will do)
+      const __m512 xscale = second ? scale_pair(xs) : _mm512_set1_ps(*xs);
       for (int r = 0; r < kRows8; ++r) {
-        const __m512 dot = _mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], x));
-        acc[m][r] = _mm512_fmadd_ps(dot, _mm512_set1_ps(xs * wscale[r]), acc[m][r]);
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start[r], x, w[r]));
+        acc[m][r] = _mm512_fmadd_ps(
+            dot, kPerChannel ? xscale : _mm512_mul_ps(xscale, wscale[r]), acc[m][r]);
       }
     }
   }

@@ -288,7 +288,11 @@ TEST_CASE("int8_gemv per channel (G == K, K not a multiple of 32)", "[qgemv]") {
   std::vector<int16_t> xq(M * K_pad);
   for (int64_t n = 0; n < N; ++n) scales[n] = quantize_int8_row(w.data() + n * K, K, q.data() + n * K);
   quantize_activations(x.data(), M, K, K_pad, xq.data(), xscale.data());
-  int8_gemv({xq.data(), xscale.data(), M, K_pad}, q.data(), scales.data(), K, K, 0, N, y.data(), N);
+  std::vector<int8_t> q8(M * K_pad);
+  QuantizedActivations a{xq.data(), xscale.data(), M, K_pad};
+  narrow_activations(a, q8.data());
+  a.q8 = q8.data();
+  int8_gemv(a, q.data(), scales.data(), K, K, 0, N, y.data(), N);
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t n = 0; n < N; ++n) {
       double want = 0, bound = 0;
