@@ -22,9 +22,16 @@ namespace {
 // above it, ATen's GEMM over the weight dequantised block by block (blocked_gemm): prefill
 // is compute bound, and each block's dequantisation is amortised over all rows.
 constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
-// Weights per GEMV chunk (~64 KB of int8): chunks are claimed dynamically, so many small
-// ones balance the threads; a call under one chunk runs on the calling thread alone.
-constexpr int64_t kWeightsPerTask = 1 << 18;
+// Weight-row products per GEMV chunk (weights x activation rows; ~256 KB of int8 at one
+// row): chunks are claimed dynamically, so many small ones balance the threads; a call
+// under one chunk runs on the calling thread alone. Divided by the rows, since the kernels
+// are compute bound above one row: a fixed weight count left one thread a 28-tile chunk
+// and the other 8 on a 36-tile int4 layer at 16 rows (the caller spun 20% of the time).
+constexpr int64_t kProductsPerTask = 1 << 18;
+
+int64_t weights_per_task(int64_t rows) {
+  return kProductsPerTask / std::max<int64_t>(rows, 1);
+}
 
 // x [..., K] -> contiguous fp32 [M, K_pad] (zero columns appended when K < K_pad).
 at::Tensor activations(const at::Tensor& x, int64_t K, int64_t K_pad) {
@@ -297,7 +304,8 @@ std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<In
   const int64_t K = ws[0].K;
   const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
   return gemv_many(
-      x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return w.N; }, kWeightsPerTask / K,
+      x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return w.N; },
+      weights_per_task(a.view.M) / K,
       [&](const Int8Weight& w, int64_t b, int64_t e, at::Tensor& y) {
         kernels::int8_gemv(a.view, w.q.data_ptr<int8_t>(), w.scales.data_ptr<float>(), K, w.G,
                            b, e, y.data_ptr<float>(), w.N);
@@ -312,7 +320,7 @@ std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<In
   return gemv_many(
       x, ws, a.finite, int4_gemm,
       [](const Int4Weight& w) { return (w.N + tile - 1) / tile; },
-      kWeightsPerTask / (tile * K_pad),
+      weights_per_task(a.view.M) / (tile * K_pad),
       [&](const Int4Weight& w, int64_t b, int64_t e, at::Tensor& y) {
         kernels::int4_gemv(a.view, a.xsum, w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(),
                            w.N, G, b, e, y.data_ptr<float>(), w.N);
