@@ -307,7 +307,9 @@ def _cmd_chat(args) -> int:
     session = ChatSession(llm, raw=args.raw, max_new_tokens=args.max_new_tokens,
                           params=params)
     session.warm_up()
-    return run_repl(session)  # which ignores Ctrl-C once the session is over
+    status = run_repl(session)  # which ignores Ctrl-C once the session is over
+    session.close()
+    return status
 
 
 def _cmd_serve(args) -> int:

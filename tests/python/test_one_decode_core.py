@@ -1,8 +1,10 @@
 """Every entry point reaches the one decode core: each forward pass of a text model runs
 inside ``decode_core.decode`` (fish-speech's ``decode_n_tokens``: inside the core loop,
-``iter_decode_loop``), and a codebook model decodes every position after its prefill in
-that same loop, whatever API style drove it. Traced from the model's own
-forward hook, so a second loop anywhere would show up."""
+``iter_decode_loop``) or, for the entry points that serve requests (the REPL, the server,
+``LLM.generate`` on a list of prompts), inside the serving engine's iteration; and a
+codebook model decodes every position after its prefill in the core loop, whatever API
+style drove it. Traced from the model's own forward hook, so a second loop anywhere would
+show up."""
 import queue
 import sys
 
@@ -11,16 +13,18 @@ import torch
 
 import fastdecode
 from fastdecode import decode_core
+from fastdecode.engine import engine as engine_module
 from fastdecode.compat.fish_speech import long_form, serving
 from fastdecode.compat.modularforge import ChatSession
 from fastdecode.params import SamplingParams
 
 CORE = decode_core.__file__
+ENGINE = engine_module.__file__
 
 
 def _core_frame() -> str:
     """The outermost decode-core function on the current stack ("decode", "iter_positions",
-    "iter_decode_loop") or ""."""
+    "iter_decode_loop"), "engine" inside the serving engine's iteration, or ""."""
     frame = sys._getframe(1)
     found = ""
     while frame is not None:
@@ -28,6 +32,8 @@ def _core_frame() -> str:
         if frame.f_code.co_filename == CORE and name in ("decode", "iter_positions",
                                                          "iter_decode_loop"):
             found = name
+        elif frame.f_code.co_filename == ENGINE and name == "_iteration":
+            found = "engine"
         frame = frame.f_back
     return found
 
@@ -73,15 +79,25 @@ ENTRY_POINTS = {
         "Hello", max_tokens=4, n=2, seed=0),
     "LLM.generate_samples (modularforge)": lambda m, t: fastdecode.LLM.from_model(
         m, t).generate_samples("Hello", max_new_tokens=3),
-    "the REPL (ChatSession.reply)": lambda m, t: ChatSession(
-        fastdecode.LLM.from_model(m, t), max_new_tokens=4, temperature=0).reply(
-        "Hi", lambda _s: None),
+    "the REPL (ChatSession.reply)": lambda m, t: _session_reply(m, t),
+    "LLM.generate, a list of prompts": lambda m, t: fastdecode.LLM.from_model(m, t).generate(
+        ["Hello", "Hi"], max_tokens=3, temperature=0),
     "fish-speech generate": lambda m, t: long_form.generate(
         model=m, prompt=torch.tensor(t.encode("Hello")), max_new_tokens=4, temperature=0.5),
     "fish-speech generate_long": lambda m, t: list(long_form.generate_long(
         model=m, device="cpu", decode_one_token=long_form.decode_one_token_naive,
         text="Hello there.", max_new_tokens=4)),
 }
+
+
+def _session_reply(model, tokenizer):
+    with ChatSession(fastdecode.LLM.from_model(model, tokenizer), max_new_tokens=4,
+                     temperature=0) as session:
+        session.reply("Hi", lambda _s: None)
+
+
+# the entry points that submit to the serving engine; the others run decode()
+ON_THE_ENGINE = ("the REPL (ChatSession.reply)", "LLM.generate, a list of prompts")
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
@@ -91,7 +107,8 @@ def test_every_text_entry_point_runs_inside_decode(traced, name):
         model.tokenizer = tokenizer
     seen.clear()
     ENTRY_POINTS[name](model, tokenizer)
-    assert seen and all(where == "decode" for where in seen), (name, seen)
+    core = "engine" if name in ON_THE_ENGINE else "decode"
+    assert seen and all(where == core for where in seen), (name, seen)
 
 
 def test_fish_speech_decode_n_tokens_runs_the_core_loop(traced):

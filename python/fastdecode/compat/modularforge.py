@@ -1,6 +1,9 @@
 """The interactive REPL (``python -m fastdecode chat``): a prompt, the reply streamed as it is
-decoded, tokens/s after it (modularforge's ``interactive_generate``, on ``LLM.generate``).
+decoded, tokens/s after it (modularforge's ``interactive_generate``).
 
+The session decodes on its own serving engine (``fastdecode.engine.Engine``, one slot of
+``context`` positions): each reply is a request, and the slot keeps what it has read, so the
+next turn's prompt (the conversation so far, then the new line) re-reads only what is new.
 Chat models (a ChatML vocabulary) get the chat template and the conversation so far, the
 oldest turns dropped when the context window would overflow; ``raw`` continues each line as
 plain text. ``quit`` / ``exit`` / Ctrl-D end the session (status 0); Ctrl-C during a reply
@@ -9,23 +12,33 @@ ends it with a traceback: a bad setting is reported and the prompt comes back.
 """
 from __future__ import annotations
 
+import queue
 import signal
 import sys
 import threading
+import time
 from typing import Callable, List, Optional, TextIO, Tuple
 
 from .llm_utils import LLM, check_generate_arguments
+from ..engine import Engine
+from ..engine.request import FinishEvent, GenerationRequest, TokenEvent
 from ..params import SamplingParams
 from ..validation import check_int
 
-__all__ = ["ChatSession", "run_repl"]
+__all__ = ["ChatSession", "run_repl", "REPL_CONTEXT"]
 
 PROMPT = ">>> "
 QUIT_WORDS = ("quit", "exit")
+# positions of the session's slot (prompt and reply), at most the model's block size: a
+# conversation longer than this drops its oldest turns (~190 MB of KV cache for the default
+# model)
+REPL_CONTEXT = 4096
 
 
 class ChatSession:
-    """Conversation state: the (user, assistant) turns and how to prompt the next one."""
+    """Conversation state: the (user, assistant) turns and how to prompt the next one, and
+    the engine that decodes the replies (started at the first reply, holding the model
+    until ``close()``; the session is a context manager)."""
 
     def __init__(self, llm: LLM, *, raw: bool = False, max_new_tokens: int = 256,
                  seed: Optional[int] = None, params: Optional[SamplingParams] = None,
@@ -44,6 +57,30 @@ class ChatSession:
         self.max_new_tokens = max_new_tokens
         self.seed = params.seed
         self.turns: List[Tuple[str, str]] = []
+        self.context = min(llm.model.config.block_size, REPL_CONTEXT)
+        self._engine: Optional[Engine] = None
+
+    def __enter__(self) -> "ChatSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the engine: the model is free for other decodes again."""
+        engine, self._engine = getattr(self, "_engine", None), None
+        if engine is not None:
+            engine.stop()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.llm.model, self.llm.tokenizer, max_batch=1,
+                                  ctx=self.context, max_waiting=1).start()
+        return self._engine
 
     def _ids(self, user: str, turns) -> List[int]:
         if self.raw:
@@ -59,7 +96,7 @@ class ChatSession:
         """``(ids, max_tokens)`` for the next reply: as many recent turns as leave room for
         ``max_new_tokens`` (at least one token); ValueError when the line alone does not
         fit the context."""
-        block = self.llm.model.config.block_size
+        block = self.context
         turns = [] if self.raw else list(self.turns)
         ids = self._ids(user, turns)
         while turns and len(ids) + self.max_new_tokens > block:
@@ -73,18 +110,62 @@ class ChatSession:
     def warm_up(self) -> None:
         """One short greedy decode: the first reply then runs at the speed of the rest
         (thread pools, allocator and lazy initialisation cost ~0.5 s once)."""
-        self.llm.generate("Hello", max_tokens=2, temperature=0)
+        self._complete(self.llm.encode("Hello"), SamplingParams(temperature=0, max_tokens=2),
+                       lambda _text: None)
 
     def reply(self, user: str, stream: Callable[[str], None]) -> dict:
         """Decode the reply to ``user`` (streamed through ``stream``), remember the turn and
-        return ``LLM.generate``'s dict."""
+        return ``LLM.generate``'s dict (``_raw_response`` also says how many prompt tokens
+        the slot already held: ``cached_tokens``)."""
         ids, max_tokens = self.prompt_ids(user)
         seed = None if self.seed is None else (self.seed + len(self.turns)) % 2 ** 64
-        out = self.llm.complete(ids, self.params.replace(seed=seed, max_tokens=max_tokens),
-                                stream=stream)[0]
+        out = self._complete(ids, self.params.replace(seed=seed, max_tokens=max_tokens),
+                             stream)
         if not self.raw:
             self.turns.append((user, out["text"]))
         return out
+
+    def _complete(self, ids: List[int], params: SamplingParams,
+                  stream: Callable[[str], None]) -> dict:
+        """One request on the session's engine, its text streamed as it arrives. A
+        KeyboardInterrupt (Ctrl-C) cancels it: the slot is free at the engine's next step."""
+        end_ids = tuple(self.llm.tokenizer.stop_ids)
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        start = time.perf_counter()
+        handle = self.engine.submit(GenerationRequest(tuple(ids), params, end_ids), events.put)
+        tokens: List[int] = []
+        pieces: List[str] = []
+        first = None
+        try:
+            while True:
+                try:
+                    event = events.get(timeout=0.1)  # a timeout: Ctrl-C is seen at once
+                except queue.Empty:
+                    continue
+                if isinstance(event, TokenEvent):
+                    first = first or time.perf_counter()
+                    if event.token_id not in end_ids:
+                        tokens.append(event.token_id)
+                elif not isinstance(event, FinishEvent):  # ErrorEvent
+                    raise RuntimeError(event.message)
+                if event.text:
+                    pieces.append(event.text)
+                    stream(event.text)
+                if isinstance(event, FinishEvent):
+                    break
+        except BaseException:
+            handle.cancel()
+            raise
+        end = time.perf_counter()
+        first = first or end
+        produced = event.completion_tokens
+        return {"text": "".join(pieces), "token_ids": tokens,
+                "finish_reason": event.finish_reason,
+                "_raw_response": {"prompt_tokens": len(ids), "completion_tokens": produced,
+                                  "cached_tokens": event.cached_tokens,
+                                  "prefill_seconds": first - start,
+                                  "decode_seconds": end - first,
+                                  "tokens_per_second": produced / max(end - start, 1e-9)}}
 
 
 def readable_text(line: str) -> Tuple[str, bool]:
@@ -162,4 +243,5 @@ def _repl_loop(session: ChatSession, read: Callable[[str], str], out: TextIO,
         seconds = raw["prefill_seconds"] + raw["decode_seconds"]
         tokens = raw["completion_tokens"]
         write(f"\n[{tokens} tokens in {seconds:.2f} s: {tokens / max(seconds, 1e-9):.1f} "
-              f"tokens/s, {result['finish_reason']}; context {raw['prompt_tokens']} tokens]\n")
+              f"tokens/s, {result['finish_reason']}; {raw['cached_tokens']} read before; "
+              f"context {raw['prompt_tokens']} tokens]\n")
