@@ -8,6 +8,7 @@ starts with the file's path and says what is wrong.
 """
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 from pathlib import Path
@@ -158,6 +159,8 @@ def _load_gguf_quantized(path: Path):
     # transient memory is gone before the weights arrive (the load's peak RSS, docs/formats.md)
     tokenizer = Tokenizer.from_gguf_fields(reader.fields)
     reader.fields = {}
+    gc.collect()  # the lists' strings, freed here, not once the weights sit above them
+    return_freed_heap()
     sources = _gguf_sources(tensors, args)
     with empty_weights():
         model = Transformer(args)

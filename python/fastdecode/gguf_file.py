@@ -197,6 +197,11 @@ def read_gguf(path) -> GGUFFile:
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise c.fail(f"general.alignment must be a power of two, got {alignment!r}")
     data_start = (c.pos + alignment - 1) // alignment * alignment
+    # the metadata is parsed into Python values: its pages (the vocabulary's strings, MBs)
+    # can leave this process's memory now
+    metadata_pages = c.pos // mmap.PAGESIZE * mmap.PAGESIZE
+    if isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and metadata_pages:
+        buf.madvise(mmap.MADV_DONTNEED, 0, metadata_pages)
     tensors, names = [], set()
     for name, dims, raw_type, offset in infos:
         if name in names:
