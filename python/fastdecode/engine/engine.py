@@ -29,6 +29,7 @@ from typing import Deque, List, Optional
 import torch
 
 from ..decode_lock import decoding_here, take
+from .. import ops
 from ..detokenize import TextOutput
 from ..sampling import sample
 from .request import (ErrorEvent, FinishEvent, GenerationRequest, QueueFull, RequestHandle,
@@ -277,12 +278,13 @@ class Engine:
 
     def _draw_rows(self, rows: List[_Sequence], logits: torch.Tensor) -> List[int]:
         """Greedy rows without a penalty: one argmax over them (each row's argmax is its
-        own); every other row drawn alone with its own generator."""
+        own: the first maximum, the token a one-hot at temperature 0 gives, without building
+        the one-hot); every other row drawn alone with its own generator."""
         picked = [i for i, s in enumerate(rows) if s.argmax]
         tokens = [0] * len(rows)
         if picked:
-            argmax = sample(logits[picked], None, temperature=0)[0].view(-1).tolist()
-            for i, t in zip(picked, argmax):
+            scores = logits if len(picked) == len(rows) else logits[picked]
+            for i, t in zip(picked, ops.argmax_token(scores).view(-1).tolist()):
                 tokens[i] = t
         for i, s in enumerate(rows):
             if not s.argmax:
