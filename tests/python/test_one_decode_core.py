@@ -153,9 +153,10 @@ def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
                                   for w in seen[prefill:]), seen
 
 
-def test_the_queues_run_inside_decode():
+def test_the_queues_run_inside_the_core():
     """The worker thread loads its own model: traced through a global forward hook on every
-    Transformer (test-only), for both queues."""
+    Transformer (test-only), for both queues: the text queue's segments on the engine, the
+    agent queue's token requests in decode()."""
     seen = []
 
     def hook(module, _args):
@@ -167,9 +168,9 @@ def test_the_queues_run_inside_decode():
         q = serving.launch_thread_safe_queue("default", "cpu", torch.float32)
         agent_q, tokenizer, _ = serving.launch_thread_safe_queue_agent("default", "cpu",
                                                                        torch.float32)
-        for target, request in ((q, {"text": "Hi", "max_new_tokens": 3, "temperature": 0.5}),
-                                (agent_q, {"prompt": tokenizer.encode("Hi"),
-                                           "max_new_tokens": 3})):
+        for target, request, core in (
+                (q, {"text": "Hi", "max_new_tokens": 3, "temperature": 0.5}, "engine"),
+                (agent_q, {"prompt": tokenizer.encode("Hi"), "max_new_tokens": 3}, "decode")):
             out = queue.Queue()
             seen.clear()
             target.put(serving.GenerateRequest(request, out))
@@ -177,7 +178,7 @@ def test_the_queues_run_inside_decode():
             target.put(None)
             target.worker.join(timeout=60)
             assert items[-1].status == "success", items
-            assert seen and all(where == "decode" for where in seen), seen
+            assert seen and all(where == core for where in seen), seen
     finally:
         handle.remove()
 

@@ -166,3 +166,33 @@ def test_demo_command_interleaves_clients():
     done = [line for line in r.stdout.splitlines() if line.endswith(": done")]
     assert len(done) == 4 and {"client 0", "client 1"} <= {d.split("s ", 1)[1][:8] for d in done}
     assert "worker stopped: True" in r.stderr
+
+
+def test_waiting_text_requests_decode_together(monkeypatch):
+    """The requests waiting together advance in rounds: every round's segments go to the
+    engine in one batched run (complete_all), each request's responses in its order."""
+    from fastdecode.compat.fish_speech import long_form, serving
+
+    rounds = []
+    real = serving.complete_all
+
+    def recording(model, tokenizer, prompts, params, end_ids, **kw):
+        rounds.append(len(prompts))
+        return real(model, tokenizer, prompts, params, end_ids, **kw)
+
+    monkeypatch.setattr(serving, "complete_all", recording)
+    loaded = long_form.load_model("default", "cpu", torch.float32, False)
+    outs = [queue.Queue() for _ in range(4)]
+    # split in 16 characters: three segments, one, two, one
+    texts = ["First part here. Second part here.", "Only one.",
+             "Another first. Another second.", "Just this."]
+    segments = [len(long_form.split_text(t, 16)) for t in texts]
+    assert segments == [3, 1, 2, 1]
+    items = [GenerateRequest(dict(text=t, chunk_length=16, max_new_tokens=4, temperature=0.5),
+                             out) for t, out in zip(texts, outs)]
+    serving._serve_text_together(loaded, items, threading.Event(), "cpu", None)
+    assert rounds == [4, 2, 1]  # a round per segment, every request still going in each
+    for n, out in zip(segments, outs):
+        got = [out.get_nowait() for _ in range(out.qsize())]
+        assert all(w.status == "success" for w in got)
+        assert [w.response.action for w in got] == ["sample"] * n + ["next"]

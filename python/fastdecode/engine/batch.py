@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from ..cancel import DecodeCancelled
 from ..params import SamplingParams
 from .engine import Engine
 from .request import ErrorEvent, FinishEvent, GenerationRequest, TokenEvent
@@ -30,9 +31,12 @@ class Completion:
 
 def complete_all(model, tokenizer, prompts: Sequence[Sequence[int]],
                  params: Sequence[SamplingParams], end_ids: Sequence[int],
-                 logprobs: bool = False) -> List[Completion]:
+                 logprobs: bool = False, cancel: Optional[threading.Event] = None
+                 ) -> List[Completion]:
     """Complete ``prompts[i]`` with ``params[i]`` (``max_tokens`` set), all on one engine
-    sized for them; returns the completions in order. Raises the first request's error."""
+    sized for them; returns the completions in order. Raises the first request's error;
+    ``DecodeCancelled`` once ``cancel`` is set (every request's slot freed at the engine's
+    next step)."""
     ctx = max(len(p) + q.max_tokens for p, q in zip(prompts, params))
     results = [Completion(prompt_tokens=len(p)) for p in prompts]
     done = threading.Semaphore(0)
@@ -58,11 +62,15 @@ def complete_all(model, tokenizer, prompts: Sequence[Sequence[int]],
 
     with Engine(model, tokenizer, max_batch=min(len(prompts), ROWS), ctx=ctx,
                 max_waiting=len(prompts)) as engine:
-        for prompt, p, out in zip(prompts, params, results):
-            engine.submit(GenerationRequest(tuple(prompt), p, tuple(end_ids),
-                                            0 if logprobs else None), sink_for(out))
+        handles = [engine.submit(GenerationRequest(tuple(prompt), p, tuple(end_ids),
+                                                   0 if logprobs else None), sink_for(out))
+                   for prompt, p, out in zip(prompts, params, results)]
         for _ in prompts:
-            done.acquire()
+            while not done.acquire(timeout=0.05 if cancel is not None else None):
+                if cancel.is_set():
+                    for handle in handles:
+                        handle.cancel()
+                    raise DecodeCancelled("the decode was cancelled")
     if errors:
         raise RuntimeError(errors[0])
     return results

@@ -12,7 +12,8 @@ run ``fastdecode.generate``'s decode core (``decode`` and its loop).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+from typing import (Callable, Generator, Iterator, List, Literal, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 
@@ -229,6 +230,17 @@ def _check_device(device, model: Transformer) -> None:
                          "the model generates where its weights are")
 
 
+@dataclass
+class SegmentDecode:
+    """What ``long_form_steps`` asks its driver to decode: a segment's prompt ids, its reply
+    budget, the sampling parameters and the end id. The driver sends back the reply's ids
+    (without the end id)."""
+    ids: List[int]
+    budget: int
+    params: SamplingParams
+    im_end: int
+
+
 def generate_long(*, model, device: Union[str, torch.device], decode_one_token: Callable,
                   text: str, num_samples: int = 1, max_new_tokens: int = 0, top_p: float = 0.7,
                   repetition_penalty: float = 1.5, temperature: float = 0.7,
@@ -244,8 +256,50 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
     room ``max_length`` leaves. ``prompt_text[i]`` / ``prompt_tokens[i]`` are reference
     (user, assistant) pairs placed before the conversation. Ranges (checked before any
     work): top_p (0, 1], repetition_penalty (0, 2), temperature (0, 2), max_length <= the
-    model's block_size. ``model.tokenizer`` must be set (``load_model`` does it).
+    model's block_size. ``model.tokenizer`` must be set (``load_model`` does it). Each
+    segment decodes with ``decode`` (``decode_one_token`` its step); the request queue
+    drives the same steps (``long_form_steps``) with many requests' segments batched.
     """
+    steps = long_form_steps(model=model, device=device, text=text, num_samples=num_samples,
+                            max_new_tokens=max_new_tokens, top_p=top_p,
+                            repetition_penalty=repetition_penalty, temperature=temperature,
+                            compile=compile, iterative_prompt=iterative_prompt,
+                            max_length=max_length, chunk_length=chunk_length,
+                            prompt_text=prompt_text, prompt_tokens=prompt_tokens)
+    reply = None
+    while True:
+        try:
+            item = steps.send(reply)
+        except StopIteration:
+            return
+        reply = None
+        if isinstance(item, SegmentDecode):
+            if compile and getattr(model, "compiled_decode_step", None) is None:
+                compile_decode_step(model)  # decode_one_token_naive runs it
+            reply = decode_segment(model, item, decode_one_token)
+        else:
+            yield item
+
+
+def decode_segment(model: Transformer, segment: SegmentDecode, step: Callable) -> List[int]:
+    """One segment's reply ids (the end id dropped) through ``decode``."""
+    prompt = torch.tensor(segment.ids, dtype=torch.int64, device=model.tok_embeddings.device)
+    seq = _generate_text(model, prompt, prompt.view(1, -1), segment.budget, step,
+                         segment.im_end, segment.params)
+    codes = seq[len(segment.ids):].tolist()
+    return codes[:-1] if codes and codes[-1] == segment.im_end else codes
+
+
+def long_form_steps(*, model, device, text: str, num_samples: int = 1, max_new_tokens: int = 0,
+                    top_p: float = 0.7, repetition_penalty: float = 1.5,
+                    temperature: float = 0.7, compile: bool = False,
+                    iterative_prompt: bool = True, max_length: int = 2048,
+                    chunk_length: int = 150, prompt_text=None, prompt_tokens=None
+                    ) -> Generator[Union[SegmentDecode, GenerateResponse], Optional[List[int]],
+                                   None]:
+    """``generate_long``'s conversation, without its decoding: yields a ``SegmentDecode``
+    per segment (send back the reply's ids) and the ``GenerateResponse``s to deliver. Its
+    arguments are checked at the first ``send(None)``, before any work."""
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None or not getattr(tokenizer, "is_chatml", False):
         raise ValueError("model.tokenizer must be a ChatML tokenizer: load the model with "
@@ -273,8 +327,6 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
     references = [(t, tokenizer.decode(torch.as_tensor(ids).view(-1).tolist(),
                                        skip_special_tokens=True))
                   for t, ids in zip(texts, tokens)]
-    if compile and getattr(model, "compiled_decode_step", None) is None:
-        compile_decode_step(model)  # decode_one_token_naive runs it
     im_end = tokenizer.im_end_id
     reserve = max_new_tokens if max_new_tokens > 0 else 1
     params = SamplingParams(temperature=float(temperature), top_p=float(top_p),
@@ -285,13 +337,10 @@ def generate_long(*, model, device: Union[str, torch.device], decode_one_token: 
             ids, _ = build_prompt(tokenizer, segment, history, references, iterative_prompt,
                                   max_length, reserve)
             budget = max_new_tokens if max_new_tokens > 0 else max_length - len(ids)
-            prompt = torch.tensor(ids, dtype=torch.int64, device=device)
-            seq = _generate_text(model, prompt, prompt.view(1, -1), budget,
-                                 decode_one_token, im_end, params)
-            codes = seq[len(ids):]
-            if len(codes) and int(codes[-1]) == im_end:
-                codes = codes[:-1]
-            reply = tokenizer.decode(codes.tolist(), skip_special_tokens=True)
+            codes = yield SegmentDecode(ids, budget, params, im_end)
+            reply = tokenizer.decode(codes, skip_special_tokens=True)
             history.append((segment, reply))
-            yield GenerateResponse(action="sample", codes=codes, text=reply)
+            yield GenerateResponse(action="sample",
+                                   codes=torch.tensor(codes, dtype=torch.int64, device=device),
+                                   text=reply)
         yield GenerateResponse(action="next")

@@ -1,6 +1,10 @@
 """fish-speech's thread-safe request queue: one worker thread owns the model and
-serves ``GenerateRequest``s in arrival order; any number of client threads put requests on
-its input queue and read ``WrappedGenerateResponse``s from their own response queues.
+serves ``GenerateRequest``s; any number of client threads put requests on its input queue
+and read ``WrappedGenerateResponse``s from their own response queues. The text queue
+serves the requests waiting together (up to ``QUEUE_BATCH``): each advances to its next
+segment, and all those segments decode in one batched run of the serving engine
+(``engine.batch.complete_all``), each request's responses in its own order. A request with
+``compile=True`` is served alone through its compiled ``decode`` step.
 
 Request dicts for ``launch_thread_safe_queue`` take ``generate_long``'s keyword arguments
 (``text`` required; ``model``/``decode_one_token`` are the worker's), so a request built as
@@ -29,7 +33,9 @@ from typing import Callable, Literal, Optional, Union
 import torch
 
 from ...cancel import cancel_on
-from .long_form import GenerateResponse, generate_long, load_model
+from ...engine.batch import complete_all
+from .long_form import (GenerateResponse, SegmentDecode, generate_long, load_model,
+                        long_form_steps)
 from ...validation import check_int
 
 __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_queue",
@@ -40,6 +46,8 @@ __all__ = ["WrappedGenerateResponse", "GenerateRequest", "launch_thread_safe_que
 
 # Seconds a response sink may stay full before its request is cancelled (docs/reliability.md).
 RESPONSE_PUT_TIMEOUT_S = 5.0
+# Text requests the queue takes at once: their segments decode together
+QUEUE_BATCH = 8
 
 _log = logging.getLogger("fastdecode.serving")
 
@@ -130,11 +138,12 @@ else:  # pragma: no cover (CPython < 3.9)
 
 
 def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Queue], None],
-            name: str):
+            name: str, serve_many: Optional[Callable] = None):
     """Start a worker that runs ``load()`` once, then ``serve(state, request, out)`` per
-    request. Blocks until loading ends; a load failure is raised here, in the caller.
-    ``None`` on the queue stops the worker after the requests before it; at interpreter
-    exit it stops at once (``_stop_workers_at_exit``)."""
+    request, or with ``serve_many``, ``serve_many(state, items, stop)`` on the items waiting
+    together (up to ``QUEUE_BATCH``). Blocks until loading ends; a load failure is raised
+    here, in the caller. ``None`` on the queue stops the worker after the requests before
+    it; at interpreter exit it stops at once (``_stop_workers_at_exit``)."""
     input_queue: queue.Queue = queue.Queue()
     loaded = threading.Event()
     stop = threading.Event()
@@ -160,6 +169,8 @@ def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Que
                 _live_workers.discard(entry)
 
     def serve_forever():
+        if serve_many is not None:
+            return serve_together()
         while True:
             item = input_queue.get()
             if item is None or stop.is_set():
@@ -179,6 +190,21 @@ def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Que
                         _deliver(target, WrappedGenerateResponse(status="error", response=e))
                     except ResponseSinkError as sink_error:
                         _log.warning("%s (it carried: %r)", sink_error, e)
+
+    def serve_together():
+        while True:
+            items = [input_queue.get()]
+            while items[-1] is not None and len(items) < QUEUE_BATCH:
+                try:
+                    items.append(input_queue.get_nowait())
+                except queue.Empty:
+                    break
+            last = items[-1] is None
+            if stop.is_set():
+                return
+            serve_many(state[0], [i for i in items if i is not None], stop)
+            if last:
+                return
 
     # not a daemon: a daemon thread killed inside torch at exit aborts the process
     thread = threading.Thread(target=worker, name=f"{name}-{next(_worker_ids)}")
@@ -203,9 +229,88 @@ def launch_thread_safe_queue(checkpoint_path, device, precision, compile: bool =
             for chunk in generate_long(model=model, decode_one_token=step, **kwargs):
                 _deliver(out, WrappedGenerateResponse(status="success", response=chunk))
 
+    def serve_many(loaded, items, stop):
+        if hasattr(loaded[0].config, "num_codebooks"):  # codebook models: one at a time
+            for item in items:
+                _serve_item(serve, loaded, item)
+            return
+        _serve_text_together(loaded, items, stop, device, serve)
+
     q, _ = _launch(lambda: load_model(checkpoint_path, device, precision, compile), serve,
-                   "fastdecode-queue")
+                   "fastdecode-queue", serve_many)
     return q
+
+
+def _error_to(item, error: Exception) -> None:
+    """Tell ``item``'s client about ``error`` (a sink that cannot be told: logged)."""
+    if isinstance(error, ResponseSinkError):  # nobody can be told: drop the request
+        _log.warning("%s", error)
+        return
+    target = getattr(item, "response_queue", None)
+    if callable(getattr(target, "put", None)):
+        try:
+            _deliver(target, WrappedGenerateResponse(status="error", response=error))
+        except ResponseSinkError as sink_error:
+            _log.warning("%s (it carried: %r)", sink_error, error)
+
+
+def _serve_item(serve, loaded, item) -> None:
+    """One request through ``serve``, its failure as an error response."""
+    try:
+        if not isinstance(item, GenerateRequest):
+            raise TypeError(f"queue items must be GenerateRequest or None, got "
+                            f"{type(item).__name__}")
+        serve(loaded, item.request, item.response_queue)
+    except Exception as e:
+        _error_to(item, e)
+
+
+def _serve_text_together(loaded, items, stop: threading.Event, device, serve) -> None:
+    """Text requests together: in rounds, each active request's ``long_form_steps`` run to
+    its next segment (delivering its responses on the way), then every waiting segment
+    decodes in one ``complete_all`` (the engine: one batched step per token). A request
+    that fails, or whose sink fails, leaves the round alone; ``stop`` cancels them all."""
+    model, _ = loaded
+    active = []  # [item, steps, reply to send]
+    for item in items:
+        if not isinstance(item, GenerateRequest) or not isinstance(item.request, dict) or \
+                item.request.get("compile") is True:
+            _serve_item(serve, loaded, item)  # a compiled step: alone, through decode()
+            continue
+        try:
+            kwargs = {"device": device, **_check_keys(item.request, _LONG_FORM_KEYS)}
+            active.append([item, long_form_steps(model=model, **kwargs), None])
+        except Exception as e:
+            _error_to(item, e)
+    while active:
+        waiting = []  # (entry, SegmentDecode)
+        for entry in list(active):
+            item, steps = entry[0], entry[1]
+            try:
+                while True:
+                    step, entry[2] = steps.send(entry[2]), None
+                    if isinstance(step, SegmentDecode):
+                        waiting.append((entry, step))
+                        break
+                    _deliver(item.response_queue, WrappedGenerateResponse("success", step))
+            except StopIteration:
+                active.remove(entry)
+            except Exception as e:
+                active.remove(entry)
+                _error_to(item, e)
+        if not waiting:
+            continue
+        try:
+            with torch.no_grad():
+                done = complete_all(model, model.tokenizer, [s.ids for _, s in waiting],
+                                    [s.params.replace(max_tokens=s.budget) for _, s in waiting],
+                                    [waiting[0][1].im_end], cancel=stop)
+        except Exception as e:  # DecodeCancelled at exit, or a decode failure: all of them
+            for entry in active:
+                _error_to(entry[0], e)
+            return
+        for (entry, _), completion in zip(waiting, done):
+            entry[2] = completion.token_ids
 
 
 def launch_thread_safe_queue_agent(checkpoint_path, device, precision, compile: bool = False):
