@@ -116,7 +116,9 @@ constexpr int kRows8 = 4;
 // s[0] in lanes 0-7, s[1] in lanes 8-15 (two adjacent scales: one load and one permute).
 FASTDECODE_VNNI inline __m512 scale_pair(const float* s) {
   const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(s)));
+  int64_t bits;  // memcpy: the pair need not be 8-byte aligned (_mm_load_sd reads a double)
+  std::memcpy(&bits, s, sizeof(bits));
+  const __m128 two = _mm_castsi128_ps(_mm_cvtsi64_si128(bits));
   return _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(two));
 }
 
