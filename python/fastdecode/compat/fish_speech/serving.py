@@ -175,21 +175,7 @@ def _launch(load: Callable[[], object], serve: Callable[[object, dict, queue.Que
             item = input_queue.get()
             if item is None or stop.is_set():
                 return
-            try:
-                if not isinstance(item, GenerateRequest):
-                    raise TypeError(f"queue items must be GenerateRequest or None, got "
-                                    f"{type(item).__name__}")
-                serve(state[0], item.request, item.response_queue)
-            except ResponseSinkError as e:  # nobody can be told: drop the request
-                _log.warning("%s", e)
-            except Exception as e:
-                # any object with put() serves (queue.Queue, multiprocessing queues, ...)
-                target = getattr(item, "response_queue", None)
-                if callable(getattr(target, "put", None)):
-                    try:
-                        _deliver(target, WrappedGenerateResponse(status="error", response=e))
-                    except ResponseSinkError as sink_error:
-                        _log.warning("%s (it carried: %r)", sink_error, e)
+            _serve_item(serve, state[0], item)
 
     def serve_together():
         while True:
@@ -246,6 +232,7 @@ def _error_to(item, error: Exception) -> None:
     if isinstance(error, ResponseSinkError):  # nobody can be told: drop the request
         _log.warning("%s", error)
         return
+    # any object with put() serves (queue.Queue, multiprocessing queues, ...)
     target = getattr(item, "response_queue", None)
     if callable(getattr(target, "put", None)):
         try:
