@@ -12,6 +12,7 @@ u32 n_dims, u64 dims, u32 type, u64 offset); padding to ``general.alignment`` (3
 """
 from __future__ import annotations
 
+import enum
 import mmap
 import struct
 from dataclasses import dataclass
@@ -37,6 +38,34 @@ _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4)
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32,
           6: np.float32, 7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 _STRING, _ARRAY = 8, 9
+
+
+class GGMLType(enum.IntEnum):
+    """The tensor types fastdecode reads without the ``gguf`` package (its enum's names and
+    numbers, which the GGUF format fixes); a file with any other type imports ``gguf`` for
+    it (``import gguf`` costs ~3 MB and ~0.1 s of a default load)."""
+    F32 = 0
+    F16 = 1
+    Q4_0 = 2
+    Q4_1 = 3
+    Q8_0 = 8
+    BF16 = 30
+
+
+# type -> (values per block, bytes per block)
+_OWN_SIZES = {GGMLType.F32: (1, 4), GGMLType.F16: (1, 2), GGMLType.Q4_0: (32, 18),
+              GGMLType.Q4_1: (32, 20), GGMLType.Q8_0: (32, 34), GGMLType.BF16: (1, 2)}
+
+
+def _tensor_type(raw: int):
+    """``(type, (block values, block bytes))`` of a raw type number; ValueError if unknown."""
+    if raw in GGMLType._value2member_map_:
+        ttype = GGMLType(raw)
+        return ttype, _OWN_SIZES[ttype]
+    import gguf
+
+    ttype = gguf.GGMLQuantizationType(raw)  # ValueError for a number it does not know
+    return ttype, gguf.GGML_QUANT_SIZES[ttype]
 # element types stored as themselves (not in blocks): numpy dtype
 _PLAIN_TENSORS = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8,
                   "I16": np.int16, "I32": np.int32, "I64": np.int64}
@@ -45,7 +74,7 @@ _PLAIN_TENSORS = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8":
 @dataclass
 class GGUFTensor:
     name: str
-    tensor_type: Any          # gguf.GGMLQuantizationType
+    tensor_type: Any          # GGMLType, or gguf.GGMLQuantizationType for other types
     shape: List[int]          # GGUF order: the fastest-varying dimension first
     n_elements: int
     n_bytes: int
@@ -159,7 +188,6 @@ class _Cursor:
 def read_gguf(path) -> GGUFFile:
     """Parse and check ``path``; tensors are views of a read-only memory map. A missing file
     raises FileNotFoundError; anything wrong inside it a ValueError naming it."""
-    import gguf
 
     path = Path(path)
     with open(path, "rb") as f:
@@ -208,10 +236,9 @@ def read_gguf(path) -> GGUFFile:
             raise c.fail(f"corrupt: tensor {name!r} appears twice")
         names.add(name)
         try:
-            ttype = gguf.GGMLQuantizationType(raw_type)
+            ttype, (block, type_size) = _tensor_type(raw_type)
         except ValueError:
             raise c.fail(f"tensor {name!r} has unknown type {raw_type}") from None
-        block, type_size = gguf.GGML_QUANT_SIZES[ttype]
         n = 1
         for d in dims:
             n *= d
@@ -236,8 +263,8 @@ def read_gguf(path) -> GGUFFile:
 def dequantize(t: GGUFTensor):
     """fp32 torch tensor of ``t`` in PyTorch order (the GGUF shape reversed): Q4_0, Q4_1 and
     Q8_0 blocks through ``ops.dequantize_gguf`` (C++, all cores; bit for bit the ``gguf``
-    package's values, whose numpy path took ~2.5 s for the default model), other types
-    through the ``gguf`` package."""
+    package's values, whose numpy path took ~2.5 s for the default model), F32 / F16 as
+    stored, other types through the ``gguf`` package."""
     import torch
 
     shape = tuple(reversed(t.shape))
@@ -245,6 +272,10 @@ def dequantize(t: GGUFTensor):
         from . import ops
         blocks = torch.from_numpy(np.array(t.data, copy=True))
         return ops.dequantize_gguf(blocks, int(t.tensor_type)).reshape(shape)
+    if t.tensor_type.name in ("F32", "F16"):  # stored as themselves: a float32 copy
+        return torch.from_numpy(np.array(t.data, dtype=np.float32)).reshape(shape)
+    import gguf
     from gguf.quants import dequantize as gguf_dequantize
-    return torch.from_numpy(np.array(gguf_dequantize(t.data, t.tensor_type),
+    ttype = gguf.GGMLQuantizationType(int(t.tensor_type))
+    return torch.from_numpy(np.array(gguf_dequantize(t.data, ttype),
                                      dtype=np.float32)).reshape(shape)
