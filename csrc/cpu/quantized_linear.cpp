@@ -72,8 +72,8 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 // ~150 of these calls, each allocation costs about half a microsecond).
 struct GemvActivations {
   at::Tensor rows;       // a converted or padded copy of x, when one was needed
-  // q int16 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums fp32 [M, K_x / G, 2]
-  // (of x and of the rounded x), q8 int8 [M, K_q]
+  // q int8 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums fp32 [M, K_x / G, 2]
+  // (of x and of the rounded x)
   at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
@@ -94,16 +94,13 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
     a.rows = activations(x, K, K_x);
     xp = a.rows.data_ptr<float>();
   }
-  const int64_t q_bytes = aligned64(M * K_q * 2);
+  const int64_t q_bytes = aligned64(M * K_q);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
   const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 2 * 4) : 0;
-  // the SIMD kernels' bytes (int4 on AVX2 / VNNI, int8 on VNNI; the others read q itself)
-  const bool narrow = kernels::qgemv_avx2_available();
-  const int64_t narrow_bytes = narrow ? M * K_q : 0;
-  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + narrow_bytes},
+  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes},
                           x.options().dtype(at::kByte));
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
-  auto* q = reinterpret_cast<int16_t*>(base);
+  auto* q = reinterpret_cast<int8_t*>(base);
   auto* scale = reinterpret_cast<float*>(base + q_bytes);
   a.finite = kernels::quantize_activations(xp, M, K_x, K_q, q, scale);
   if (!a.finite) return a;
@@ -112,11 +109,6 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
     auto* xsum = reinterpret_cast<float*>(base + q_bytes + scale_bytes);
     kernels::group_sums(xp, a.view, K_x, G, xsum);
     a.xsum = xsum;
-  }
-  if (narrow) {
-    auto* q8 = reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes);
-    kernels::narrow_activations(a.view, q8);
-    a.view.q8 = q8;
   }
   return a;
 }

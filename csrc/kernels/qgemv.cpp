@@ -11,14 +11,14 @@ namespace fastdecode::kernels {
 
 // per call: vectorised rounding instead of a libm call a value
 FASTDECODE_KERNEL_BODY
-bool quantize_activations_body(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+bool quantize_activations_body(const float* x, int64_t M, int64_t K, int64_t K_pad, int8_t* q,
                                float* scale) {
   const int64_t blocks = K_pad / kActBlock;
   bool finite = true;
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t k0 = b * kActBlock, k1 = std::max(k0, std::min(K, k0 + kActBlock));
-      int16_t* qb = q + m * K_pad + k0;
+      int8_t* qb = q + m * K_pad + k0;
       // max |x| as the bits of |x|: for non-negative floats the integer order is the float
       // order, NaN and inf sit above every finite value, and an integer max vectorises
       uint32_t max_bits = 0;
@@ -40,7 +40,7 @@ bool quantize_activations_body(const float* x, int64_t M, int64_t K, int64_t K_p
       const float inv = amax > 0.0f ? kActMax / amax : 0.0f;
       for (int64_t k = k0; k < k1; ++k) {
         // |x * inv| <= 127 up to one rounding, which nearbyint brings back to 127
-        qb[k - k0] = static_cast<int16_t>(std::nearbyint(x[m * K + k] * inv));
+        qb[k - k0] = static_cast<int8_t>(std::nearbyint(x[m * K + k] * inv));
       }
       for (int64_t k = k1; k < k0 + kActBlock; ++k) qb[k - k0] = 0;
     }
@@ -48,23 +48,14 @@ bool quantize_activations_body(const float* x, int64_t M, int64_t K, int64_t K_p
   return finite;
 }
 FASTDECODE_DISPATCH(bool, quantize_activations,
-                    (const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q, float* scale),
+                    (const float* x, int64_t M, int64_t K, int64_t K_pad, int8_t* q, float* scale),
                     (x, M, K, K_pad, q, scale))
-
-FASTDECODE_KERNEL_BODY
-void narrow_activations_body(const QuantizedActivations& a, int8_t* q8) {
-  const int16_t* q = a.q;  // a local: through `a` every store might move a.q (no vectors)
-  const int64_t n = a.M * a.K;
-  for (int64_t i = 0; i < n; ++i) q8[i] = static_cast<int8_t>(q[i]);  // |q| <= 127
-}
-FASTDECODE_DISPATCH(void, narrow_activations, (const QuantizedActivations& a, int8_t* q8),
-                    (a, q8))
 
 FASTDECODE_KERNEL_BODY
 void group_sums_body(const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
                      float* sums) {
   const int64_t blocks = a.K / kActBlock;
-  const int16_t* qa = a.q;
+  const int8_t* qa = a.q;
   for (int64_t m = 0; m < a.M; ++m) {
     for (int64_t g = 0; g < K / G; ++g) {
       // four partial sums: one chain of dependent double adds took ~4 cycles a value
@@ -97,7 +88,7 @@ void int8_gemv_portable_body(const QuantizedActivations& a, const int8_t* q, con
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int8_t* qn = q + n * K;
     for (int64_t m = 0; m < a.M; ++m) {
-      const int16_t* xq = a.q + m * a.K;
+      const int8_t* xq = a.q + m * a.K;
       const float* xs = a.scale + m * (a.K / kActBlock);
       float acc = 0.0f;
       for (int64_t b = 0; b < blocks; ++b) {
@@ -132,7 +123,7 @@ void int4_gemv_portable_body(const QuantizedActivations& a, const float* xsum,
         float gacc[kInt4TileRows] = {};
         for (int64_t bg = 0; bg < blocks_per_group; ++bg) {
           const int64_t b = g * blocks_per_group + bg;
-          const int16_t* xb = a.q + m * K + b * kActBlock;
+          const int8_t* xb = a.q + m * K + b * kActBlock;
           int32_t dot[kInt4TileRows] = {};
           for (int64_t j = 0; j < 4; ++j) {
             for (int64_t i = 0; i < r; ++i) {
@@ -170,9 +161,7 @@ bool qgemv_vnni_available() {
 void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
 #if FASTDECODE_X86_CLONES
-  if (qgemv_vnni_available() && a.q8 != nullptr) {
-    return int8_gemv_vnni(a, q, scales, K, G, n_begin, n_end, y, ldy);
-  }
+  if (qgemv_vnni_available()) return int8_gemv_vnni(a, q, scales, K, G, n_begin, n_end, y, ldy);
   if (qgemv_avx2_available()) return int8_gemv_avx2(a, q, scales, K, G, n_begin, n_end, y, ldy);
 #endif
   int8_gemv_portable(a, q, scales, K, G, n_begin, n_end, y, ldy);
@@ -182,10 +171,10 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
                const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy) {
 #if FASTDECODE_X86_CLONES
-  if (qgemv_vnni_available() && a.q8 != nullptr) {
+  if (qgemv_vnni_available()) {
     return int4_gemv_vnni(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
-  if (qgemv_avx2_available() && a.q8 != nullptr) {
+  if (qgemv_avx2_available()) {
     return int4_gemv_avx2(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
 #endif

@@ -2,8 +2,7 @@
 // w read from int8 or packed int4 bytes; no dequantised copy of the weight.
 //
 // The activations are quantized first, per block of 32 values, to 8-bit integers (as
-// llama.cpp's Q8 activations; int16 storage, plus a byte copy for the int4 SIMD kernels) with
-// one fp32 scale: x ~ xq * s, s = max|x_block| / 127, xq = round_half_even(x * (127 /
+// llama.cpp's Q8 activations) with one fp32 scale: x ~ xq * s, s = max|x_block| / 127, xq = round_half_even(x * (127 /
 // max|x_block|)) in [-127, 127]. The int4 kernels multiply the unsigned nibbles with the
 // signed activation bytes: AVX-512 VNNI's vpdpbusd (64 byte products per instruction),
 // AVX2's vpmaddubsw (32, into 16-bit pairs that cannot overflow: 2 * 15 * 127 < 2^15); int8
@@ -39,26 +38,21 @@ constexpr int64_t kActBlock = 32;
 constexpr int64_t kQuantizedGemvMaxRows = 32;
 constexpr float kActMax = 127.0f;  // 8-bit values, symmetric
 
-// x quantized per 32-value block. q: [M, K] int16 in [-127, 127], scale: [M, K / 32];
-// K is a multiple of 32 (columns past the real in-features are zero). The SIMD kernels (int4;
-// int8 on VNNI) read q as bytes, q8 ([M, K] int8; null when the caller did not narrow it: the
-// portable kernel, or AVX2 int8, runs then).
+// x quantized per 32-value block. q: [M, K] int8 in [-127, 127], scale: [M, K / 32];
+// K is a multiple of 32 (columns past the real in-features are zero).
 struct QuantizedActivations {
-  const int16_t* q;
+  const int8_t* q;
   const float* scale;
   int64_t M, K;
-  const int8_t* q8 = nullptr;
 };
 
 // x: [M, K] fp32 (row stride K) -> q: [M, K_pad], scale: [M, K_pad / 32] (K_pad >= K, a
 // multiple of 32; columns K..K_pad are zero). An all-zero block gets scale 0. Returns false
 // when x holds NaN or infinity (such blocks get q = 0, scale 0): integers cannot carry them,
 // so the caller must compute those rows in floating point instead.
-bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int16_t* q,
+bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int8_t* q,
                           float* scale);
 
-// q8: [a.M, a.K], a.q as bytes.
-void narrow_activations(const QuantizedActivations& a, int8_t* q8);
 
 // sums[m, g] = (sum of x[m, g*G : (g+1)*G], sum of the rounded x_hat = q * scale over the
 // same columns), both summed in double: [a.M, K / G, 2]. x: [a.M, K], K a multiple of G and

@@ -1,7 +1,7 @@
 // AVX2 kernels for the quantized GEMVs (x86-64 only; qgemv.cpp calls them where the CPU has
 // AVX2 and FMA but not AVX-512 VNNI). Exact integer products against the 8-bit activations.
-//   int8: vpmaddwd (two 16-bit products per int32 lane): each 32-value block's weights
-//   sign-extended to two registers of 16 int16, the 8 lanes of products converted to float
+//   int8: vpmaddwd (two 16-bit products per int32 lane): each 32-value block's weights and
+//   activations sign-extended to two registers of 16 int16, the lanes converted to float
 //   (exact: |lane| < 2^24) and scaled into a float accumulator; several weight rows and
 //   activation rows share each load.
 //   int4: the tiled layout's lanes are output rows (8 of a tile's 16 per register); each
@@ -64,9 +64,10 @@ FASTDECODE_AVX2 void int8_rows(const QuantizedActivations& a, int64_t m0, const 
         w_hi[r] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w8, 1));
       }
       for (int m = 0; m < MB; ++m) {
-        const int16_t* xb = a.q + (m0 + m) * a.K + b * kActBlock;
-        const __m256i x_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
-        const __m256i x_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 16));
+        const int8_t* xb = a.q + (m0 + m) * a.K + b * kActBlock;
+        const __m256i x8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
+        const __m256i x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x8));
+        const __m256i x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x8, 1));
         const float xs = a.scale[(m0 + m) * xblocks + b];
         for (int r = 0; r < R; ++r) {
           const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(w_lo[r], x_lo),
@@ -83,7 +84,7 @@ FASTDECODE_AVX2 void int8_rows(const QuantizedActivations& a, int64_t m0, const 
       float total = hsum(acc[r][m]);
       if (full < blocks) {  // a partial last block: the row ends before 32 values
         const int64_t k0 = full * kActBlock;
-        const int16_t* xb = a.q + (m0 + m) * a.K + k0;
+        const int8_t* xb = a.q + (m0 + m) * a.K + k0;
         int32_t dot = 0;
         for (int64_t k = k0; k < K; ++k) dot += int32_t{qn[k]} * int32_t{xb[k - k0]};
         const float sw = per_channel ? 1.0f : scales[(n + r) * groups + k0 / G];
@@ -134,7 +135,7 @@ FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
         const __m256i lo = _mm256_and_si256(w, nibble);                       // columns 4j..
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);  // 16 + 4j..
         for (int m = 0; m < MB; ++m) {
-          const int8_t* xb = a.q8 + (m0 + m) * K + b * kActBlock + 4 * j;
+          const int8_t* xb = a.q + (m0 + m) * K + b * kActBlock + 4 * j;
           int32_t x_lo, x_hi;
           std::memcpy(&x_lo, xb, 4);
           std::memcpy(&x_hi, xb + 16, 4);

@@ -77,8 +77,8 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble);
         for (int m = 0; m < MB; ++m) {
           const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
-          dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.q8 + k));
-          dot[m][1] = _mm512_dpbusd_epi32(dot[m][1], hi, broadcast_quad(a.q8 + k + 16));
+          dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.q + k));
+          dot[m][1] = _mm512_dpbusd_epi32(dot[m][1], hi, broadcast_quad(a.q + k + 16));
         }
       }
       for (int m = 0; m < MB; ++m) {
@@ -107,9 +107,9 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
 
 // int8, row-major: kRows8 weight rows at a time (independent chains), 64 columns (two
 // 32-value blocks) per load. vpdpbusd takes one unsigned operand: the activation bytes with
-// their sign bit flipped are q8 + 128, so each lane's sum of four products is
-// (q8 + 128) . w, and the chain starts from -128 * sum(w) (one vpdpbusd per weight load,
-// shared by the activation rows) to leave q8 . w exactly. Lanes 0-7 hold the first block,
+// their sign bit flipped are q + 128, so each lane's sum of four products is
+// (q + 128) . w, and the chain starts from -128 * sum(w) (one vpdpbusd per weight load,
+// shared by the activation rows) to leave q . w exactly. Lanes 0-7 hold the first block,
 // 8-15 the second: one vector of two scales per block pair.
 constexpr int kRows8 = 4;
 
@@ -162,7 +162,7 @@ FASTDECODE_VNNI void int8_rows(const QuantizedActivations& a, int64_t m0, const 
     }
     for (int m = 0; m < MB; ++m) {
       const int64_t row = m0 + m;
-      const __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(xcols, a.q8 + row * a.K + k0),
+      const __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(xcols, a.q + row * a.K + k0),
                                          flip);
       const float* xs = a.scale + row * xblocks + b;
       // (without a second block its lanes hold 0: any scale will do)
