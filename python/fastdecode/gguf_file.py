@@ -52,9 +52,9 @@ class GGMLType(enum.IntEnum):
     BF16 = 30
 
 
-# type -> (values per block, bytes per block)
-_OWN_SIZES = {GGMLType.F32: (1, 4), GGMLType.F16: (1, 2), GGMLType.Q4_0: (32, 18),
-              GGMLType.Q4_1: (32, 20), GGMLType.Q8_0: (32, 34), GGMLType.BF16: (1, 2)}
+# type -> (values per block, bytes per block); the block types' bytes from the C++ table
+_OWN_SIZES = {GGMLType.F32: (1, 4), GGMLType.F16: (1, 2), GGMLType.BF16: (1, 2),
+              **{GGMLType[name]: (32, size) for name, size in BLOCK_BYTES.items()}}
 
 
 def _tensor_type(raw: int):

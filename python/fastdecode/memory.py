@@ -15,6 +15,7 @@ Linux) or what the GPU has free; ``FASTDECODE_MEMORY_LIMIT`` (bytes) overrides i
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -90,6 +91,19 @@ def check_decode_memory(model, batch: int, positions: int) -> None:
             f"max_tokens)")
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where there is none."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
 def return_freed_heap() -> None:
     """Give the C heap's free pages back to the operating system (glibc's ``malloc_trim``;
     nothing elsewhere). A loader that builds weights tensor by tensor frees a transient per
@@ -99,20 +113,3 @@ def return_freed_heap() -> None:
     if trim is not None:
         trim(0)
 
-
-def _malloc_trim():
-    global _TRIM
-    if _TRIM is False:
-        import ctypes
-        import ctypes.util
-
-        _TRIM = None
-        name = ctypes.util.find_library("c")
-        try:
-            _TRIM = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-        except OSError:
-            _TRIM = None
-    return _TRIM
-
-
-_TRIM = False  # not looked up yet
