@@ -61,11 +61,13 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
     __m512 gacc[MB];
     for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
     for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
-      // per row: the low nibbles' and the high nibbles' products, two chains of four
-      // vpdpbusd
-      __m512i dot[MB][2];
+      // per activation row the low and the high nibbles' products: two chains of four
+      // vpdpbusd below 4 rows, one of eight from 4 (the rows' chains then cover the
+      // instruction's latency, and the registers go to 8 rows sharing each weight load)
+      constexpr int C = MB >= 4 ? 1 : 2;
+      __m512i dot[MB][C];
       for (int m = 0; m < MB; ++m) {
-        for (int c = 0; c < 2; ++c) dot[m][c] = _mm512_setzero_si512();
+        for (int c = 0; c < C; ++c) dot[m][c] = _mm512_setzero_si512();
       }
       if (prefetch) {  // the tiles of a task are one contiguous stream
         const char* next = reinterpret_cast<const char*>(wt + b * 4 * r) + kPrefetchBytes;
@@ -78,12 +80,12 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
         for (int m = 0; m < MB; ++m) {
           const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
           dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.q + k));
-          dot[m][1] = _mm512_dpbusd_epi32(dot[m][1], hi, broadcast_quad(a.q + k + 16));
+          dot[m][C - 1] = _mm512_dpbusd_epi32(dot[m][C - 1], hi, broadcast_quad(a.q + k + 16));
         }
       }
       for (int m = 0; m < MB; ++m) {
-        const __m512i sum = _mm512_add_epi32(dot[m][0], dot[m][1]);
         const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
+        const __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
         gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
       }
     }
@@ -211,6 +213,9 @@ void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed) + n0 * words;
     const float* st = sz + n0 * groups * 2;
     int64_t m0 = 0;
+    for (; m0 + 8 <= a.M; m0 += 8) {
+      int4_tile<8>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    }
     for (; m0 + 4 <= a.M; m0 += 4) {
       int4_tile<4>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
     }
