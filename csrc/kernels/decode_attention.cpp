@@ -11,16 +11,7 @@ namespace fastdecode::kernels {
 
 namespace {
 // Positions whose dot products (and value products) run side by side.
-constexpr int kBlock = 4;  // (the loops below spell out four)
-
-// The sum of kLanes partial sums as a tree (8 + 8, 4 + 4, 2 + 2, 1 + 1): vector adds
-// instead of a chain of kLanes dependent scalar adds.
-inline float tree_sum(float* part) {
-  for (int w = kLanes / 2; w >= 1; w /= 2) {
-    for (int l = 0; l < w; ++l) part[l] += part[l + w];
-  }
-  return part[0];
-}
+constexpr int kBlock = 4;  // (the loop below spells out four)
 
 // (re, im) pairs rotated by (cos, sin): one complex multiply per pair.
 inline void rotate(const float* x, const float* rope, int64_t D, float* out) {
@@ -60,9 +51,12 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   const int64_t n = pos + 1;  // positions attended
   const int64_t d_full = D - D % kLanes;
   // Scores, kBlock positions at a time: 16 partial sums per position in one vector, the
-  // positions' chains independent so that their multiply-adds overlap, each reduced as a
-  // tree. (One position at a time with a running scalar sum was a chain of dependent adds
-  // per position: a quarter of a batch-8 decode step at a few hundred positions.)
+  // positions' chains independent so that their multiply-adds overlap. (One position at a
+  // time was a chain of dependent adds per position: a quarter of a batch-8 decode step at
+  // a few hundred positions.) Every sum below keeps the order of the plain loops (lanes,
+  // then positions, in order), so the output is bit for bit that of one position at a time:
+  // under 8-bit activations the quantized models' greedy text moves with the last bit of
+  // an attention output.
   int64_t t = 0;
   for (; t + kBlock <= n; t += kBlock) {
     const float* k0 = kc + t * D;
@@ -74,7 +68,8 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
       a2 = madd16(qd, load16(k0 + 2 * D + d), a2);
       a3 = madd16(qd, load16(k0 + 3 * D + d), a3);
     }
-    float dot[kBlock] = {sum16(a0), sum16(a1), sum16(a2), sum16(a3)};
+    float dot[kBlock] = {sum16_in_order(a0), sum16_in_order(a1), sum16_in_order(a2),
+                         sum16_in_order(a3)};
     for (int j = 0; j < kBlock; ++j) {
       for (int64_t d = d_full; d < D; ++d) dot[j] += q[d] * k0[j * D + d];
       scores[t + j] = dot[j] * scale;
@@ -83,11 +78,11 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   for (; t < n; ++t) {
     vf16 a = splat16(0.0f);
     for (int64_t d = 0; d < d_full; d += kLanes) a = madd16(load16(q + d), load16(kc + t * D + d), a);
-    float dot = sum16(a);
+    float dot = sum16_in_order(a);
     for (int64_t d = d_full; d < D; ++d) dot += q[d] * kc[t * D + d];
     scores[t] = dot * scale;
   }
-  // softmax: the maximum and the sum in kLanes partials (a NaN score is never the maximum)
+  // softmax: the maximum in kLanes partials (exact in any order; a NaN score is never it)
   const int64_t n_full = n - n % kLanes;
   float top[kLanes];
   for (int l = 0; l < kLanes; ++l) top[l] = -INFINITY;
@@ -98,27 +93,34 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   float max = top[0];
   for (int l = 1; l < kLanes; ++l) max = top[l] > max ? top[l] : max;
   for (t = 0; t < n; ++t) scores[t] = fast_expf(scores[t] - max);
-  float total[kLanes] = {};
-  for (t = 0; t < n_full; t += kLanes) {
-    for (int l = 0; l < kLanes; ++l) total[l] += scores[t + l];
-  }
-  for (t = n_full; t < n; ++t) total[0] += scores[t];
-  const float inv = 1.0f / tree_sum(total);
-  // out = scores . v: 16 output columns at a time held in a register, kBlock positions'
-  // products in independent partials (not a store and reload of out per position)
-  for (int64_t d = 0; d < d_full; d += kLanes) {
+  float sum = 0.0f;
+  for (t = 0; t < n; ++t) sum += scores[t];
+  const float inv = 1.0f / sum;
+  // out = scores . v: 64 output columns (four 16-lane sums) held in registers across the
+  // positions, instead of a store and reload of out per position
+  int64_t d = 0;
+  for (; d + 4 * kLanes <= d_full; d += 4 * kLanes) {
     vf16 a0 = splat16(0.0f), a1 = a0, a2 = a0, a3 = a0;
-    for (t = 0; t + kBlock <= n; t += kBlock) {
-      const float* v0 = vc + t * D + d;
-      a0 = madd16(splat16(scores[t]), load16(v0), a0);
-      a1 = madd16(splat16(scores[t + 1]), load16(v0 + D), a1);
-      a2 = madd16(splat16(scores[t + 2]), load16(v0 + 2 * D), a2);
-      a3 = madd16(splat16(scores[t + 3]), load16(v0 + 3 * D), a3);
+    for (t = 0; t < n; ++t) {
+      const vf16 p = splat16(scores[t]);
+      const float* vt = vc + t * D + d;
+      a0 = madd16(p, load16(vt), a0);
+      a1 = madd16(p, load16(vt + kLanes), a1);
+      a2 = madd16(p, load16(vt + 2 * kLanes), a2);
+      a3 = madd16(p, load16(vt + 3 * kLanes), a3);
     }
-    for (; t < n; ++t) a0 = madd16(splat16(scores[t]), load16(vc + t * D + d), a0);
-    store16(out + d, ((a0 + a1) + (a2 + a3)) * splat16(inv));
+    const vf16 scale_out = splat16(inv);
+    store16(out + d, a0 * scale_out);
+    store16(out + d + kLanes, a1 * scale_out);
+    store16(out + d + 2 * kLanes, a2 * scale_out);
+    store16(out + d + 3 * kLanes, a3 * scale_out);
   }
-  for (int64_t d = d_full; d < D; ++d) {
+  for (; d < d_full; d += kLanes) {
+    vf16 a = splat16(0.0f);
+    for (t = 0; t < n; ++t) a = madd16(splat16(scores[t]), load16(vc + t * D + d), a);
+    store16(out + d, a * splat16(inv));
+  }
+  for (; d < D; ++d) {
     float acc = 0.0f;
     for (t = 0; t < n; ++t) acc += scores[t] * vc[t * D + d];
     out[d] = acc * inv;

@@ -1,5 +1,6 @@
 """fastdecode.LLM (llm_utils' LLM.generate, modularforge's generate_samples) on the default
-model: greedy equality with fastdecode.generate, n samples in one batch, seeds, stop strings
+model: greedy equality with fastdecode.generate, n choices as requests of one engine run
+(choice j seeded seed + j, as it is alone), a stream that raises, seeds, stop strings
 that span tokens, finish reasons, log-probabilities, the raw response and every bad input
 (a ValueError naming the argument, before any model work)."""
 import pytest
@@ -155,6 +156,26 @@ def test_bad_input_is_a_value_error_before_any_work(llm, monkeypatch, args, kwar
     monkeypatch.setattr(llm.model, "setup_caches", no_work)
     with pytest.raises(ValueError, match=match):
         llm.generate(*args, **kwargs)
+
+
+def test_choice_j_is_what_seed_plus_j_gives_alone(llm):
+    """The n choices are engine requests decoded together: choice j of seed s is the
+    completion n = 1 gives with seed s + j (a request's tokens depend on its own prompt,
+    parameters and seed, not on the rows beside it)."""
+    kw = dict(max_tokens=10, temperature=1.0, top_k=50, return_token_ids=True)
+    many = llm.generate(PROMPT, n=3, seed=11, **kw)
+    assert len({tuple(o["token_ids"]) for o in many}) == 3
+    for j in range(3):
+        alone = llm.generate(PROMPT, n=1, seed=11 + j, **kw)
+        assert alone["token_ids"] == many[j]["token_ids"]
+
+
+def test_a_stream_that_raises_ends_the_call_and_the_llm_serves_on(llm):
+    def stream(piece):
+        raise KeyError("the client went away")
+    with pytest.raises(KeyError, match="the client went away"):
+        llm.generate(PROMPT, max_tokens=8, temperature=0, stream=stream)
+    assert llm.generate(PROMPT, max_tokens=4, temperature=0)["finish_reason"] == "length"
 
 
 def test_unknown_keyword_is_named(llm):

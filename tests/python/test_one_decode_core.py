@@ -1,7 +1,7 @@
 """Every entry point reaches the one decode core: each forward pass of a text model runs
 inside ``decode_core.decode`` (fish-speech's ``decode_n_tokens``: inside the core loop,
 ``iter_decode_loop``) or, for the entry points that serve requests (the REPL, the server,
-``LLM.generate`` on a list of prompts), inside the serving engine's iteration; and a
+``LLM.generate`` and ``generate_samples``), inside the serving engine's iteration; and a
 codebook model decodes every position after its prefill in the core loop, whatever API
 style drove it. Traced from the model's own forward hook, so a second loop anywhere would
 show up."""
@@ -97,7 +97,8 @@ def _session_reply(model, tokenizer):
 
 
 # the entry points that submit to the serving engine; the others run decode()
-ON_THE_ENGINE = ("the REPL (ChatSession.reply)", "LLM.generate, a list of prompts")
+ON_THE_ENGINE = ("the REPL (ChatSession.reply)", "LLM.generate, a list of prompts",
+                 "LLM.generate (llm_utils)", "LLM.generate_samples (modularforge)")
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))

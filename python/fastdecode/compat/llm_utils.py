@@ -1,10 +1,12 @@
 """``LLM``: llm_utils' ``LLM.generate`` and modularforge's encode -> generate -> decode
-pipeline (``generate_samples``) over the one decode core (``generate.decode``).
+pipeline (``generate_samples``) on the serving engine (``fastdecode.engine``).
 
-A call turns text (or ids) into one prompt batch of ``n`` rows, runs ``decode`` once and
-turns each row back into text. Stop strings are matched on the decoded text as it is
-produced (``detokenize``), so a stop that spans tokens is found and the row ends at that
-token; the returned text ends right before the earliest stop.
+A call turns text (or ids) into ``n`` requests per prompt, decodes all of them together on
+a transient engine (``engine.batch.complete_all``) and returns each request's text. Stop
+strings are matched on the decoded text as it is produced (``detokenize``), so a stop that
+spans tokens is found and the request ends at that token; the returned text ends right
+before the earliest stop. A compiled model (``compile=True``) runs ``decode``'s compiled
+step instead.
 """
 from __future__ import annotations
 
@@ -98,9 +100,10 @@ class LLM:
     # -- llm_utils' generate ----------------------------------------------------------------
     def generate(self, input_context: Union[str, List[int]], max_tokens: int = 512,
                  temperature: float = 1.0, n: int = 1, **kwargs) -> Union[dict, List[dict]]:
-        """Complete ``input_context`` (text or token ids) ``n`` times, as one batch of ``n``;
-        or a list of such prompts, all decoded together on the serving engine
-        (``fastdecode.engine``), returning one entry per prompt.
+        """Complete ``input_context`` (text or token ids) ``n`` times, or each prompt of a
+        list of them (returning one entry per prompt): every choice is a request of one run
+        of the serving engine (``fastdecode.engine``), all decoded together; choice j of a
+        seeded call draws from ``seed + j``.
 
         kwargs: ``top_p`` (1.0, in (0, 1]), ``top_k`` (-1 = off, else >= 1), ``min_p``
         (0.0, in [0, 1)), ``repetition_penalty`` (1.0 = off, > 0), ``stop`` (str or list of
@@ -152,22 +155,12 @@ class LLM:
                       opts: dict) -> List[List[dict]]:
         """Every prompt's n choices as requests of one engine (choice j of a seeded call
         draws from seed + j, whatever prompt it belongs to)."""
-        from ..engine.batch import complete_all
-
         for ids in prompts:
             self._check_room(ids, params.max_tokens)
-        choices = [params.for_choice(j) for j in range(n)]
-        done = complete_all(self.model, self.tokenizer, [ids for ids in prompts for _ in
-                                                         range(n)],
-                            [choices[j] for _ in prompts for j in range(n)],
-                            self.tokenizer.stop_ids, opts["logprobs"])
         settings = {**params.describe(), "top_k": opts["top_k"], "n": n}
-        out = [_as_dict({"text": c.text, "token_ids": c.token_ids, "logprobs": c.logprobs,
-                         "finish_reason": c.finish_reason},
-                        {"prompt_tokens": c.prompt_tokens,
-                         "completion_tokens": c.completion_tokens, "sampling": settings}, opts)
-               for c in done]
-        return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+        done = self._on_engine(prompts, n, params, opts["logprobs"], None)
+        return [[_as_dict(row, {**raw, "sampling": settings}, opts)
+                 for row, raw in zip(d["rows"], d["raw"])] for d in done]
 
     # -- modularforge's pipeline ------------------------------------------------------------
     def generate_samples(self, prompts: Union[str, Sequence[str]], max_new_tokens: int = 100,
@@ -223,12 +216,54 @@ class LLM:
 
     def _complete(self, ids: List[int], n: int, params: SamplingParams, logprobs: bool,
                   stream: Optional[Callable[[str], None]]) -> dict:
-        """Decode ``n`` completions of ``ids`` in one batch (``params.max_tokens`` new
-        tokens at most, ending at ``params.stop``); per row its text, ids, finish reason
-        and log-probabilities, plus the raw figures."""
+        """``n`` completions of ``ids`` (``params.max_tokens`` new tokens at most, ending at
+        ``params.stop``): per row its text, ids, finish reason and log-probabilities, plus
+        the raw figures. The choices are requests of one engine (choice j of a seeded call
+        draws from seed + j, as a list of prompts does); a compiled model runs ``decode``'s
+        compiled step instead (its rows draw from the global generator, which a compiled
+        step needs, not from per-request generators)."""
+        self._check_room(ids, params.max_tokens)
+        check_decode_memory(self.model, n, len(ids) + params.max_tokens)  # before n rows exist
+        if self.compiled:
+            return self._complete_compiled(ids, n, params, logprobs, stream)
+        return self._on_engine([ids], n, params, logprobs, stream)[0]
+
+    def _on_engine(self, prompts: List[List[int]], n: int, params: SamplingParams,
+                   logprobs: bool, stream: Optional[Callable[[str], None]]) -> List[dict]:
+        """Each prompt's n choices as requests of one engine (choice j of a seeded call draws
+        from seed + j): per prompt its rows and raw figures, as ``_complete`` returns them
+        (the seconds and tokens/s are the whole call's)."""
+        from ..engine.batch import complete_all
+
+        choices = [params.for_choice(j) for j in range(n)]
+        done = complete_all(self.model, self.tokenizer, [ids for ids in prompts for _ in
+                                                         range(n)],
+                            [choices[j] for _ in prompts for j in range(n)],
+                            self.tokenizer.stop_ids, logprobs,
+                            on_text=None if stream is None else lambda _, piece: stream(piece))
+        first = min(c.first_token_seconds for c in done)
+        total = max(c.seconds for c in done)
+        produced = sum(c.completion_tokens for c in done)
+        out = []
+        for i in range(len(prompts)):
+            rows, raw = [], []
+            for c in done[i * n:(i + 1) * n]:
+                entry = {"text": c.text, "token_ids": c.token_ids,
+                         "finish_reason": c.finish_reason}
+                if logprobs:
+                    entry["logprobs"] = c.logprobs
+                rows.append(entry)
+                raw.append({"prompt_tokens": c.prompt_tokens,
+                            "completion_tokens": c.completion_tokens,
+                            "prefill_seconds": first, "decode_seconds": total - first,
+                            "tokens_per_second": produced / total if total > 0 else 0.0})
+            out.append({"rows": rows, "raw": raw})
+        return out
+
+    def _complete_compiled(self, ids: List[int], n: int, params: SamplingParams,
+                           logprobs: bool, stream: Optional[Callable[[str], None]]) -> dict:
+        """``_complete`` on ``decode`` with the model's compiled step: one batch of n rows."""
         max_tokens, stops = params.max_tokens, params.stop
-        self._check_room(ids, max_tokens)
-        check_decode_memory(self.model, n, len(ids) + max_tokens)  # before n rows exist
         end_ids = set(self.tokenizer.stop_ids)
         rows = [_Row(TextOutput(self.tokenizer, stops)) for _ in range(n)]
 
