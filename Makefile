@@ -159,10 +159,11 @@ $(LLAMA_AVX2_BIN)/.tools-built: $(LLAMA_SRC)/CMakeLists.txt
 	  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	  -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_INT8=OFF \
 	  -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF \
-	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF
 	cmake --build $(PEERS)/llama.cpp-avx2 --target llama-bench llama-quantize llama-simple \
-	  llama-batched-bench
+	  llama-batched-bench llama-server
 	touch $@
 
 bench-peers-avx2: build $(LLAMA_AVX2_BIN)/.tools-built
 	FASTDECODE_ISA=avx2 $(PY) benchmarks/bench_llamacpp.py --llama-bin $(LLAMA_AVX2_BIN)
+	FASTDECODE_ISA=avx2 $(PY) benchmarks/bench_serve.py --llama-bin $(LLAMA_AVX2_BIN)

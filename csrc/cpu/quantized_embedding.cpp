@@ -2,15 +2,17 @@
 // output head's weight) dequantised on lookup, so a quantized model keeps no fp32 copy of
 // its embedding (V x dim x 4 bytes: 113 MB for the default model).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "cpu/ops.h"
+#include "cpu/parallel.h"
 #include "kernels/int4_layout.h"
 #include "kernels/quantize.h"
 
 namespace fastdecode::cpu {
 namespace {
+
+constexpr int64_t kRowsPerTask = 256;
 
 // ids: int64 of any shape, every value in [0, rows). Returns them contiguous.
 at::Tensor check_ids(const char* op, const at::Tensor& ids, int64_t rows) {
@@ -37,7 +39,10 @@ at::Tensor gather_rows(const at::Tensor& ids, int64_t dim, int64_t K_table, RowF
   if (n == 0 || dim == 0) return out;  // nothing to read (a table of width 0 has no groups)
   const int64_t* ip = ids.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+  // rows on the decode path's own loop (at::parallel_for here woke OpenMP's threads, whose
+  // spinning took a fifth of a 32-position prompt call from the pool's); one row is a few
+  // hundred values, so a prompt's lookup runs on one thread below 256 ids
+  parallel_for(n, kRowsPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(K_table > dim ? K_table : 0);
     for (int64_t i = begin; i < end; ++i) {
       float* dst = K_table > dim ? scratch.data() : op + i * dim;

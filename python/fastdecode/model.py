@@ -334,17 +334,19 @@ class Transformer(FusionWatched, nn.Module):
         return mask.view(-1 if input_pos.dim() == 2 else 1, 1, *allowed.shape[-2:])
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, *, head: bool = True) -> Optional[torch.Tensor]:
         """idx ``[B, S]`` token ids; input_pos ``[S]`` or ``[B, S]`` cache positions.
 
         Returns logits ``[B, S, V]`` (``[B, 1, V]`` with ``last_only``, which skips the
         output head for all but the last position: a prefill of S tokens then costs one
-        vocabulary projection, not S).
+        vocabulary projection, not S); with ``head=False`` only the cache is filled (a
+        prompt's chunks before its last) and None is returned.
         """
-        return self.forward_embeddings(self.tok_embeddings(idx), input_pos, last_only)[0]
+        return self.forward_embeddings(self.tok_embeddings(idx), input_pos, last_only,
+                                       head=head)[0]
 
     def _in_chunks(self, x: torch.Tensor, input_pos: torch.Tensor, last_only: bool,
-                   chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                   chunk: int, head: bool) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         """``forward_embeddings`` over ``chunk`` positions at a time, each attending to the
         cache the ones before filled."""
         seqlen = x.shape[1]
@@ -352,19 +354,24 @@ class Transformer(FusionWatched, nn.Module):
         for start in range(0, seqlen, chunk):
             end = min(start + chunk, seqlen)
             last = end == seqlen
+            # (the head only where its logits are returned: a chunk before the last of a
+            # last_only call fills the cache, and its [chunk, V] logits would be dropped)
             part = self.forward_embeddings(x[:, start:end], input_pos[..., start:end],
-                                           last_only and last)
+                                           last_only and last,
+                                           head=head and (last or not last_only))
             if not last_only or last:
                 logits.append(part[0])
                 hidden.append(part[1])
-        return torch.cat(logits, dim=1), torch.cat(hidden, dim=1)
+        return (torch.cat(logits, dim=1) if head else None), torch.cat(hidden, dim=1)
 
     def forward_embeddings(self, x: torch.Tensor, input_pos: torch.Tensor,
-                           last_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                           last_only: bool = False, *, head: bool = True
+                           ) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         """The layers, final norm and head over embeddings ``x [B, S, E]`` (models that embed
         their inputs their own way: DualAR's codebook sums, its fast transformer's hidden
-        state). Returns ``(logits, hidden)``: logits as ``forward``, hidden the last layer's
-        output before the final norm (``[B, 1, E]`` with ``last_only``)."""
+        state). Returns ``(logits, hidden)``: logits as ``forward`` (None with
+        ``head=False``: the layers only), hidden the last layer's output before the final
+        norm (``[B, 1, E]`` with ``last_only``)."""
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         seqlen = x.shape[1]
@@ -374,10 +381,10 @@ class Transformer(FusionWatched, nn.Module):
         if fused is not None and fused.reads_prompts and seqlen > fused.positions:
             # a prompt in fused calls of fused.positions: for quantized linears the integer
             # GEMV beats dequantise-then-GEMM at every prompt length (docs/benchmarks.md)
-            return self._in_chunks(x, input_pos, last_only, fused.positions)
+            return self._in_chunks(x, input_pos, last_only, fused.positions, head)
         # (a decode step never needs the chunk size: it is at least FUSED_MAX_POSITIONS)
         if seqlen > FUSED_MAX_POSITIONS and seqlen > (chunk := self._chunk_positions()):
-            return self._in_chunks(x, input_pos, last_only, chunk)
+            return self._in_chunks(x, input_pos, last_only, chunk, head)
         if fused is not None and seqlen <= fused.positions:
             x = fused.run(x, input_pos, self.rope_table)  # every layer in one C++ call
         else:
@@ -387,4 +394,4 @@ class Transformer(FusionWatched, nn.Module):
                 x = layer(x, freqs_cis, mask, input_pos)
         if last_only:
             x = x[:, -1:]
-        return self.output(self.norm(x)), x
+        return (self.output(self.norm(x)) if head else None), x

@@ -70,3 +70,30 @@ def test_the_quantized_default_perplexity_is_within_half_a_percent(gguf_default,
     ours = fastdecode.evaluate.perplexity(gguf_default[0], ids)
     twin = fastdecode.evaluate.perplexity(default_model[0], ids)
     assert abs(ours / twin - 1) < 0.005, (ours, twin)
+
+
+def test_a_prompt_in_chunks_runs_the_head_once_for_its_last_position(gguf_default):
+    """A quantized fused model reads a prompt 32 positions a call; with last_only only the
+    last position's logits are wanted, so the head (49152 x 576) runs once, on one row, and
+    ``head=False`` (the engine's chunks before a prompt's last) fills the cache without it.
+    The cache and the last logits do not depend on where the prompt is cut."""
+    model, tok = gguf_default
+    ids = torch.tensor([tok.encode(" ".join(["word"] * 70))])
+    T = ids.shape[1]
+    assert T > 2 * 32
+    rows = []
+    handle = model.output.register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[1]))
+    try:
+        with torch.no_grad():
+            model.setup_caches(1, T)
+            last = model(ids, torch.arange(T), last_only=True)
+            assert rows == [1]
+            cache = model.layers[-1].attention.kv_cache.k_cache.clone()
+            rows.clear()
+            assert model(ids[:, :40], torch.arange(40), head=False) is None
+            assert rows == []
+            again = model(ids[:, 40:], torch.arange(40, T), last_only=True)
+    finally:
+        handle.remove()
+    assert torch.equal(model.layers[-1].attention.kv_cache.k_cache, cache)
+    assert torch.equal(last, again)

@@ -245,8 +245,9 @@ class Engine:
         ids = torch.tensor([seq.prompt[seq.fed:end]], dtype=torch.int64, device=self.device)
         last = end == len(seq.prompt)
         with self.slots.row_view(seq.row):
+            # (a chunk before the last only fills the cache: no head)
             logits = self.model(ids, torch.arange(seq.fed, end, device=self.device),
-                                last_only=last)
+                                last_only=last, head=last)
         self.slots.tokens[seq.row].extend(seq.prompt[seq.fed:end])
         seq.fed = end
         if not last:
