@@ -25,7 +25,7 @@ from typing import Callable, List, Optional
 import torch
 
 from .cancel import check_cancelled, current_cancel_event
-from .decode_inputs import (INTERACTIVE_MAX_SEQ_LENGTH, cache_capacity, check_token_ids,
+from .decode_inputs import (INTERACTIVE_MAX_SEQ_LENGTH, check_cache_room, check_token_ids,
                             prepare_prompt)
 from .decode_lock import ReentrantDecodeError, exclusive
 from .model import Transformer
@@ -282,12 +282,7 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
     ``speculate_k > 0``: speculative rounds (``fastdecode.speculative``).
     """
     bsz, T = rows.shape
-    capacity, what = cache_capacity(model, interactive)
-    if T > capacity:
-        raise ValueError(f"prompt has {T} tokens, more than the {what} ({capacity})")
-    if T + max_new_tokens > capacity:
-        raise ValueError(f"max_new_tokens ({max_new_tokens}) + prompt length ({T}) exceeds the "
-                         f"{what} ({capacity}); max_new_tokens may be at most {capacity - T}")
+    capacity = check_cache_room(model, T, max_new_tokens, interactive)
     step = step or decode_step_of(model)
     params.check_rows(bsz)
     compiled = getattr(model, "compiled_decode_step", None) is not None

@@ -10,7 +10,7 @@ from .model import Transformer
 from .validation import as_token_id, as_token_ids, check_int
 
 __all__ = ["prepare_prompt", "stop_ids_tensor", "check_token_ids", "cache_capacity",
-           "INTERACTIVE_MAX_SEQ_LENGTH"]
+           "INTERACTIVE_MAX_SEQ_LENGTH", "check_cache_room"]
 
 # gpt-fast caps the KV cache at this many positions in interactive (chat) mode.
 INTERACTIVE_MAX_SEQ_LENGTH = 350
@@ -56,6 +56,19 @@ def cache_capacity(model: Transformer, interactive: bool) -> Tuple[int, str]:
     if interactive:  # gpt-fast's cap, never past what the model supports
         return min(INTERACTIVE_MAX_SEQ_LENGTH, model.config.block_size), "interactive cache"
     return model.config.block_size, "block_size"
+
+
+def check_cache_room(model: Transformer, T: int, max_new_tokens: int,
+                     interactive: bool) -> int:
+    """``ValueError`` unless a prompt of ``T`` tokens and ``max_new_tokens`` fit the cache;
+    returns its capacity."""
+    capacity, what = cache_capacity(model, interactive)
+    if T > capacity:
+        raise ValueError(f"prompt has {T} tokens, more than the {what} ({capacity})")
+    if T + max_new_tokens > capacity:
+        raise ValueError(f"max_new_tokens ({max_new_tokens}) + prompt length ({T}) exceeds the "
+                         f"{what} ({capacity}); max_new_tokens may be at most {capacity - T}")
+    return capacity
 
 
 def check_token_ids(model: Transformer, stop_ids: Optional[torch.Tensor], pad_id) -> Optional[int]:

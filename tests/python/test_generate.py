@@ -58,6 +58,33 @@ def test_seeded_sampling_reproduces(model):
     assert torch.equal(a, b)
 
 
+def test_each_row_is_an_engine_request_seeded_seed_plus_its_row(model):
+    """Plain generate runs on the serving engine, each prompt row a request: row b of a
+    seeded batch is what that row alone gives with seed + b, whatever rows share the batch;
+    a generator passed in is shared by the rows and drawn in the engine's fixed order."""
+    from fastdecode.params import SamplingParams
+
+    prompts = torch.randint(0, 101, (3, 4), generator=torch.Generator().manual_seed(2))
+    params = SamplingParams(temperature=0.9, top_k=20, seed=40)
+    batch, _ = generate(model, prompts, 12, params=params)
+    for b in range(3):
+        alone, _ = generate(model, prompts[b], 12, params=params.replace(seed=40 + b))
+        assert torch.equal(batch[b], alone[0])
+    assert len({tuple(r) for r in batch[:, 4:].tolist()}) == 3
+    shared = [generate(model, prompts, 12, temperature=0.9, top_k=20,
+                       generator=torch.Generator().manual_seed(7))[0] for _ in range(2)]
+    assert torch.equal(shared[0], shared[1])
+
+
+def test_a_callback_that_raises_ends_generate_and_the_model_serves_on(model):
+    def callback(column):
+        raise KeyError("stop here")
+    with pytest.raises(KeyError, match="stop here"):
+        generate(model, torch.tensor([[1, 2], [3, 4]]), 20, temperature=0, callback=callback)
+    seq, _ = generate(model, torch.tensor([1, 2]), 3, temperature=0)
+    assert seq.shape == (1, 5)
+
+
 def test_callback_called_once_per_new_token(model):
     seen = []
     seq, _ = generate(model, torch.tensor([[1, 2], [3, 4]]), 9, temperature=0,

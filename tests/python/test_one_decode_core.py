@@ -1,7 +1,8 @@
 """Every entry point reaches the one decode core: each forward pass of a text model runs
 inside ``decode_core.decode`` (fish-speech's ``decode_n_tokens``: inside the core loop,
 ``iter_decode_loop``) or, for the entry points that serve requests (the REPL, the server,
-``LLM.generate`` and ``generate_samples``), inside the serving engine's iteration; and a
+``LLM.generate``, ``generate_samples``, gpt-fast's ``generate`` without a draft), inside
+the serving engine's iteration; and a
 codebook model decodes every position after its prefill in the core loop, whatever API
 style drove it. Traced from the model's own forward hook, so a second loop anywhere would
 show up."""
@@ -98,7 +99,8 @@ def _session_reply(model, tokenizer):
 
 # the entry points that submit to the serving engine; the others run decode()
 ON_THE_ENGINE = ("the REPL (ChatSession.reply)", "LLM.generate, a list of prompts",
-                 "LLM.generate (llm_utils)", "LLM.generate_samples (modularforge)")
+                 "LLM.generate (llm_utils)", "LLM.generate_samples (modularforge)",
+                 "generate (gpt-fast)", "generate, SamplingParams")
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
@@ -156,8 +158,8 @@ def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
 
 def test_the_queues_run_inside_the_core():
     """The worker thread loads its own model: traced through a global forward hook on every
-    Transformer (test-only), for both queues: the text queue's segments on the engine, the
-    agent queue's token requests in decode()."""
+    Transformer (test-only), for both queues: the text queue's segments and the agent
+    queue's token requests (gpt-fast's generate) on the engine."""
     seen = []
 
     def hook(module, _args):
@@ -171,7 +173,7 @@ def test_the_queues_run_inside_the_core():
                                                                        torch.float32)
         for target, request, core in (
                 (q, {"text": "Hi", "max_new_tokens": 3, "temperature": 0.5}, "engine"),
-                (agent_q, {"prompt": tokenizer.encode("Hi"), "max_new_tokens": 3}, "decode")):
+                (agent_q, {"prompt": tokenizer.encode("Hi"), "max_new_tokens": 3}, "engine")):
             out = queue.Queue()
             seen.clear()
             target.put(serving.GenerateRequest(request, out))

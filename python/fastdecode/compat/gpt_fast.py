@@ -9,7 +9,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..decode_core import decode, decode_loop, decode_step_of, prepare_prompt
-from ..decode_inputs import stop_ids_tensor
+from ..decode_inputs import check_cache_room, check_token_ids, stop_ids_tensor
+from ..engine.batch import complete_rows
 from ..model import Transformer
 from ..params import SamplingParams
 from ..validation import check_int
@@ -50,11 +51,15 @@ def decode_n_tokens(model: Transformer, cur_token: torch.Tensor, input_pos: torc
     return [out[:, i:i + 1] for i in range(steps)], new_probs
 
 
+def _no_callback(x):  # generate's default callback (gpt-fast's identity lambda)
+    return x
+
+
 @torch.no_grad()
 def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
              batch_size: Optional[int] = None, *, interactive: bool = False,
              draft_model: Optional[Transformer] = None, speculate_k: int = 8,
-             callback: Callable = lambda x: x, eos_id: Union[None, int, Sequence[int]] = None,
+             callback: Callable = _no_callback, eos_id: Union[None, int, Sequence[int]] = None,
              pad_id: Optional[int] = None, params: Optional[SamplingParams] = None,
              **sampling_kwargs) -> Tuple[torch.Tensor, Dict[str, list]]:
     """Continue ``prompt`` by ``max_new_tokens`` tokens (gpt-fast's ``generate``).
@@ -92,9 +97,30 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
         raise ValueError("generate takes token ids: stop strings need LLM.complete (use "
                          "eos_id for stop ids), and params.max_tokens must be None or "
                          f"max_new_tokens ({max_new_tokens})")
+    stop_ids = stop_ids_tensor(eos_id, model.config.vocab_size, rows.device)
+    if _on_the_engine(model, params, draft_model, speculate_k, interactive):
+        check_cache_room(model, rows.shape[1], max_new_tokens, interactive)
+        pad_id = check_token_ids(model, stop_ids, pad_id)
+        end_ids = [] if stop_ids is None else stop_ids.tolist()
+        if pad_id is None:
+            pad_id = end_ids[0] if end_ids else 0
+        seq = complete_rows(model, rows, max_new_tokens, params, end_ids, pad_id,
+                            None if callback is _no_callback else callback)
+        return seq, {"accept_counts": [0] * (speculate_k + 1)}
     result = decode(model, rows, max_new_tokens, params=params,
                     interactive=interactive, draft_model=draft_model, speculate_k=speculate_k,
-                    callback=callback,
-                    stop_ids=stop_ids_tensor(eos_id, model.config.vocab_size, rows.device),
-                    pad_id=pad_id)
+                    callback=callback, stop_ids=stop_ids, pad_id=pad_id)
     return result.seq, {"accept_counts": result.accept_counts}
+
+
+def _on_the_engine(model: Transformer, params: SamplingParams,
+                   draft_model: Optional[Transformer], speculate_k: int,
+                   interactive: bool) -> bool:
+    """Whether ``generate`` runs on the serving engine (each prompt row a request): plain
+    decoding with one value per knob. Speculative rounds, a compiled step (it draws from the
+    global generator), per-row knob tensors, the interactive cache and a tensor-parallel
+    model (its ranks step in lockstep) run ``decode``."""
+    return ((draft_model is None or speculate_k == 0) and not interactive
+            and params.rows is None
+            and getattr(model, "compiled_decode_step", None) is None
+            and getattr(model, "tp_plan", None) is None)

@@ -56,6 +56,18 @@ class EngineMetrics:
     def queue(self, running: int, waiting: int) -> None: ...
 
 
+class _IdsOnly:
+    """A request's output on an engine without a tokenizer (token ids in and out: gpt-fast's
+    ``generate``): no text, no stop strings."""
+    stopped = False
+
+    def push(self, token_id: int) -> str:
+        return ""
+
+    def finish(self) -> str:
+        return ""
+
+
 @dataclass(eq=False)
 class _Sequence:
     handle: RequestHandle
@@ -99,6 +111,7 @@ class Engine:
     sink; ``start()`` runs the loop on its own thread, ``stop()`` ends it (the requests still
     running get an ``ErrorEvent``).
 
+    tokenizer: gives each request its text and stop strings; None for token ids only.
     max_batch: rows decoded together (KV slots, <= 32). ctx: positions per slot (a prompt
     plus its max_tokens must fit). max_waiting: requests queued for a slot before ``submit``
     raises ``QueueFull``.
@@ -148,7 +161,10 @@ class Engine:
         if params.penalised:
             history = torch.full((1, need), prompt[0], dtype=torch.int64, device=self.device)
             history[0, :len(prompt)] = torch.tensor(prompt, dtype=torch.int64)
-        seq = _Sequence(handle, prompt, TextOutput(self.tokenizer, params.stop),
+        if self.tokenizer is None and params.stop:
+            raise ValueError("stop strings need an engine with a tokenizer")
+        output = _IdsOnly() if self.tokenizer is None else TextOutput(self.tokenizer, params.stop)
+        seq = _Sequence(handle, prompt, output,
                         params.with_generator(self.device).knobs(), history,
                         params.greedy and not params.penalised, time.perf_counter())
         with self._cond:
