@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/fast_exp.h"
+#include "kernels/sampling.h"
 #include "kernels/simd.h"
 #include "kernels/vec.h"
 
@@ -77,21 +78,15 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   }
   for (; t < n; ++t) {
     vf16 a = splat16(0.0f);
-    for (int64_t d = 0; d < d_full; d += kLanes) a = madd16(load16(q + d), load16(kc + t * D + d), a);
+    for (int64_t d = 0; d < d_full; d += kLanes) {
+      a = madd16(load16(q + d), load16(kc + t * D + d), a);
+    }
     float dot = sum16_in_order(a);
     for (int64_t d = d_full; d < D; ++d) dot += q[d] * kc[t * D + d];
     scores[t] = dot * scale;
   }
-  // softmax: the maximum in kLanes partials (exact in any order; a NaN score is never it)
-  const int64_t n_full = n - n % kLanes;
-  float top[kLanes];
-  for (int l = 0; l < kLanes; ++l) top[l] = -INFINITY;
-  for (t = 0; t < n_full; t += kLanes) {
-    for (int l = 0; l < kLanes; ++l) top[l] = scores[t + l] > top[l] ? scores[t + l] : top[l];
-  }
-  for (t = n_full; t < n; ++t) top[0] = scores[t] > top[0] ? scores[t] : top[0];
-  float max = top[0];
-  for (int l = 1; l < kLanes; ++l) max = top[l] > max ? top[l] : max;
+  // softmax: the largest non-NaN score (exact in any order), the sampler's vectorised pass
+  const float max = row_max(scores, n).value;
   for (t = 0; t < n; ++t) scores[t] = fast_expf(scores[t] - max);
   float sum = 0.0f;
   for (t = 0; t < n; ++t) sum += scores[t];

@@ -2,11 +2,12 @@
 // w read from int8 or packed int4 bytes; no dequantised copy of the weight.
 //
 // The activations are quantized first, per block of 32 values, to 8-bit integers (as
-// llama.cpp's Q8 activations) with one fp32 scale: x ~ xq * s, s = max|x_block| / 127, xq = round_half_even(x * (127 /
-// max|x_block|)) in [-127, 127]. The int4 kernels multiply the unsigned nibbles with the
-// signed activation bytes: AVX-512 VNNI's vpdpbusd (64 byte products per instruction),
-// AVX2's vpmaddubsw (32, into 16-bit pairs that cannot overflow: 2 * 15 * 127 < 2^15); int8
-// weights use vpmaddwd on the 16-bit values. The weight-activation
+// llama.cpp's Q8 activations) with one fp32 scale: x ~ xq * s, s = max|x_block| / 127,
+// xq = round_half_even(x * (127 / max|x_block|)) in [-127, 127]. The int4 kernels multiply
+// the unsigned nibbles with the signed activation bytes: AVX-512 VNNI's vpdpbusd (64 byte
+// products per instruction), AVX2's vpmaddubsw (32, into 16-bit pairs that cannot
+// overflow: 2 * 15 * 127 < 2^15). int8 weights: vpdpbusd on the activations made unsigned
+// (VNNI), vpmaddwd on both sign-extended to 16 bits (AVX2). The weight-activation
 // products are exact integer dot products, scaled once per block:
 //   int8: y = sum_b s_b * sw_g(b) * (q_b . xq_b)                 (sw per channel or group)
 //   int4: y = sum_g scale_g * (sum_{b in g} s_b * (q_b . xq_b) - 8 sum(x_hat_g))
@@ -15,13 +16,13 @@
 // the zero point the exact fp32 sum of x over the group. (Meeting q * scale, all of one
 // sign, instead, multiplied the rounding error 2.3x on the default model's layers.) The error
 // against the fp32 product is bounded by sum_k |w_hat[n, k]| * s_b(k) / 2 (w_hat: the int8
-// weight, or (q - 8) * scale), 0.4% of the block's
-// largest activation per term (tests check the bound). On the default model's text this
-// rounding moves perplexity by 0.03% (tests/python/test_default_fast_path.py keeps it under
-// 0.5%); 15-bit activations, the earlier choice, cost two int4 products per weight byte.
+// weight, or (q - 8) * scale), 0.4% of the block's largest activation per term (tests
+// check the bound). On the default model's text this rounding moves perplexity by 0.06%
+// (tests/python/test_default_fast_path.py keeps it under 0.5%); 15-bit activations, the
+// earlier choice, cost two int4 products per weight byte.
 //
 // A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them,
-// else the AVX2 int8 kernel (qgemv_avx2.cpp) where it has AVX2 and FMA, and the portable ones
+// else the AVX2 kernels (qgemv_avx2.cpp) where it has AVX2 and FMA, and the portable ones
 // otherwise; all compute the same integer dot products per block.
 #pragma once
 
@@ -52,7 +53,6 @@ struct QuantizedActivations {
 // so the caller must compute those rows in floating point instead.
 bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int8_t* q,
                           float* scale);
-
 
 // sums[m, g] = (sum of x[m, g*G : (g+1)*G], sum of the rounded x_hat = q * scale over the
 // same columns), both summed in double: [a.M, K / G, 2]. x: [a.M, K], K a multiple of G and

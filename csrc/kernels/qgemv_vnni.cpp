@@ -1,7 +1,7 @@
 // AVX-512 kernels for the quantized GEMVs (x86-64 only; qgemv.cpp calls them where the CPU
-// has avx512_vnni). int4: vpdpbusd adds four unsigned-by-signed byte products (nibbles by
-// 8-bit activations) into each of 16 int32 lanes; int8: vpmaddwd adds two 16-bit products
-// into each lane.
+// has avx512_vnni). vpdpbusd adds four unsigned-by-signed byte products into each of 16
+// int32 lanes: int4 nibbles by the 8-bit activations, and for int8 the activations made
+// unsigned (sign bit flipped) by the weight bytes.
 #include "kernels/qgemv.h"
 
 #if FASTDECODE_X86_CLONES

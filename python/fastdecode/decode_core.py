@@ -300,8 +300,6 @@ def decode(model: Transformer, rows: torch.Tensor, max_new_tokens: int, *,
         speculative = k_eff > 0 and max_new_tokens > 1
     device = rows.device
     pad_id = check_token_ids(model, stop_ids, pad_id)
-    if pad_id is None:
-        pad_id = int(stop_ids[0]) if stop_ids is not None else 0
     check_cancelled()
     if compiled and params.seed is not None:
         torch.manual_seed(params.seed)  # compiled steps draw from the global generator

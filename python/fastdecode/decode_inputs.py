@@ -71,14 +71,16 @@ def check_cache_room(model: Transformer, T: int, max_new_tokens: int,
     return capacity
 
 
-def check_token_ids(model: Transformer, stop_ids: Optional[torch.Tensor], pad_id) -> Optional[int]:
+def check_token_ids(model: Transformer, stop_ids: Optional[torch.Tensor], pad_id) -> int:
     """Stop and pad ids are token ids: in [0, vocab_size), checked before any work (a bad
     pad id would otherwise reach the embedding once a row ends). Returns the pad id as a
-    Python int (None stays None)."""
+    Python int: ``pad_id``, else the first stop id, else 0."""
     vocab = model.config.vocab_size
     if stop_ids is not None:
         bad = [int(i) for i in stop_ids.tolist() if not 0 <= int(i) < vocab]
         if bad:
             raise ValueError(f"eos_id must hold token ids in [0, {vocab}) (the model's "
                              f"vocab_size), got {bad}")
-    return None if pad_id is None else as_token_id("pad_id", pad_id, vocab)
+    if pad_id is not None:
+        return as_token_id("pad_id", pad_id, vocab)
+    return int(stop_ids[0]) if stop_ids is not None else 0

@@ -59,9 +59,11 @@ _OWN_SIZES = {GGMLType.F32: (1, 4), GGMLType.F16: (1, 2), GGMLType.BF16: (1, 2),
 
 def _tensor_type(raw: int):
     """``(type, (block values, block bytes))`` of a raw type number; ValueError if unknown."""
-    if raw in GGMLType._value2member_map_:
+    try:
         ttype = GGMLType(raw)
         return ttype, _OWN_SIZES[ttype]
+    except ValueError:
+        pass
     import gguf
 
     ttype = gguf.GGMLQuantizationType(raw)  # ValueError for a number it does not know
@@ -188,7 +190,6 @@ class _Cursor:
 def read_gguf(path) -> GGUFFile:
     """Parse and check ``path``; tensors are views of a read-only memory map. A missing file
     raises FileNotFoundError; anything wrong inside it a ValueError naming it."""
-
     path = Path(path)
     with open(path, "rb") as f:
         try:

@@ -112,4 +112,3 @@ def return_freed_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-

@@ -356,10 +356,10 @@ class Transformer(FusionWatched, nn.Module):
             last = end == seqlen
             # (the head only where its logits are returned: a chunk before the last of a
             # last_only call fills the cache, and its [chunk, V] logits would be dropped)
+            keep = last or not last_only
             part = self.forward_embeddings(x[:, start:end], input_pos[..., start:end],
-                                           last_only and last,
-                                           head=head and (last or not last_only))
-            if not last_only or last:
+                                           last_only and last, head=head and keep)
+            if keep:
                 logits.append(part[0])
                 hidden.append(part[1])
         return (torch.cat(logits, dim=1) if head else None), torch.cat(hidden, dim=1)

@@ -202,8 +202,8 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
     """``x [..., K]`` times the int8 weight ``q [N, K]`` with ``scales`` ``[N]`` (per channel)
     or ``[N, K / G]`` (groups of G, a multiple of 32, e.g. GGUF Q8_0), without dequantising
     the weight: ``[..., N]`` in the dtype of ``x``. Up to ``_C.quantized_gemv_max_rows`` (32)
-    rows of x are rounded to 8-bit integers per 32 values (as llama.cpp) and multiplied as integers; more
-    rows run a GEMM over the weight dequantised block by block."""
+    rows of x are rounded to 8-bit integers per 32 values (as llama.cpp) and multiplied as
+    integers; more rows run a GEMM over the weight dequantised block by block."""
     require_tensors("int8_linear", x=x, q=q, scales=scales)
     return _ops.int8_linear(x, q, scales, bias)
 
@@ -243,9 +243,10 @@ def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.T
                 groupsize: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., K]`` times the packed int4 weight (see ``quantize_int4_grouped``), fused
     dequantise-and-multiply: ``[..., N]`` in the dtype of ``x``. Up to
-    ``_C.quantized_gemv_max_rows`` (32) rows of x are rounded to 8-bit integers per 32 values (as llama.cpp)
-    and multiplied as integers (error at most ``sum |q * scale| * step / 2``); more rows run a
-    GEMM over the weight dequantised block by block."""
+    ``_C.quantized_gemv_max_rows`` (32) rows of x are rounded to 8-bit integers per 32
+    values (as llama.cpp) and multiplied as integers (error at most
+    ``sum |(q - 8) * scale| * step / 2``); more rows run a GEMM over the weight dequantised
+    block by block."""
     require_tensors("int4_linear", x=x, packed=packed, scales_and_zeros=scales_and_zeros)
     require_int64("int4_linear", groupsize=groupsize)
     return _ops.int4_linear(x, packed, scales_and_zeros, groupsize, bias)

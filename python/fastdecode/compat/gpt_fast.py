@@ -102,8 +102,6 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
         check_cache_room(model, rows.shape[1], max_new_tokens, interactive)
         pad_id = check_token_ids(model, stop_ids, pad_id)
         end_ids = [] if stop_ids is None else stop_ids.tolist()
-        if pad_id is None:
-            pad_id = end_ids[0] if end_ids else 0
         seq = complete_rows(model, rows, max_new_tokens, params, end_ids, pad_id,
                             None if callback is _no_callback else callback)
         return seq, {"accept_counts": [0] * (speculate_k + 1)}

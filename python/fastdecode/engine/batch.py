@@ -149,7 +149,7 @@ def complete_rows(model, rows: torch.Tensor, max_new_tokens: int, params: Sampli
 
     def flush() -> None:
         """The callback for every column all rows have reached."""
-        while callback is not None and columns[0] < max_new_tokens:
+        while columns[0] < max_new_tokens:
             if cancel is not None and cancel.is_set():
                 return  # no column after the cancellation (the caller raises)
             i = columns[0]
@@ -168,7 +168,7 @@ def complete_rows(model, rows: torch.Tensor, max_new_tokens: int, params: Sampli
                 produced[b].append(event.token_id)
             else:
                 ended[b] = True
-            if not isinstance(event, ErrorEvent):
+            if callback is not None and not isinstance(event, ErrorEvent):
                 flush()
             if not isinstance(event, TokenEvent):
                 run.ended(event)
