@@ -45,7 +45,8 @@ TORCH_LIBRARY(fastdecode, m) {
   // [N, K / 32, 2] in the int4 layout, groupsize 32). Bit for bit the blocks' values.
   m.def("repack_gguf(Tensor blocks, int ggml_type) -> (Tensor, Tensor)");
   // ids int64 [...] -> fp32 [..., K]: rows ids of the int8 table q [N, K] * scales ([N] or
-  // [N, K / G]), dequantised on lookup (a quantized model's embedding); ids in [0, N).
+  // [N, K / G]), row-major or tiled as int8_linear takes it, dequantised on lookup (a
+  // quantized model's embedding); ids in [0, N).
   m.def("int8_embedding(Tensor ids, Tensor q, Tensor scales) -> Tensor");
   // ids int64 [...] -> fp32 [..., dim]: rows ids of the int4 table (the int4_linear layout),
   // the first dim of its K_pad columns (K_pad - groupsize < dim <= K_pad); ids in [0, N).
@@ -53,7 +54,14 @@ TORCH_LIBRARY(fastdecode, m) {
       "int4_embedding(Tensor ids, Tensor packed, Tensor scales_and_zeros, int groupsize, "
       "int dim) -> Tensor");
   // x [..., K] @ (q * scales)^T (+ bias) -> [..., N]; scales [N] (per channel) or [N, K / G].
+  // q int8 [N, K] row-major, or uint8 [N, K] in the tiled layout of tile_int8 (with its
+  // tiled scales): the layout the kernels stream fastest.
   m.def("int8_linear(Tensor x, Tensor q, Tensor scales, Tensor? bias=None) -> Tensor");
+  // (q int8 [N, K], scales [N] or [N, K / G]) -> (packed uint8 [N, K], scales) in 16-row
+  // tiles: bytes q + 128, words of 4 columns (docs/formats.md); K a multiple of 32. Exact.
+  m.def("tile_int8(Tensor q, Tensor scales) -> (Tensor, Tensor)");
+  // The inverse of tile_int8.
+  m.def("untile_int8(Tensor packed, Tensor scales) -> (Tensor, Tensor)");
   // x [..., K] @ dequant(packed, scales_and_zeros)^T (+ bias) -> [..., N]; K <= K_pad.
   m.def(
       "int4_linear(Tensor x, Tensor packed, Tensor scales_and_zeros, int groupsize, "

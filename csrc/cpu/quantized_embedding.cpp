@@ -7,6 +7,7 @@
 #include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "kernels/int4_layout.h"
+#include "kernels/int8_layout.h"
 #include "kernels/quantize.h"
 
 namespace fastdecode::cpu {
@@ -61,8 +62,15 @@ at::Tensor int8_embedding(const at::Tensor& ids, const at::Tensor& q, const at::
   const at::Tensor flat = check_ids(op, ids, shape.out_features);
   const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
   const int64_t K = shape.in_max, G = scales.dim() == 1 ? K : K / scales.size(1);
-  const int8_t* qp = qc.data_ptr<int8_t>();
   const float* sp = sc.data_ptr<float>();
+  if (q.scalar_type() == at::kByte) {  // the tiled layout (a tied head tiled for the GEMV)
+    const uint8_t* pp = qc.data_ptr<uint8_t>();
+    const int64_t N = shape.out_features;
+    return gather_rows(flat, K, K, [&](int64_t id, float* dst) {
+      kernels::dequantize_int8_tiled_row(pp, sp, N, K, G, id, dst);
+    });
+  }
+  const int8_t* qp = qc.data_ptr<int8_t>();
   return gather_rows(flat, K, K, [&](int64_t id, float* dst) {
     kernels::dequantize_int8_rows(qp, sp, K, G, id, id + 1, dst);
   });

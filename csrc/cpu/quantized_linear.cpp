@@ -12,6 +12,7 @@
 #include "cpu/parallel.h"
 #include "cpu/ops.h"
 #include "kernels/int4_layout.h"
+#include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/quantize.h"
 
@@ -73,18 +74,19 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 struct GemvActivations {
   at::Tensor rows;       // a converted or padded copy of x, when one was needed
   // q int8 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums fp32 [M, K_x / G, 2]
-  // (of x and of the rounded x)
+  // (of x and of the rounded x) | tiled int8: block sums int32 [M, K_q / 32]
   at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
+  const int32_t* bsum = nullptr;
   bool finite = true;  // false: x holds NaN / inf, which the integer path cannot carry
 };
 
 int64_t aligned64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
-// G: the int4 group size for the sums, 0 for none.
+// G: the int4 group size for the sums, 0 for none; block_sums: the tiled int8 kernels' sums.
 GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, int64_t K_q,
-                                 int64_t G) {
+                                 int64_t G, bool block_sums = false) {
   GemvActivations a;
   const int64_t M = x.numel() / K;
   const float* xp;
@@ -97,7 +99,8 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   const int64_t q_bytes = aligned64(M * K_q);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
   const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 2 * 4) : 0;
-  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes},
+  const int64_t bsum_bytes = block_sums ? aligned64(M * (K_q / kernels::kActBlock) * 4) : 0;
+  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + bsum_bytes},
                           x.options().dtype(at::kByte));
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
   auto* q = reinterpret_cast<int8_t*>(base);
@@ -109,6 +112,11 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
     auto* xsum = reinterpret_cast<float*>(base + q_bytes + scale_bytes);
     kernels::group_sums(xp, a.view, K_x, G, xsum);
     a.xsum = xsum;
+  }
+  if (block_sums) {
+    auto* bsum = reinterpret_cast<int32_t*>(base + q_bytes + scale_bytes + sum_bytes);
+    kernels::activation_block_sums(a.view, bsum);
+    a.bsum = bsum;
   }
   return a;
 }
@@ -142,10 +150,12 @@ void parallel_over_weights(const std::vector<int64_t>& counts, int64_t grain, co
   });
 }
 
-// The checked arguments of one int8 / int4 linear.
+// The checked arguments of one int8 / int4 linear. tiled: q is uint8 in the 16-row tiles of
+// kernels/int8_layout.h (and its grouped scales tiled alike), else int8 row-major.
 struct Int8Weight {
   at::Tensor q, scales;
   int64_t N, K, G;
+  bool tiled;
 };
 struct Int4Weight {
   at::Tensor packed, sz;
@@ -153,7 +163,9 @@ struct Int4Weight {
 };
 
 Int8Weight check_int8_weight(const char* op, const at::Tensor& q, const at::Tensor& scales) {
-  TORCH_CHECK_TYPE(q.scalar_type() == at::kChar, op, ": q must be int8, got ",
+  const bool tiled = q.scalar_type() == at::kByte;
+  TORCH_CHECK_TYPE(q.scalar_type() == at::kChar || tiled, op,
+                   ": q must be int8 (row-major) or uint8 (tiled by tile_int8), got ",
                    q.scalar_type());
   TORCH_CHECK_VALUE(q.dim() == 2 && q.device().is_cpu(), op,
                     ": q must be a 2-D CPU tensor [N, K], got ", q.sizes());
@@ -168,7 +180,9 @@ Int8Weight check_int8_weight(const char* op, const at::Tensor& q, const at::Tens
   const int64_t G = scales.dim() == 1 ? K : K / scales.size(1);
   TORCH_CHECK_VALUE(G == K || G % 32 == 0, op, ": grouped scales need a group size that is a "
                     "multiple of 32, got ", G, " (K = ", K, ", ", scales.size(1), " groups)");
-  return {q.contiguous(), scales.contiguous(), N, K, G};
+  TORCH_CHECK_VALUE(!tiled || K % 32 == 0, op, ": a tiled (uint8) q needs K a multiple of 32, "
+                    "got K = ", K);
+  return {q.contiguous(), scales.contiguous(), N, K, G, tiled};
 }
 
 Int8Weight check_int8(const char* op, const at::Tensor& x, const at::Tensor& q,
@@ -242,8 +256,16 @@ at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad
 
 at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,
                      const std::optional<at::Tensor>& bias) {
-  const int8_t* q = w.q.data_ptr<int8_t>();
   const float* scales = w.scales.data_ptr<float>();
+  if (w.tiled) {  // blocked_gemm's blocks are whole tiles
+    const uint8_t* packed = w.q.data_ptr<uint8_t>();
+    const int64_t groups = w.K / w.G;
+    return blocked_gemm(x, w.K, w.N, w.K, bias, [&](int64_t n0, int64_t n1, float* dst) {
+      kernels::dequantize_int8_tiled(packed + n0 * w.K, scales + n0 * groups, n1 - n0, w.K, w.G,
+                                     dst);
+    });
+  }
+  const int8_t* q = w.q.data_ptr<int8_t>();
   return blocked_gemm(x, w.K, w.N, w.K, bias, [&](int64_t n0, int64_t n1, float* dst) {
     kernels::dequantize_int8_rows(q, scales, w.K, w.G, n0, n1, dst);
   });
@@ -292,8 +314,21 @@ std::vector<at::Tensor> gemv_many(const at::Tensor& x, const std::vector<Weight>
   return ys;
 }
 
+// int8 weights sharing K and the layout: units are rows, or 16-row tiles when tiled.
 std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<Int8Weight>& ws) {
   const int64_t K = ws[0].K;
+  constexpr int64_t tile = kernels::kInt4TileRows;
+  if (ws[0].tiled) {
+    const GemvActivations a = gemv_activations(x, K, K, K, 0, /*block_sums=*/true);
+    return gemv_many(
+        x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return (w.N + tile - 1) / tile; },
+        weights_per_task(a.view.M) / (tile * K),
+        [&](const Int8Weight& w, int64_t b, int64_t e, at::Tensor& y) {
+          kernels::int8_tiled_gemv(a.view, a.bsum, w.q.data_ptr<uint8_t>(),
+                                   w.scales.data_ptr<float>(), w.N, w.G, b, e,
+                                   y.data_ptr<float>(), w.N);
+        });
+  }
   const GemvActivations a = gemv_activations(x, K, K, (K + 31) / 32 * 32, 0);
   return gemv_many(
       x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return w.N; },
@@ -365,7 +400,11 @@ std::tuple<at::Tensor, at::Tensor> int8_linear_pair(const at::Tensor& x, const a
   if (x.numel() / a.K > kMaxGemvRows) {
     return {int8_gemm(x, a, std::nullopt), int8_gemm(x, b, std::nullopt)};
   }
-  const std::vector<at::Tensor> ys = int8_gemv_many(x, {a, b});
+  // the shared activation pass is the layout's: one layout for both
+  const std::vector<at::Tensor> ys = a.tiled == b.tiled ? int8_gemv_many(x, {a, b})
+                                                        : std::vector<at::Tensor>{
+                                                              int8_gemv_many(x, {a})[0],
+                                                              int8_gemv_many(x, {b})[0]};
   return {finish_gemv(ys[0], x, std::nullopt), finish_gemv(ys[1], x, std::nullopt)};
 }
 

@@ -154,6 +154,64 @@ FASTDECODE_DISPATCH(void, int4_gemv_portable,
                      float* y, int64_t ldy),
                     (a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy))
 
+FASTDECODE_KERNEL_BODY
+void activation_block_sums_body(const QuantizedActivations& a, int32_t* sums) {
+  const int64_t blocks = a.K / kActBlock;
+  for (int64_t m = 0; m < a.M; ++m) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int8_t* xb = a.q + m * a.K + b * kActBlock;
+      int32_t s = 0;
+      for (int64_t k = 0; k < kActBlock; ++k) s += xb[k];
+      sums[m * blocks + b] = s;
+    }
+  }
+}
+
+FASTDECODE_DISPATCH(void, activation_block_sums, (const QuantizedActivations& a, int32_t* sums),
+                    (a, sums))
+
+// Lane-parallel over the rows of a tile, in the order of the vector kernels' lanes.
+FASTDECODE_KERNEL_BODY
+void int8_tiled_gemv_portable_body(const QuantizedActivations& a, const int32_t* bsum,
+                                   const uint8_t* packed, const float* scales, int64_t N,
+                                   int64_t G, int64_t t_begin, int64_t t_end, float* y,
+                                   int64_t ldy) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const int64_t blocks = K / kActBlock;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * K;
+    const float* st = scales + n0 * groups;
+    for (int64_t m = 0; m < a.M; ++m) {
+      float acc[kInt4TileRows] = {};
+      for (int64_t g = 0; g < groups; ++g) {
+        float gacc[kInt4TileRows] = {};
+        for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
+          const int8_t* xb = a.q + m * K + b * kActBlock;
+          int32_t dot[kInt4TileRows] = {};
+          for (int64_t j = 0; j < kActBlock / 4; ++j) {
+            for (int64_t i = 0; i < r; ++i) {
+              const uint8_t* w = pt + ((b * 8 + j) * r + i) * 4;
+              for (int c = 0; c < 4; ++c) dot[i] += int32_t{w[c]} * int32_t{xb[4 * j + c]};
+            }
+          }
+          const int32_t offset = 128 * bsum[m * blocks + b];
+          const float xs = a.scale[m * blocks + b];
+          for (int64_t i = 0; i < r; ++i) gacc[i] += static_cast<float>(dot[i] - offset) * xs;
+        }
+        for (int64_t i = 0; i < r; ++i) acc[i] += st[g * r + i] * gacc[i];
+      }
+      for (int64_t i = 0; i < r; ++i) y[m * ldy + n0 + i] = acc[i];
+    }
+  }
+}
+
+FASTDECODE_DISPATCH(void, int8_tiled_gemv_portable,
+                    (const QuantizedActivations& a, const int32_t* bsum, const uint8_t* packed,
+                     const float* scales, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                     float* y, int64_t ldy),
+                    (a, bsum, packed, scales, N, G, t_begin, t_end, y, ldy))
+
 bool qgemv_vnni_available() {
   return selected_isa() == Isa::avx512 && cpu_has_avx512_vnni();
 }
@@ -179,6 +237,20 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
   }
 #endif
   int4_gemv_portable(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+}
+
+void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const uint8_t* packed,
+                     const float* scales, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                     float* y, int64_t ldy) {
+#if FASTDECODE_X86_CLONES
+  if (qgemv_vnni_available()) {
+    return int8_tiled_gemv_vnni(a, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
+  }
+  if (qgemv_avx2_available()) {
+    return int8_tiled_gemv_avx2(a, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
+  }
+#endif
+  int8_tiled_gemv_portable(a, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
 }
 
 }  // namespace fastdecode::kernels

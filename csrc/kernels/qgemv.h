@@ -73,6 +73,19 @@ void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* 
                const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
                int64_t ldy);
 
+// The sum of each 32-value block of the quantized activations: sums [a.M, a.K / 32] (the
+// tiled int8 kernels multiply q + 128 and take 128 * sum back out of each block).
+void activation_block_sums(const QuantizedActivations& a, int32_t* sums);
+
+// int8 weight in the tiled layout of int8_layout.h: packed [N, a.K] (u = q + 128, K = a.K
+// real in-features, a multiple of 32), scales tiled [N, a.K / G] (G == a.K: per channel);
+// bsum: activation_block_sums. Per 32-value block and row the exact integer
+// u . xq - 128 * sum(xq) = q . xq, scaled as the row-major kernel scales it. Writes
+// y[m * ldy + n] for the rows of tiles [t_begin, t_end).
+void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const uint8_t* packed,
+                     const float* scales, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+                     float* y, int64_t ldy);
+
 // The kernels behind the dispatch, for tests. The VNNI and AVX2 ones are compiled on x86-64
 // only and may be called only where qgemv_vnni_available() / qgemv_avx2_available() is true.
 bool qgemv_vnni_available();
@@ -83,6 +96,9 @@ void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const fl
 void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
                         const uint8_t* packed, const float* sz, int64_t N, int64_t G,
                         int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
+void int8_tiled_gemv_portable(const QuantizedActivations& a, const int32_t* bsum,
+                              const uint8_t* packed, const float* scales, int64_t N, int64_t G,
+                              int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 #if FASTDECODE_X86_CLONES
 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q, const float* scales,
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
@@ -90,12 +106,18 @@ void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q, const float*
 void int4_gemv_avx2(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
                     const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
                     float* y, int64_t ldy);
+void int8_tiled_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum,
+                          const uint8_t* packed, const float* scales, int64_t N, int64_t G,
+                          int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 void int8_gemv_vnni(const QuantizedActivations& a, const int8_t* q, const float* scales,
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                     int64_t ldy);
 void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
                     const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
                     float* y, int64_t ldy);
+void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
+                          const uint8_t* packed, const float* scales, int64_t N, int64_t G,
+                          int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 #endif
 
 }  // namespace fastdecode::kernels

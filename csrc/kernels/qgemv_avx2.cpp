@@ -185,6 +185,77 @@ FASTDECODE_AVX2 void int4_tiles(const QuantizedActivations& a, int64_t m0, const
   }
 }
 
+// int8, tiled layout (int8_layout.h), 8 rows of a tile as int4_half_tile: each lane's word
+// is four columns of one row as bytes u = q + 128. vpmaddubsw's pair sums of u * xq could
+// overflow 16 bits (2 * 255 * 127), so u is split into nibbles (u = 16 hi + lo) and each
+// half summed over the block in 16 bits (at most 8 * 2 * 15 * 127 = 30480), widened by
+// vpmaddwd with 1 and 16.
+template <int MB>
+FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
+                                    const int32_t* bsum, const uint8_t* words, const float* st,
+                                    int64_t stride, int64_t rows, int64_t G, float* y,
+                                    int64_t ldy, int64_t n) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const int64_t blocks = K / kActBlock;
+  const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1), sixteens = _mm256_set1_epi16(16);
+  __m256 acc[MB];
+  for (int m = 0; m < MB; ++m) acc[m] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m256 gacc[MB];
+    for (int m = 0; m < MB; ++m) gacc[m] = _mm256_setzero_ps();
+    for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
+      __m256i lo16[MB], hi16[MB];
+      for (int m = 0; m < MB; ++m) lo16[m] = hi16[m] = _mm256_setzero_si256();
+      for (int64_t j = 0; j < 8; ++j) {
+        const uint8_t* wp = words + ((b * 8 + j) * stride) * 4;
+        _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        const __m256i w = _mm256_maskload_epi32(reinterpret_cast<const int*>(wp), valid);
+        const __m256i lo = _mm256_and_si256(w, nibble);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+        for (int m = 0; m < MB; ++m) {
+          int32_t quad;
+          std::memcpy(&quad, a.q + (m0 + m) * K + b * kActBlock + 4 * j, 4);
+          const __m256i x = _mm256_set1_epi32(quad);
+          lo16[m] = _mm256_add_epi16(lo16[m], _mm256_maddubs_epi16(lo, x));
+          hi16[m] = _mm256_add_epi16(hi16[m], _mm256_maddubs_epi16(hi, x));
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        const int64_t xb = (m0 + m) * blocks + b;
+        __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(lo16[m], ones),
+                                       _mm256_madd_epi16(hi16[m], sixteens));
+        dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(128 * bsum[xb]));
+        gacc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(a.scale[xb]), gacc[m]);
+      }
+    }
+    const char* next = reinterpret_cast<const char*>(st + g * stride) + kPrefetchBytes / 8;
+    _mm_prefetch(next, _MM_HINT_T0);
+    const __m256 scale = _mm256_maskload_ps(st + g * stride, valid);
+    for (int m = 0; m < MB; ++m) acc[m] = _mm256_fmadd_ps(scale, gacc[m], acc[m]);
+  }
+  for (int m = 0; m < MB; ++m) _mm256_maskstore_ps(y + (m0 + m) * ldy + n, valid, acc[m]);
+}
+
+template <int MB>
+FASTDECODE_AVX2 void int8_tiles(const QuantizedActivations& a, int64_t m0, const int32_t* bsum,
+                                const uint8_t* packed, const float* scales, int64_t N,
+                                int64_t G, int64_t t_begin, int64_t t_end, float* y,
+                                int64_t ldy) {
+  const int64_t K = a.K, groups = K / G;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * K;
+    const float* st = scales + n0 * groups;
+    for (int64_t h = 0; h * 8 < r; ++h) {
+      int8_half_tile<MB>(a, m0, bsum, pt + 8 * h * 4, st + 8 * h, r,
+                         std::min<int64_t>(8, r - 8 * h), G, y, ldy, n0 + 8 * h);
+    }
+  }
+}
+
 }  // namespace
 
 FASTDECODE_AVX2 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q,
@@ -211,6 +282,17 @@ FASTDECODE_AVX2 void int4_gemv_avx2(const QuantizedActivations& a, const float* 
     int4_tiles<2>(a, m0, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
   if (m0 < a.M) int4_tiles<1>(a, m0, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+}
+
+FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum,
+                                          const uint8_t* packed, const float* scales, int64_t N,
+                                          int64_t G, int64_t t_begin, int64_t t_end, float* y,
+                                          int64_t ldy) {
+  int64_t m0 = 0;
+  for (; m0 + 2 <= a.M; m0 += 2) {
+    int8_tiles<2>(a, m0, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
+  }
+  if (m0 < a.M) int8_tiles<1>(a, m0, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
 }
 
 bool qgemv_avx2_available() {

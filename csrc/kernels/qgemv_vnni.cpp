@@ -107,6 +107,56 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
   for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
 }
 
+// int8, tiled layout (int8_layout.h): as int4_tile, the 16 lanes are a tile's rows; a
+// 64-byte load holds four columns of each row as unsigned bytes u = q + 128, multiplied with
+// four broadcast activation bytes. Eight loads cover a 32-value block, whose exact sum
+// u . xq - 128 * sum(xq) is converted once per block and activation row.
+template <int MB>
+FASTDECODE_VNNI void int8_tile(const QuantizedActivations& a, int64_t m0, const int32_t* bsum,
+                               const int32_t* wt, const float* st, int64_t r, int64_t G,
+                               float* y, int64_t ldy, bool prefetch) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const int64_t blocks = K / kActBlock;
+  const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
+  __m512 acc[MB];
+  for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 gacc[MB];
+    for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
+    for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
+      // two chains per activation row below 4 rows (to cover vpdpbusd's latency), one from 4
+      constexpr int C = MB >= 4 ? 1 : 2;
+      __m512i dot[MB][C];
+      for (int m = 0; m < MB; ++m) {
+        for (int c = 0; c < C; ++c) dot[m][c] = _mm512_setzero_si512();
+      }
+      if (prefetch) {  // the tiles of a task are one contiguous stream
+        const char* next = reinterpret_cast<const char*>(wt + b * 8 * r) + kPrefetchBytes;
+        for (int j = 0; j < 8; ++j) _mm_prefetch(next + 64 * j, _MM_HINT_T0);
+      }
+      for (int j = 0; j < 8; ++j) {
+        const __m512i w = _mm512_maskz_loadu_epi32(rows, wt + (b * 8 + j) * r);
+        for (int m = 0; m < MB; ++m) {
+          const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
+          dot[m][j % C] = _mm512_dpbusd_epi32(dot[m][j % C], w, broadcast_quad(a.q + k));
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        const int64_t xb = (m0 + m) * blocks + b;
+        __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
+        sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(128 * bsum[xb]));
+        gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(a.scale[xb]), gacc[m]);
+      }
+    }
+    if (prefetch) {  // scales: 4 bytes per 32 weights, so 1/8 of the weights' distance
+      _mm_prefetch(reinterpret_cast<const char*>(st + g * r) + kPrefetchBytes / 8, _MM_HINT_T0);
+    }
+    const __m512 scale = _mm512_maskz_loadu_ps(rows, st + g * r);
+    for (int m = 0; m < MB; ++m) acc[m] = _mm512_fmadd_ps(scale, gacc[m], acc[m]);
+  }
+  for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
+}
+
 // int8, row-major: kRows8 weight rows at a time (independent chains), 64 columns (two
 // 32-value blocks) per load. vpdpbusd takes one unsigned operand: the activation bytes with
 // their sign bit flipped are q + 128, so each lane's sum of four products is
@@ -223,6 +273,27 @@ void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint
       int4_tile<2>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
     }
     for (; m0 < a.M; ++m0) int4_tile<1>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+  }
+}
+
+FASTDECODE_VNNI
+void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
+                          const uint8_t* packed, const float* scales, int64_t N, int64_t G,
+                          int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
+  const int64_t K = a.K, groups = K / G;
+  const int64_t n_begin = t_begin * kInt4TileRows;
+  const int64_t task_rows = std::min(N, t_end * kInt4TileRows) - n_begin;
+  prefetch_head(packed + n_begin * K, task_rows * K);
+  prefetch_head(scales + n_begin * groups, task_rows * groups * 4);
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const int32_t* wt = reinterpret_cast<const int32_t*>(packed + n0 * K);
+    const float* st = scales + n0 * groups;
+    int64_t m0 = 0;
+    for (; m0 + 8 <= a.M; m0 += 8) int8_tile<8>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    for (; m0 + 4 <= a.M; m0 += 4) int8_tile<4>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    for (; m0 + 2 <= a.M; m0 += 2) int8_tile<2>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    for (; m0 < a.M; ++m0) int8_tile<1>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
   }
 }
 

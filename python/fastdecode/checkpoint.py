@@ -216,14 +216,15 @@ def _load_quantized_dir(path: Path):
     """A directory written by ``python -m fastdecode quantize`` (``save_quantized``)."""
     from safetensors.torch import load_file
 
-    from .quantize import FORMAT_VERSION, build_quantized_embedding, build_quantized_linears
+    from .quantize import (FORMAT_VERSION, READABLE_VERSIONS, build_quantized_embedding,
+                           build_quantized_linears)
 
     meta = read_json_file(path / "fastdecode.json")
     if meta.get("format") != "fastdecode-quantized":
         raise ValueError(f"{path / 'fastdecode.json'}: not a fastdecode quantized checkpoint")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{path / 'fastdecode.json'}: format version {meta.get('version')}, this "
-                         f"fastdecode reads version {FORMAT_VERSION}; quantize the original "
+                         f"fastdecode reads versions {', '.join(map(str, READABLE_VERSIONS))}; quantize the original "
                          "checkpoint again with `python -m fastdecode quantize`")
     args = ModelArgs(**meta["model_args"])
     state = load_file(str(path / "model.safetensors"))
@@ -301,7 +302,7 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
     The model is in eval mode, on ``device``, with floating tensors in ``precision`` (the
     quantized scales stay fp32).
     """
-    from .quantize import cast_float_tensors
+    from .quantize import cast_float_tensors, tile_int8_weights
 
     if not isinstance(precision, torch.dtype) or not precision.is_floating_point:
         raise ValueError(f"precision must be a floating torch.dtype, got {precision!r}")
@@ -328,6 +329,8 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
         raise ValueError(f"{path}: cannot load this checkpoint ({type(e).__name__}: "
                          f"{e})") from e
     model = cast_float_tensors(model.to(device), precision).eval()
+    if torch.device(device).type == "cpu":  # the layout the CPU kernels stream
+        tile_int8_weights(model)
     fuse(model, warn=False)  # the decision: model.decode_path says which (and why not)
     return model, tokenizer
 

@@ -15,7 +15,7 @@ from .op_args import knob_args, require_int64, require_tensors
 __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
            "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
-           "repack_gguf", "int8_linear", "int8_embedding", "int4_embedding", "int4_linear", "rms_norm", "decode_attention",
+           "repack_gguf", "int8_linear", "tile_int8", "untile_int8", "int8_embedding", "int4_embedding", "int4_linear", "rms_norm", "decode_attention",
            "decode_layers",
            "speculative_accept", "shard", "shard_int4"]
 
@@ -203,7 +203,9 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
     or ``[N, K / G]`` (groups of G, a multiple of 32, e.g. GGUF Q8_0), without dequantising
     the weight: ``[..., N]`` in the dtype of ``x``. Up to ``_C.quantized_gemv_max_rows`` (32)
     rows of x are rounded to 8-bit integers per 32 values (as llama.cpp) and multiplied as
-    integers; more rows run a GEMM over the weight dequantised block by block."""
+    integers; more rows run a GEMM over the weight dequantised block by block. ``q`` may
+    also be the uint8 weight of ``tile_int8`` (with its scales): the same product from the
+    layout the kernels stream fastest."""
     require_tensors("int8_linear", x=x, q=q, scales=scales)
     return _ops.int8_linear(x, q, scales, bias)
 
@@ -211,6 +213,31 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
 @torch.library.register_fake("fastdecode::int8_linear")
 def _int8_linear_fake(x, q, scales, bias=None):
     return x.new_empty((*x.shape[:-1], q.shape[0]))
+
+
+def tile_int8(q: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The int8 weight ``q [N, K]`` (K a multiple of 32) and its scales (``[N]`` or
+    ``[N, K / G]``) in 16-row tiles: ``(packed uint8 [N, K], scales)``, bytes ``q + 128`` in
+    words of four columns, each tile column-major (docs/formats.md). Exact; ``untile_int8``
+    inverts it. ``int8_linear`` and ``int8_embedding`` take either layout."""
+    require_tensors("tile_int8", q=q, scales=scales)
+    return _ops.tile_int8(q, scales)
+
+
+@torch.library.register_fake("fastdecode::tile_int8")
+def _tile_int8_fake(q, scales):
+    return q.new_empty(q.shape, dtype=torch.uint8), torch.empty_like(scales)
+
+
+def untile_int8(packed: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of ``tile_int8``: ``(q int8 [N, K], scales)`` row-major."""
+    require_tensors("untile_int8", packed=packed, scales=scales)
+    return _ops.untile_int8(packed, scales)
+
+
+@torch.library.register_fake("fastdecode::untile_int8")
+def _untile_int8_fake(packed, scales):
+    return packed.new_empty(packed.shape, dtype=torch.int8), torch.empty_like(scales)
 
 
 def int8_embedding(ids: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

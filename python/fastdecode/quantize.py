@@ -2,7 +2,9 @@
 
 Formats (docs/formats.md):
 - int8: ``weight int8 [N, K]`` and ``scales fp32 [N]`` (per channel) or ``[N, K / G]``
-  (groups, GGUF Q8_0); ``w = weight * scale``.
+  (groups, GGUF Q8_0); ``w = weight * scale``. Loaded models hold it tiled
+  (``tile_int8_weights``): ``weight uint8 [N, K]`` = q + 128 in 16-row tiles of 4-byte
+  words, grouped scales tiled alike, the layout the kernels stream.
 - int4: ``weight uint8 [N, K_pad / 2]`` (GGML nibble order in 32-value blocks, rows in
   16-row tiles of 4-byte words) and ``scales_and_zeros fp32 [N, K_pad / G, 2]`` (tiled the
   same way); ``w = (q - 8) * scale + zero``.
@@ -28,7 +30,8 @@ from .gguf_file import BLOCK_BYTES
 
 __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "has_float_linears",
            "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
-           "quantized_linear_from_gguf", "cast_float_tensors", "replace_module"]
+           "quantized_linear_from_gguf", "cast_float_tensors", "replace_module",
+           "tile_int8_weights"]
 
 GROUPSIZES = tuple(_C.int4_groupsizes)  # csrc/kernels/int4_layout.h, the one definition
 
@@ -41,18 +44,27 @@ def _with_bias_of(mod: nn.Module, linear: nn.Linear) -> nn.Module:
 
 class WeightOnlyInt8Linear(FusionWatched, nn.Module):
     """int8 weight ``[N, K]`` with fp32 scales ``[N]`` (``groupsize=None``: per channel) or
-    ``[N, K / groupsize]``; the product runs in ``fastdecode::int8_linear``."""
+    ``[N, K / groupsize]``; the product runs in ``fastdecode::int8_linear``.
+
+    Built row-major (gpt-fast's layout: its state dicts load as they are); ``tile_()`` puts
+    the weight in the tiled layout of ``ops.tile_int8`` (``weight`` uint8, the same values),
+    which the kernels stream ~2x faster for several rows; ``fastdecode.load`` does so.
+    ``tiled=True`` builds it tiled (a checkpoint saved tiled)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 groupsize: Optional[int] = None, device=None):
+                 groupsize: Optional[int] = None, device=None, tiled: bool = False):
         super().__init__()
         self.in_features, self.out_features, self.groupsize = in_features, out_features, groupsize
         if groupsize is not None and in_features % groupsize:
             raise ValueError(f"in_features ({in_features}) must be a multiple of groupsize "
                              f"({groupsize}) for grouped int8")
+        if tiled and in_features % 32:
+            raise ValueError(f"the tiled int8 layout needs in_features a multiple of 32, got "
+                             f"{in_features}")
         scales_shape = (out_features,) if groupsize is None else (out_features,
                                                                   in_features // groupsize)
-        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8,
+        self.register_buffer("weight", torch.empty(out_features, in_features,
+                                                   dtype=torch.uint8 if tiled else torch.int8,
                                                    device=device))
         self.register_buffer("scales", torch.ones(scales_shape, dtype=torch.float32,
                                                   device=device))
@@ -82,6 +94,24 @@ class WeightOnlyInt8Linear(FusionWatched, nn.Module):
         # the registered op directly: ~150 of these calls per decoded token
         return torch.ops.fastdecode.int8_linear(x, self.weight, self.scales, self.bias)
 
+    @property
+    def tiled(self) -> bool:
+        """Whether ``weight`` is in the tiled layout (uint8) rather than row-major (int8)."""
+        return self.weight.dtype == torch.uint8
+
+    def tile_(self) -> "WeightOnlyInt8Linear":
+        """Put the weight and scales in the tiled layout, in place (exact; new tensors);
+        a no-op when tiled already or when in_features is not a multiple of 32."""
+        if not self.tiled and self.in_features % 32 == 0:
+            self.weight, self.scales = ops.tile_int8(self.weight, self.scales)
+        return self
+
+    def untile_(self) -> "WeightOnlyInt8Linear":
+        """Back to the row-major int8 layout, in place (exact)."""
+        if self.tiled:
+            self.weight, self.scales = ops.untile_int8(self.weight, self.scales)
+        return self
+
     def decode_layer_args(self):
         """``([q, scales], LinearKind.INT8, 0)`` for ``ops.decode_layers``; None with a
         bias."""
@@ -92,7 +122,8 @@ class WeightOnlyInt8Linear(FusionWatched, nn.Module):
 
     def extra_repr(self) -> str:
         g = "per channel" if self.groupsize is None else f"groupsize={self.groupsize}"
-        return f"in_features={self.in_features}, out_features={self.out_features}, {g}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, {g}"
+                f"{', tiled' if self.tiled else ''}")
 
 
 class WeightOnlyInt4Linear(FusionWatched, nn.Module):
@@ -189,19 +220,42 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
         else:
             new = WeightOnlyInt4Linear.from_float(linear, groupsize)
         replace_module(model, name, new.to(linear.weight.device))
+    tile_int8_weights(model)
     for t in fused:  # what was fused is fused again, over the quantized linears
         fuse(t)
     return model
 
 
+@torch.no_grad()
+def tile_int8_weights(model: nn.Module) -> nn.Module:
+    """Put every int8 linear of ``model`` whose in-features are a multiple of 32 in the tiled
+    layout (``WeightOnlyInt8Linear.tile_``), in place; an int8 embedding table that is a
+    tied head's weight follows the head (the lookup reads either layout). Returns ``model``.
+    Call it before ``fastdecode.fuse`` (the fused step holds the tensors it was given)."""
+    from .quantized_embedding import QuantizedEmbedding
+
+    tables = {id(m.weight): m for m in model.modules()
+              if isinstance(m, QuantizedEmbedding) and m.kind == "int8"}
+    for mod in model.modules():
+        if isinstance(mod, WeightOnlyInt8Linear) and not mod.tiled:
+            table = tables.get(id(mod.weight))
+            mod.tile_()
+            if table is not None and mod.tiled:
+                table.weight, table.scales = mod.weight, mod.scales
+    return model
+
+
 def linear_specs(model: nn.Module) -> Dict[str, dict]:
-    """Module name -> {"kind": "int8"|"int4", "groupsize": G or None, "bias": bool}."""
+    """Module name -> {"kind": "int8"|"int4", "groupsize": G or None, "bias": bool,
+    "in_features", "out_features", and for int8 "tiled": bool}."""
     specs = {}
     for name, m in model.named_modules():
         if isinstance(m, QUANTIZED_TYPES):
             specs[name] = {"kind": "int8" if isinstance(m, WeightOnlyInt8Linear) else "int4",
                            "groupsize": m.groupsize, "bias": m.bias is not None,
                            "in_features": m.in_features, "out_features": m.out_features}
+            if isinstance(m, WeightOnlyInt8Linear):
+                specs[name]["tiled"] = m.tiled
     return specs
 
 
@@ -214,7 +268,8 @@ def embedding_spec(model: nn.Module) -> Optional[dict]:
     emb = model.tok_embeddings
     if not isinstance(emb, QuantizedEmbedding):
         return None
-    return {"kind": emb.kind, "groupsize": emb.groupsize}
+    return {"kind": emb.kind, "groupsize": emb.groupsize,
+            "tiled": emb.kind == "int8" and emb.weight.dtype == torch.uint8}
 
 
 def build_quantized_embedding(model: nn.Module, spec: Optional[dict],
@@ -227,9 +282,8 @@ def build_quantized_embedding(model: nn.Module, spec: Optional[dict],
     if spec is None:
         return
     c = model.config
-    cls = WeightOnlyInt8Linear if spec["kind"] == "int8" else WeightOnlyInt4Linear
-    kwargs = {"groupsize": spec["groupsize"]} if spec["groupsize"] is not None else {}
-    model.tok_embeddings = QuantizedEmbedding(cls(c.dim, c.vocab_size, **kwargs))
+    model.tok_embeddings = QuantizedEmbedding(_empty_quantized_linear(
+        {**spec, "in_features": c.dim, "out_features": c.vocab_size, "bias": False}))
     if c.tie_embeddings:
         for name in model.tok_embeddings._buffers:
             if f"tok_embeddings.{name}" in state:
@@ -239,9 +293,19 @@ def build_quantized_embedding(model: nn.Module, spec: Optional[dict],
 def build_quantized_linears(model: nn.Module, specs: Dict[str, dict]) -> None:
     """Swap in empty quantized modules named by ``specs`` (before loading a state dict)."""
     for name, s in specs.items():
-        cls = WeightOnlyInt8Linear if s["kind"] == "int8" else WeightOnlyInt4Linear
-        kwargs = {"groupsize": s["groupsize"]} if s["groupsize"] is not None else {}
-        replace_module(model, name, cls(s["in_features"], s["out_features"], s["bias"], **kwargs))
+        replace_module(model, name, _empty_quantized_linear(s))
+
+
+def _empty_quantized_linear(spec: dict) -> nn.Module:
+    """An int8 / int4 linear as ``linear_specs`` describes it (version 2 files: row-major
+    int8, no "tiled")."""
+    kwargs = {"groupsize": spec["groupsize"]} if spec["groupsize"] is not None else {}
+    if spec["kind"] == "int8":
+        kwargs["tiled"] = bool(spec.get("tiled", False))
+        cls = WeightOnlyInt8Linear
+    else:
+        cls = WeightOnlyInt4Linear
+    return cls(spec["in_features"], spec["out_features"], spec["bias"], **kwargs)
 
 
 def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -325,5 +389,7 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
     return mod
 
 
-# 2: int4 weights in 16-row tiles (version 1 stored them row-major)
-FORMAT_VERSION = 2
+# 2: int4 weights in 16-row tiles (version 1 stored them row-major); 3: int8 weights as the
+# model holds them, row-major or tiled ("tiled" in each spec). Version 2 files still load.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)

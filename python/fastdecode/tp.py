@@ -134,6 +134,7 @@ def _shard_linear(mod: nn.Module, dim: int, ranges: List[Range]) -> None:
                                     offsets, lengths)
         mod.weight, mod.scales_and_zeros = packed, sz
     elif isinstance(mod, WeightOnlyInt8Linear):
+        mod.untile_()  # cut row-major: the tiles' bytes are not rows and columns
         mod.weight = ops.shard(mod.weight, dim, offsets, lengths)
         if dim == 0:
             mod.scales = ops.shard(mod.scales, 0, offsets, lengths)

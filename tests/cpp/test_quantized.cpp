@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/int4_layout.h"
+#include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/quantize.h"
 
@@ -293,6 +294,74 @@ TEST_CASE("int8_gemv per channel (G == K, K not a multiple of 32)", "[qgemv]") {
         bound += std::fabs(q[n * K + k] * scales[n]) * xscale[m * 2 + k / 32] / 2;
       }
       REQUIRE(std::fabs(y[m * N + n] - want) <= bound + 1e-5);
+    }
+  }
+}
+
+TEST_CASE("int8 tiled layout: round trip, dequantisation and the GEMV on every path equal to "
+          "the row-major kernel's", "[qgemv]") {
+  for (int64_t K : {96, 512}) {
+    // groups of 32, of 64 (where they divide K), and per channel (G == K)
+    for (int64_t G : std::vector<int64_t>{32, K % 64 == 0 ? 64 : 32, K}) {
+      for (int64_t N : {1, 5, 16, 37}) {
+        const auto w = normal(N * K, 7);
+        std::vector<int8_t> q(N * K);
+        std::vector<float> scales(N * (K / G));
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t g = 0; g < K / G; ++g) {
+            scales[n * (K / G) + g] = quantize_int8_row(w.data() + n * K + g * G, G,
+                                                        q.data() + n * K + g * G);
+          }
+        }
+        q[0] = -128;  // the full int8 range, which the sign trick of vpmaddubsw could not take
+        std::vector<uint8_t> packed(N * K);
+        std::vector<float> tiled_scales(scales.size()), back_scales(scales.size());
+        tile_int8(q.data(), scales.data(), N, K, G, packed.data(), tiled_scales.data());
+        std::vector<int8_t> back(N * K);
+        untile_int8(packed.data(), tiled_scales.data(), N, K, G, back.data(), back_scales.data());
+        REQUIRE(back == q);
+        REQUIRE(back_scales == scales);
+        std::vector<float> deq_rows(N * K), deq_tiled(N * K);
+        dequantize_int8_rows(q.data(), scales.data(), K, G, 0, N, deq_rows.data());
+        dequantize_int8_tiled(packed.data(), tiled_scales.data(), N, K, G, deq_tiled.data());
+        REQUIRE(deq_rows == deq_tiled);
+
+        for (int64_t M : {1, 2, 5, 9, 17}) {
+          const auto x = normal(M * K, 8);
+          std::vector<int8_t> xq(M * K);
+          std::vector<float> xscale(M * K / 32);
+          quantize_activations(x.data(), M, K, K, xq.data(), xscale.data());
+          const QuantizedActivations a{xq.data(), xscale.data(), M, K};
+          std::vector<int32_t> bsum(M * K / 32);
+          activation_block_sums(a, bsum.data());
+          const int64_t tiles = (N + 15) / 16;
+          std::vector<float> want(M * N), y(M * N), yp(M * N);
+          int8_gemv_portable(a, q.data(), scales.data(), K, G, 0, N, want.data(), N);
+          int8_tiled_gemv(a, bsum.data(), packed.data(), tiled_scales.data(), N, G, 0, tiles,
+                          y.data(), N);
+          int8_tiled_gemv_portable(a, bsum.data(), packed.data(), tiled_scales.data(), N, G, 0,
+                                   tiles, yp.data(), N);
+          std::vector<float> ya = yp;  // the AVX2 kernel, also where VNNI is dispatched
+#if FASTDECODE_X86_CLONES
+          if (qgemv_avx2_available()) {
+            int8_tiled_gemv_avx2(a, bsum.data(), packed.data(), tiled_scales.data(), N, G, 0,
+                                 tiles, ya.data(), N);
+          }
+#endif
+          for (int64_t m = 0; m < M; ++m) {
+            for (int64_t n = 0; n < N; ++n) {
+              double mag = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                mag += std::fabs(double(x[m * K + k]) * q[n * K + k] * scales[n * (K / G) + k / G]);
+              }
+              const int64_t i = m * N + n;
+              REQUIRE(std::fabs(y[i] - want[i]) <= 1e-6 * mag + 1e-6);
+              REQUIRE(std::fabs(yp[i] - want[i]) <= 1e-6 * mag + 1e-6);
+              REQUIRE(std::fabs(ya[i] - want[i]) <= 1e-6 * mag + 1e-6);
+            }
+          }
+        }
+      }
     }
   }
 }

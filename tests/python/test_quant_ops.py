@@ -8,7 +8,7 @@ import torch
 from reference.quant import (activation_error_bound, dequantize_int4_ref, dequantize_int8_ref,
                              int4_gemv_weight_ref, int4_linear_ref, int8_linear_ref,
                              quantize_int4_grouped_ref, quantize_int8_per_channel_ref,
-                             scales_and_zeros_ref, unpack_int4_ref)
+                             scales_and_zeros_ref, tile_int8_ref, unpack_int4_ref)
 
 import fastdecode
 from fastdecode import ops
@@ -94,6 +94,49 @@ def test_int4_linear_matches_its_oracle(rows, shape, groupsize, dtype):
                   0.0, dtype)
 
 
+@pytest.mark.parametrize("shape", [(1, 64), (37, 192), (16, 576), (40, 1536)])
+@pytest.mark.parametrize("groups", [None, 1, 2])  # per channel; groups of 32, of 64
+def test_tile_int8_equals_reference_exactly_and_round_trips(shape, groups):
+    n, k = shape
+    g = torch.Generator().manual_seed(n + k)
+    q = torch.randint(-128, 128, shape, generator=g, dtype=torch.int8)
+    scales = torch.rand(n, generator=g) if groups is None else torch.rand(
+        n, k // (32 * groups), generator=g)
+    packed, tiled = ops.tile_int8(q, scales)
+    want_packed, want_scales = tile_int8_ref(q, scales)
+    assert packed.dtype == torch.uint8 and torch.equal(packed, want_packed)
+    assert torch.equal(tiled, want_scales)
+    q2, s2 = ops.untile_int8(packed, tiled)
+    assert q2.dtype == torch.int8 and torch.equal(q2, q) and torch.equal(s2, scales)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 9, 16, 17, 64])
+@pytest.mark.parametrize("shape", [(37, 192), (96, 576), (40, 1536)])
+@pytest.mark.parametrize("groupsize", [None, 32, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tiled_int8_linear_matches_its_oracle(rows, shape, groupsize, dtype):
+    """The tiled layout gives the row-major weight's product: the same oracle, the same
+    activation rounding bound."""
+    g = torch.Generator().manual_seed(rows * 3 + shape[1] + (groupsize or 0))
+    w = torch.randn(shape, generator=g) * 0.05
+    if groupsize is None:
+        q, scales = ops.quantize_int8_per_channel(w)
+    else:
+        q, scales = ops.quantize_int8_per_channel(w.reshape(-1, groupsize))
+        q, scales = q.reshape(shape), scales.reshape(shape[0], -1)
+    packed, tiled = ops.tile_int8(q, scales)
+    x = torch.randn(rows, shape[1], generator=g).to(dtype)
+    bias = torch.randn(shape[0], generator=g)
+    got = ops.int8_linear(x, packed, tiled, bias)
+    assert got.dtype == dtype and got.shape == (rows, shape[0])
+    w_deq = dequantize_int8_ref(q, scales)
+    _check_linear(got, x, w_deq, w_deq, lambda x2: int8_linear_ref(x2, q, scales), bias.double(),
+                  dtype)
+    rows_ids = torch.tensor([0, shape[0] - 1, shape[0] // 2])  # the lookup reads either layout
+    assert torch.equal(ops.int8_embedding(rows_ids, packed, tiled),
+                       ops.int8_embedding(rows_ids, q, scales))
+
+
 def test_gemv_error_bound_is_tight_enough_to_fail():
     """The bound check would catch an unquantized or wrongly scaled activation block."""
     g = torch.Generator().manual_seed(3)
@@ -138,6 +181,11 @@ def test_opcheck_quantized_ops(rows):
     torch.library.opcheck(torch.ops.fastdecode.int8_linear.default, (x, q, s, torch.randn(16)))
     packed, sz = _int4_args()
     torch.library.opcheck(torch.ops.fastdecode.int4_linear.default, (x, packed, sz, 32))
+    for scales in (s, torch.rand(16, 2)):  # per channel, groups of 32
+        torch.library.opcheck(torch.ops.fastdecode.tile_int8.default, (q, scales))
+        tiled_q, tiled_s = ops.tile_int8(q, scales)
+        torch.library.opcheck(torch.ops.fastdecode.untile_int8.default, (tiled_q, tiled_s))
+        torch.library.opcheck(torch.ops.fastdecode.int8_linear.default, (x, tiled_q, tiled_s))
 
 
 def test_compile_fullgraph_around_quantized_linears():
@@ -166,6 +214,14 @@ def test_compile_fullgraph_around_quantized_linears():
                              torch.ones(5)), r"scales must be \[N\]"),
     (lambda: ops.int8_linear(torch.randn(2, 64).double(),
                              *ops.quantize_int8_per_channel(torch.randn(4, 64))), "x must be float32"),
+    (lambda: ops.int8_linear(torch.randn(2, 48), torch.zeros(4, 48, dtype=torch.uint8),
+                             torch.ones(4)), "a tiled \\(uint8\\) q needs K a multiple of 32"),
+    (lambda: ops.tile_int8(torch.zeros(4, 48, dtype=torch.int8), torch.ones(4)),
+     "tile_int8: the tiled layout needs K a positive multiple of 32"),
+    (lambda: ops.tile_int8(torch.zeros(4, 64, dtype=torch.uint8), torch.ones(4)),
+     "the weight must be Char"),
+    (lambda: ops.untile_int8(torch.zeros(4, 64, dtype=torch.uint8), torch.ones(4, 3)),
+     r"scales must be \[N\] \(per channel\) or \[N, K / G\]"),
     (lambda: ops.int4_linear(torch.randn(2, 64), *_int4_args(), 64), "scales_and_zeros must be"),
     (lambda: ops.int4_linear(torch.randn(2, 65), *_int4_args(), 32), "x must have shape"),
     (lambda: ops.int4_linear(torch.randn(2, 64), *_int4_args(), 100), "groupsize must be one of"),
@@ -175,6 +231,6 @@ def test_compile_fullgraph_around_quantized_linears():
 def test_bad_input_is_a_clear_error(call, match):
     # a wrong dtype is a TypeError; a wrong shape, range or value a ValueError
     type_error = match in ("floating", "int8", "scales must be float32", "x must be float32",
-                           "packed must be uint8")
+                           "packed must be uint8", "the weight must be Char")
     with pytest.raises(TypeError if type_error else ValueError, match=match):
         call()

@@ -68,6 +68,16 @@ def untile_words_ref(tiled: torch.Tensor) -> torch.Tensor:
     return tiled.reshape(-1)[_tiled_position(*tiled.shape).reshape(-1)].reshape(tiled.shape)
 
 
+def tile_int8_ref(q: torch.Tensor, scales: torch.Tensor):
+    """int8 [N, K] (K a multiple of 32), scales [N] or [N, K / G] -> (uint8 [N, K]: bytes
+    q + 128, the rows' 4-byte words in 16-row tiles; scales, [N, K / G] tiled alike)."""
+    n, k = q.shape
+    u = (q.to(torch.int16) + 128).to(torch.uint8).contiguous()
+    packed = tile_words_ref(u.view(torch.int32).reshape(n, k // 4)).view(torch.uint8)
+    tiled_scales = scales if scales.dim() == 1 else tile_words_ref(scales.contiguous())
+    return packed.reshape(n, k), tiled_scales
+
+
 def scales_and_zeros_ref(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
     """Row-major [N, G] scales and zeros -> the tiled [N, G, 2] tensor of the op."""
     n = scales.shape[0]

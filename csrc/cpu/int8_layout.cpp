@@ -1,0 +1,95 @@
+// fastdecode::tile_int8 and untile_int8 on the CPU: an int8 weight and its scales between
+// the row-major layout (gpt-fast's, the checkpoint's) and the 16-row tiles the kernels
+// stream (csrc/kernels/int8_layout.h). Exact: the same bytes and scales, reordered.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "cpu/ops.h"
+#include "kernels/int4_layout.h"
+#include "kernels/int8_layout.h"
+
+namespace fastdecode::cpu {
+namespace {
+
+// Tiles per task: each tile is independent (16 rows, the same bytes in both layouts).
+constexpr int64_t kTilesPerTask = 64;
+
+// The group size of a checked weight's scales; q is [N, K] of `dtype` with K a multiple of
+// 32, scales [N] or [N, K / G].
+int64_t check_layout_args(const char* op, const at::Tensor& q, const at::Tensor& scales,
+                          at::ScalarType dtype) {
+  TORCH_CHECK_TYPE(q.scalar_type() == dtype, op, ": the weight must be ", dtype, ", got ",
+                   q.scalar_type());
+  TORCH_CHECK_VALUE(q.dim() == 2 && q.device().is_cpu(), op,
+                    ": the weight must be a 2-D CPU tensor [N, K], got ", q.sizes());
+  const int64_t N = q.size(0), K = q.size(1);
+  TORCH_CHECK_VALUE(K > 0 && K % 32 == 0, op, ": the tiled layout needs K a positive multiple "
+                    "of 32 (whole 32-value blocks), got K = ", K);
+  TORCH_CHECK_TYPE(scales.scalar_type() == at::kFloat, op, ": scales must be float32, got ",
+                   scales.scalar_type());
+  TORCH_CHECK_VALUE(scales.device().is_cpu() && scales.dim() >= 1 && scales.size(0) == N &&
+                        (scales.dim() == 1 || (scales.dim() == 2 && scales.size(1) > 0 &&
+                                               K % scales.size(1) == 0 &&
+                                               (K / scales.size(1)) % 32 == 0)),
+                    op, ": scales must be [N] (per channel) or [N, K / G] with G a multiple "
+                    "of 32, N = ", N, ", K = ", K, "; got ", scales.sizes());
+  return scales.dim() == 1 ? K : K / scales.size(1);
+}
+
+// fn(n0, rows): the rows of whole tiles, in parallel.
+template <typename Fn>
+void over_tiles(int64_t N, const Fn& fn) {
+  const int64_t tiles = (N + kernels::kInt4TileRows - 1) / kernels::kInt4TileRows;
+  at::parallel_for(0, tiles, kTilesPerTask, [&](int64_t t0, int64_t t1) {
+    const int64_t n0 = t0 * kernels::kInt4TileRows;
+    fn(n0, std::min(N, t1 * kernels::kInt4TileRows) - n0);
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> tile_int8(const at::Tensor& q, const at::Tensor& scales) {
+  constexpr const char* op = "fastdecode::tile_int8";
+  const int64_t G = check_layout_args(op, q, scales, at::kChar);
+  const int64_t N = q.size(0), K = q.size(1), groups = K / G;
+  const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
+  at::Tensor packed = at::empty({N, K}, q.options().dtype(at::kByte));
+  at::Tensor tiled_scales = at::empty_like(sc);
+  const int8_t* qp = qc.data_ptr<int8_t>();
+  const float* sp = sc.data_ptr<float>();
+  uint8_t* pp = packed.data_ptr<uint8_t>();
+  float* tp = tiled_scales.data_ptr<float>();
+  over_tiles(N, [&](int64_t n0, int64_t rows) {
+    kernels::tile_int8(qp + n0 * K, sp + n0 * groups, rows, K, G, pp + n0 * K, tp + n0 * groups);
+  });
+  return {packed, tiled_scales};
+}
+
+std::tuple<at::Tensor, at::Tensor> untile_int8(const at::Tensor& packed,
+                                               const at::Tensor& scales) {
+  constexpr const char* op = "fastdecode::untile_int8";
+  const int64_t G = check_layout_args(op, packed, scales, at::kByte);
+  const int64_t N = packed.size(0), K = packed.size(1), groups = K / G;
+  const at::Tensor pc = packed.contiguous(), sc = scales.contiguous();
+  at::Tensor q = at::empty({N, K}, packed.options().dtype(at::kChar));
+  at::Tensor row_scales = at::empty_like(sc);
+  const uint8_t* pp = pc.data_ptr<uint8_t>();
+  const float* sp = sc.data_ptr<float>();
+  int8_t* qp = q.data_ptr<int8_t>();
+  float* rp = row_scales.data_ptr<float>();
+  over_tiles(N, [&](int64_t n0, int64_t rows) {
+    kernels::untile_int8(pp + n0 * K, sp + n0 * groups, rows, K, G, qp + n0 * K, rp + n0 * groups);
+  });
+  return {q, row_scales};
+}
+
+TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
+  m.impl("tile_int8", &tile_int8);
+  m.impl("untile_int8", &untile_int8);
+}
+
+}  // namespace fastdecode::cpu
