@@ -83,6 +83,38 @@ def _int8_linear(g, d):
     return [_rand(g, (d["M"], d["K"])), q, s, None], lambda a: OPS.int8_linear(*a)
 
 
+def _tiled_int8(g, d):
+    """A tiled int8 weight (K rounded up to whole 32-value blocks), per channel or in
+    groups of 32 by the seed: (packed, scales, K)."""
+    k = max(32, (d["K"] + 31) // 32 * 32)
+    w = _rand(g, (d["N"], k))
+    if d["seed"] % 2:  # per channel
+        q, s = OPS.quantize_int8_per_channel(w)
+    else:  # groups of 32
+        q, s = OPS.quantize_int8_per_channel(w.reshape(-1, 32))
+        q, s = q.reshape(d["N"], k), s.reshape(d["N"], k // 32)
+    return (*OPS.tile_int8(q, s), k)
+
+
+def _int8_linear_tiled(g, d):
+    packed, s, k = _tiled_int8(g, d)
+    return [_rand(g, (d["M"], k)), packed, s, None], lambda a: OPS.int8_linear(*a)
+
+
+def _tile_int8(g, d):
+    q, s = OPS.untile_int8(*_tiled_int8(g, d)[:2])
+    return [q, s], lambda a: OPS.tile_int8(*a)
+
+
+def _untile_int8(g, d):
+    return list(_tiled_int8(g, d)[:2]), lambda a: OPS.untile_int8(*a)
+
+
+def _int8_embedding_tiled(g, d):
+    packed, s, _ = _tiled_int8(g, d)
+    return [_ids(g, d), packed, s], lambda a: OPS.int8_embedding(*a)
+
+
 def _int4_linear(g, d):
     packed, sz = OPS.quantize_int4_grouped(_rand(g, (d["N"], d["K"])), d["G"])
     return [_rand(g, (d["M"], d["K"])), packed, sz, d["G"], None], \
@@ -180,6 +212,8 @@ BUILDERS: Dict[str, Callable] = {
     "quantize_int8_per_channel": _quantize_int8, "quantize_int4_grouped": _quantize_int4,
     "int8_linear": _int8_linear, "int4_linear": _int4_linear, "rms_norm": _rms_norm,
     "int8_embedding": _int8_embedding, "int4_embedding": _int4_embedding,
+    "int8_linear_tiled": _int8_linear_tiled, "int8_embedding_tiled": _int8_embedding_tiled,
+    "tile_int8": _tile_int8, "untile_int8": _untile_int8,
     "decode_attention": _decode_attention,
     "decode_layers": _decode_layers, "speculative_accept": _speculative_accept,
     "argmax_token": _argmax_token, "shard": _shard, "shard_int4": _shard_int4,
@@ -318,13 +352,18 @@ def _properties(op: str, args, out) -> str:
         want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
         if not torch.allclose(outs[0], want, rtol=1e-4, atol=1e-5):
             return "rms_norm differs from the formula"
-    elif op in ("int8_embedding", "int4_embedding"):
+    elif op in ("int8_embedding", "int8_embedding_tiled", "int4_embedding"):
         # row i of the table is what the linear gives for the i-th unit vector
         ids, k = args[0], outs[0].shape[-1]
-        table = (OPS.int8_linear(torch.eye(k), *args[1:3]) if op == "int8_embedding" else
-                 OPS.int4_linear(torch.eye(k), *args[1:4])).t()
+        table = (OPS.int4_linear(torch.eye(k), *args[1:4]) if op == "int4_embedding" else
+                 OPS.int8_linear(torch.eye(k), *args[1:3])).t()
         if not torch.allclose(outs[0], table[ids], rtol=1e-5, atol=1e-6):
             return "embedding rows differ from the table the linear multiplies by"
+    elif op in ("tile_int8", "untile_int8"):
+        inverse = OPS.untile_int8 if op == "tile_int8" else OPS.tile_int8
+        back = inverse(*outs)
+        if not (torch.equal(back[0], args[0]) and torch.equal(back[1], args[1])):
+            return "the layout change does not round-trip exactly"
     elif op == "argmax_token":
         if not torch.equal(outs[0].long(), torch.argmax(args[0], -1, keepdim=True)):
             return "argmax_token differs from torch.argmax"
@@ -342,7 +381,7 @@ def _properties(op: str, args, out) -> str:
 def _nonfinite_pattern(op: str, args, out) -> str:
     """Linears with NaN / inf in x: the non-finite outputs must be where the float reference
     has them (not zeroed on some kernel path)."""
-    if op not in ("linear", "int8_linear", "int4_linear"):
+    if op not in ("linear", "int8_linear", "int8_linear_tiled", "int4_linear"):
         return ""
     x = args[0]
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or \
@@ -350,8 +389,10 @@ def _nonfinite_pattern(op: str, args, out) -> str:
         return ""
     if op == "linear":
         w, bias = args[1], args[2]
-    elif op == "int8_linear":
+    elif op in ("int8_linear", "int8_linear_tiled"):
         q, s, bias = args[1], args[2], args[3]
+        if q.dtype == torch.uint8:  # the tiled layout (a mutation may have made it int8)
+            q, s = OPS.untile_int8(q, s)
         w = q.float() * (s.view(-1, 1) if s.dim() == 1 else s.repeat_interleave(
             q.shape[1] // s.shape[1], 1))
     else:
