@@ -60,6 +60,9 @@ TORCH_LIBRARY(fastdecode, m) {
   // (q int8 [N, K], scales [N] or [N, K / G]) -> (packed uint8 [N, K], scales) in 16-row
   // tiles: bytes q + 128, words of 4 columns (docs/formats.md); K a multiple of 32. Exact.
   m.def("tile_int8(Tensor q, Tensor scales) -> (Tensor, Tensor)");
+  // tile_int8 in place (contiguous q and scales; q's bytes become the packed ones, viewed
+  // as uint8 afterwards): a loaded model's weights without a second copy.
+  m.def("tile_int8_(Tensor(a!) q, Tensor(b!) scales) -> ()");
   // The inverse of tile_int8.
   m.def("untile_int8(Tensor packed, Tensor scales) -> (Tensor, Tensor)");
   // x [..., K] @ dequant(packed, scales_and_zeros)^T (+ bias) -> [..., N]; K <= K_pad.

@@ -1,4 +1,4 @@
-// fastdecode::tile_int8 and untile_int8 on the CPU: an int8 weight and its scales between
+// fastdecode::tile_int8 (and in place, tile_int8_) and untile_int8 on the CPU: an int8 weight and its scales between
 // the row-major layout (gpt-fast's, the checkpoint's) and the 16-row tiles the kernels
 // stream (csrc/kernels/int8_layout.h). Exact: the same bytes and scales, reordered.
 #include <ATen/ATen.h>
@@ -69,6 +69,20 @@ std::tuple<at::Tensor, at::Tensor> tile_int8(const at::Tensor& q, const at::Tens
   return {packed, tiled_scales};
 }
 
+void tile_int8_in_place(at::Tensor& q, at::Tensor& scales) {
+  constexpr const char* op = "fastdecode::tile_int8_";
+  const int64_t G = check_layout_args(op, q, scales, at::kChar);
+  TORCH_CHECK_VALUE(q.is_contiguous() && scales.is_contiguous(), op,
+                    ": q and scales are rearranged where they are: both must be contiguous");
+  TORCH_CHECK_VALUE(q.data_ptr() != scales.data_ptr(), op, ": q and scales must not overlap");
+  const int64_t K = q.size(1), groups = K / G;
+  int8_t* qp = q.data_ptr<int8_t>();
+  float* sp = scales.data_ptr<float>();
+  over_tiles(q.size(0), [&](int64_t n0, int64_t rows) {
+    kernels::tile_int8_in_place(qp + n0 * K, sp + n0 * groups, rows, K, G);
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor> untile_int8(const at::Tensor& packed,
                                                const at::Tensor& scales) {
   constexpr const char* op = "fastdecode::untile_int8";
@@ -89,6 +103,7 @@ std::tuple<at::Tensor, at::Tensor> untile_int8(const at::Tensor& packed,
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
   m.impl("tile_int8", &tile_int8);
+  m.impl("tile_int8_", &tile_int8_in_place);
   m.impl("untile_int8", &untile_int8);
 }
 

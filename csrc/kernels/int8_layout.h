@@ -20,6 +20,9 @@ namespace fastdecode::kernels {
 // [N, K / G] tiled. K a multiple of 32, G == K (per channel) or a divisor of K.
 void tile_int8(const int8_t* q, const float* scales, int64_t N, int64_t K, int64_t G,
                uint8_t* packed, float* scales_out);
+// The same in place: q's bytes become the tiled packed bytes (tile t occupies the same
+// bytes in both layouts, so one tile's copy is the only temporary), scales likewise.
+void tile_int8_in_place(int8_t* q, float* scales, int64_t N, int64_t K, int64_t G);
 // The inverse.
 void untile_int8(const uint8_t* packed, const float* scales, int64_t N, int64_t K, int64_t G,
                  int8_t* q, float* scales_out);

@@ -15,7 +15,7 @@ from .op_args import knob_args, require_int64, require_tensors
 __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_no_sync",
            "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
-           "repack_gguf", "int8_linear", "tile_int8", "untile_int8", "int8_embedding", "int4_embedding", "int4_linear", "rms_norm", "decode_attention",
+           "repack_gguf", "int8_linear", "tile_int8", "tile_int8_", "untile_int8", "int8_embedding", "int4_embedding", "int4_linear", "rms_norm", "decode_attention",
            "decode_layers",
            "speculative_accept", "shard", "shard_int4"]
 
@@ -227,6 +227,20 @@ def tile_int8(q: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor, torc
 @torch.library.register_fake("fastdecode::tile_int8")
 def _tile_int8_fake(q, scales):
     return q.new_empty(q.shape, dtype=torch.uint8), torch.empty_like(scales)
+
+
+def tile_int8_(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """``tile_int8`` in place, without a second copy: the contiguous ``q`` and ``scales``
+    are rearranged where they are; returns the tiled weight (``q`` viewed as uint8, the same
+    memory). ``q`` as int8 is meaningless afterwards."""
+    require_tensors("tile_int8_", q=q, scales=scales)
+    _ops.tile_int8_(q, scales)
+    return q.view(torch.uint8)
+
+
+@torch.library.register_fake("fastdecode::tile_int8_")
+def _tile_int8_in_place_fake(q, scales):
+    return None
 
 
 def untile_int8(packed: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

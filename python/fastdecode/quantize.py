@@ -229,18 +229,26 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
 @torch.no_grad()
 def tile_int8_weights(model: nn.Module) -> nn.Module:
     """Put every int8 linear of ``model`` whose in-features are a multiple of 32 in the tiled
-    layout (``WeightOnlyInt8Linear.tile_``), in place; an int8 embedding table that is a
-    tied head's weight follows the head (the lookup reads either layout). Returns ``model``.
-    Call it before ``fastdecode.fuse`` (the fused step holds the tensors it was given)."""
+    layout, rearranging its tensors where they are (``ops.tile_int8_``: no second copy of a
+    49152-row head while loading); an int8 embedding table that is a tied head's weight
+    follows the head (the lookup reads either layout). Returns ``model``. The tensors must
+    be the model's own (a loader's, a quantizer's): anything else holding them sees tiled
+    bytes. Call it before ``fastdecode.fuse`` (the fused step holds the tensors it had)."""
     from .quantized_embedding import QuantizedEmbedding
 
-    tables = {id(m.weight): m for m in model.modules()
-              if isinstance(m, QuantizedEmbedding) and m.kind == "int8"}
+    tables = [m for m in model.modules() if isinstance(m, QuantizedEmbedding) and m.kind == "int8"]
+    done = {}  # data_ptr of a weight tiled here -> (uint8 view, scales): shared tensors once
     for mod in model.modules():
-        if isinstance(mod, WeightOnlyInt8Linear) and not mod.tiled:
-            table = tables.get(id(mod.weight))
-            mod.tile_()
-            if table is not None and mod.tiled:
+        if not isinstance(mod, WeightOnlyInt8Linear) or mod.tiled or mod.in_features % 32:
+            continue
+        key = mod.weight.data_ptr()
+        if key not in done:
+            weight, scales = mod.weight.contiguous(), mod.scales.contiguous()
+            done[key] = ops.tile_int8_(weight, scales), scales
+        old = mod.weight
+        mod.weight, mod.scales = done[key]
+        for table in tables:
+            if table.weight is old:
                 table.weight, table.scales = mod.weight, mod.scales
     return model
 

@@ -317,6 +317,11 @@ TEST_CASE("int8 tiled layout: round trip, dequantisation and the GEMV on every p
         std::vector<uint8_t> packed(N * K);
         std::vector<float> tiled_scales(scales.size()), back_scales(scales.size());
         tile_int8(q.data(), scales.data(), N, K, G, packed.data(), tiled_scales.data());
+        std::vector<int8_t> in_place = q;
+        std::vector<float> in_place_scales = scales;
+        tile_int8_in_place(in_place.data(), in_place_scales.data(), N, K, G);
+        REQUIRE(std::memcmp(in_place.data(), packed.data(), packed.size()) == 0);
+        REQUIRE(in_place_scales == tiled_scales);
         std::vector<int8_t> back(N * K);
         untile_int8(packed.data(), tiled_scales.data(), N, K, G, back.data(), back_scales.data());
         REQUIRE(back == q);

@@ -106,6 +106,11 @@ def _tile_int8(g, d):
     return [q, s], lambda a: OPS.tile_int8(*a)
 
 
+def _tile_int8_in_place(g, d):
+    q, s = OPS.untile_int8(*_tiled_int8(g, d)[:2])
+    return [q, s], lambda a: OPS.tile_int8_(*a)
+
+
 def _untile_int8(g, d):
     return list(_tiled_int8(g, d)[:2]), lambda a: OPS.untile_int8(*a)
 
@@ -213,7 +218,7 @@ BUILDERS: Dict[str, Callable] = {
     "int8_linear": _int8_linear, "int4_linear": _int4_linear, "rms_norm": _rms_norm,
     "int8_embedding": _int8_embedding, "int4_embedding": _int4_embedding,
     "int8_linear_tiled": _int8_linear_tiled, "int8_embedding_tiled": _int8_embedding_tiled,
-    "tile_int8": _tile_int8, "untile_int8": _untile_int8,
+    "tile_int8": _tile_int8, "tile_int8_": _tile_int8_in_place, "untile_int8": _untile_int8,
     "decode_attention": _decode_attention,
     "decode_layers": _decode_layers, "speculative_accept": _speculative_accept,
     "argmax_token": _argmax_token, "shard": _shard, "shard_int4": _shard_int4,

@@ -108,6 +108,11 @@ def test_tile_int8_equals_reference_exactly_and_round_trips(shape, groups):
     assert torch.equal(tiled, want_scales)
     q2, s2 = ops.untile_int8(packed, tiled)
     assert q2.dtype == torch.int8 and torch.equal(q2, q) and torch.equal(s2, scales)
+    # in place: the same bytes where q was, the scales where they were
+    q3, s3 = q.clone(), scales.clone()
+    packed3 = ops.tile_int8_(q3, s3)
+    assert packed3.data_ptr() == q3.data_ptr() and torch.equal(packed3, packed)
+    assert torch.equal(s3, tiled)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 8, 9, 16, 17, 64])
@@ -185,6 +190,7 @@ def test_opcheck_quantized_ops(rows):
         torch.library.opcheck(torch.ops.fastdecode.tile_int8.default, (q, scales))
         tiled_q, tiled_s = ops.tile_int8(q, scales)
         torch.library.opcheck(torch.ops.fastdecode.untile_int8.default, (tiled_q, tiled_s))
+        torch.library.opcheck(torch.ops.fastdecode.tile_int8_.default, (q.clone(), scales.clone()))
         torch.library.opcheck(torch.ops.fastdecode.int8_linear.default, (x, tiled_q, tiled_s))
 
 
@@ -220,6 +226,8 @@ def test_compile_fullgraph_around_quantized_linears():
      "tile_int8: the tiled layout needs K a positive multiple of 32"),
     (lambda: ops.tile_int8(torch.zeros(4, 64, dtype=torch.uint8), torch.ones(4)),
      "the weight must be Char"),
+    (lambda: ops.tile_int8_(torch.zeros(4, 128, dtype=torch.int8)[:, :64], torch.ones(4)),
+     "both must be contiguous"),
     (lambda: ops.untile_int8(torch.zeros(4, 64, dtype=torch.uint8), torch.ones(4, 3)),
      r"scales must be \[N\] \(per channel\) or \[N, K / G\]"),
     (lambda: ops.int4_linear(torch.randn(2, 64), *_int4_args(), 64), "scales_and_zeros must be"),
