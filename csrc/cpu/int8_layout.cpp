@@ -50,23 +50,36 @@ void over_tiles(int64_t N, const Fn& fn) {
   });
 }
 
+// (weight [N, K] of dtype `from`, scales) -> new tensors (weight of dtype `to`, scales), whole
+// tiles at a time by move(src bytes, src scales, rows, K, G, dst bytes, dst scales).
+template <typename Move>
+std::tuple<at::Tensor, at::Tensor> relayout(const char* op, const at::Tensor& w,
+                                            const at::Tensor& scales, at::ScalarType from,
+                                            at::ScalarType to, const Move& move) {
+  const int64_t G = check_layout_args(op, w, scales, from);
+  const int64_t N = w.size(0), K = w.size(1), groups = K / G;
+  const at::Tensor wc = w.contiguous(), sc = scales.contiguous();
+  at::Tensor out = at::empty({N, K}, w.options().dtype(to));
+  at::Tensor out_scales = at::empty_like(sc);
+  const auto* src = static_cast<const uint8_t*>(wc.data_ptr());
+  const float* sp = sc.data_ptr<float>();
+  auto* dst = static_cast<uint8_t*>(out.data_ptr());
+  float* dp = out_scales.data_ptr<float>();
+  over_tiles(N, [&](int64_t n0, int64_t rows) {
+    move(src + n0 * K, sp + n0 * groups, rows, K, G, dst + n0 * K, dp + n0 * groups);
+  });
+  return {out, out_scales};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> tile_int8(const at::Tensor& q, const at::Tensor& scales) {
-  constexpr const char* op = "fastdecode::tile_int8";
-  const int64_t G = check_layout_args(op, q, scales, at::kChar);
-  const int64_t N = q.size(0), K = q.size(1), groups = K / G;
-  const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
-  at::Tensor packed = at::empty({N, K}, q.options().dtype(at::kByte));
-  at::Tensor tiled_scales = at::empty_like(sc);
-  const int8_t* qp = qc.data_ptr<int8_t>();
-  const float* sp = sc.data_ptr<float>();
-  uint8_t* pp = packed.data_ptr<uint8_t>();
-  float* tp = tiled_scales.data_ptr<float>();
-  over_tiles(N, [&](int64_t n0, int64_t rows) {
-    kernels::tile_int8(qp + n0 * K, sp + n0 * groups, rows, K, G, pp + n0 * K, tp + n0 * groups);
-  });
-  return {packed, tiled_scales};
+  return relayout("fastdecode::tile_int8", q, scales, at::kChar, at::kByte,
+                  [](const uint8_t* src, const float* s, int64_t rows, int64_t K, int64_t G,
+                     uint8_t* dst, float* ds) {
+                    kernels::tile_int8(reinterpret_cast<const int8_t*>(src), s, rows, K, G, dst,
+                                       ds);
+                  });
 }
 
 void tile_int8_in_place(at::Tensor& q, at::Tensor& scales) {
@@ -85,20 +98,11 @@ void tile_int8_in_place(at::Tensor& q, at::Tensor& scales) {
 
 std::tuple<at::Tensor, at::Tensor> untile_int8(const at::Tensor& packed,
                                                const at::Tensor& scales) {
-  constexpr const char* op = "fastdecode::untile_int8";
-  const int64_t G = check_layout_args(op, packed, scales, at::kByte);
-  const int64_t N = packed.size(0), K = packed.size(1), groups = K / G;
-  const at::Tensor pc = packed.contiguous(), sc = scales.contiguous();
-  at::Tensor q = at::empty({N, K}, packed.options().dtype(at::kChar));
-  at::Tensor row_scales = at::empty_like(sc);
-  const uint8_t* pp = pc.data_ptr<uint8_t>();
-  const float* sp = sc.data_ptr<float>();
-  int8_t* qp = q.data_ptr<int8_t>();
-  float* rp = row_scales.data_ptr<float>();
-  over_tiles(N, [&](int64_t n0, int64_t rows) {
-    kernels::untile_int8(pp + n0 * K, sp + n0 * groups, rows, K, G, qp + n0 * K, rp + n0 * groups);
-  });
-  return {q, row_scales};
+  return relayout("fastdecode::untile_int8", packed, scales, at::kByte, at::kChar,
+                  [](const uint8_t* src, const float* s, int64_t rows, int64_t K, int64_t G,
+                     uint8_t* dst, float* ds) {
+                    kernels::untile_int8(src, s, rows, K, G, reinterpret_cast<int8_t*>(dst), ds);
+                  });
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
