@@ -314,10 +314,19 @@ std::vector<at::Tensor> gemv_many(const at::Tensor& x, const std::vector<Weight>
   return ys;
 }
 
-// int8 weights sharing K and the layout: units are rows, or 16-row tiles when tiled.
+// int8 weights sharing K: units are rows, or 16-row tiles when tiled. The activation pass
+// is the layout's (tiles take block sums, rows a K padded to 32), so weights of both
+// layouts run as two calls.
 std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<Int8Weight>& ws) {
   const int64_t K = ws[0].K;
   constexpr int64_t tile = kernels::kInt4TileRows;
+  for (size_t j = 1; j < ws.size(); ++j) {
+    if (ws[j].tiled != ws[0].tiled) {
+      std::vector<at::Tensor> ys;
+      for (const Int8Weight& w : ws) ys.push_back(int8_gemv_many(x, {w})[0]);
+      return ys;
+    }
+  }
   if (ws[0].tiled) {
     const GemvActivations a = gemv_activations(x, K, K, K, 0, /*block_sums=*/true);
     return gemv_many(
@@ -400,11 +409,7 @@ std::tuple<at::Tensor, at::Tensor> int8_linear_pair(const at::Tensor& x, const a
   if (x.numel() / a.K > kMaxGemvRows) {
     return {int8_gemm(x, a, std::nullopt), int8_gemm(x, b, std::nullopt)};
   }
-  // the shared activation pass is the layout's: one layout for both
-  const std::vector<at::Tensor> ys = a.tiled == b.tiled ? int8_gemv_many(x, {a, b})
-                                                        : std::vector<at::Tensor>{
-                                                              int8_gemv_many(x, {a})[0],
-                                                              int8_gemv_many(x, {b})[0]};
+  const std::vector<at::Tensor> ys = int8_gemv_many(x, {a, b});
   return {finish_gemv(ys[0], x, std::nullopt), finish_gemv(ys[1], x, std::nullopt)};
 }
 

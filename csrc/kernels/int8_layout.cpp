@@ -9,34 +9,23 @@
 namespace fastdecode::kernels {
 namespace {
 
-// Word (i, c) of a row-major [N, C] matrix of 4-byte words <-> its place in the 16-row tiles,
-// copied in place order without a temporary (a caller's chunk may be half a large head).
-// flip: XOR of each byte's sign bit (q <-> q + 128); words of floats pass with flip 0.
-void move_words(const uint8_t* src, int64_t N, int64_t C, uint32_t flip, bool to_tiles,
-                uint8_t* dst) {
-  for (int64_t t = 0; t * kInt4TileRows < N; ++t) {
-    const int64_t r = tile_rows(N, t), base = t * kInt4TileRows * C;
-    for (int64_t i = 0; i < r; ++i) {
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t row_major = base + i * C + c, tiled = base + c * r + i;
-        uint32_t w;
-        std::memcpy(&w, src + 4 * (to_tiles ? row_major : tiled), 4);
-        w ^= flip;
-        std::memcpy(dst + 4 * (to_tiles ? tiled : row_major), &w, 4);
-      }
-    }
-  }
-}
+constexpr uint32_t kSignBits = 0x80808080u;  // q <-> q + 128 in each byte of a word
 
-constexpr uint32_t kSignBits = 0x80808080u;
+void flip_sign_bits(uint32_t* words, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) words[i] ^= kSignBits;
+}
 
 }  // namespace
 
+// The bytes as 4-byte words, moved by int4_layout's tile_words / untile_words (every pointer
+// here is 4-byte aligned: K is a multiple of 32).
 void tile_int8(const int8_t* q, const float* scales, int64_t N, int64_t K, int64_t G,
                uint8_t* packed, float* scales_out) {
-  move_words(reinterpret_cast<const uint8_t*>(q), N, K / 4, kSignBits, true, packed);
-  move_words(reinterpret_cast<const uint8_t*>(scales), N, K / G, 0, true,
-             reinterpret_cast<uint8_t*>(scales_out));
+  auto* out = reinterpret_cast<uint32_t*>(packed);
+  tile_words(reinterpret_cast<const uint32_t*>(q), N, K / 4, out);
+  flip_sign_bits(out, N * K / 4);
+  tile_words(reinterpret_cast<const uint32_t*>(scales), N, K / G,
+             reinterpret_cast<uint32_t*>(scales_out));
 }
 
 void tile_int8_in_place(int8_t* q, float* scales, int64_t N, int64_t K, int64_t G) {
@@ -55,9 +44,11 @@ void tile_int8_in_place(int8_t* q, float* scales, int64_t N, int64_t K, int64_t 
 
 void untile_int8(const uint8_t* packed, const float* scales, int64_t N, int64_t K, int64_t G,
                  int8_t* q, float* scales_out) {
-  move_words(packed, N, K / 4, kSignBits, false, reinterpret_cast<uint8_t*>(q));
-  move_words(reinterpret_cast<const uint8_t*>(scales), N, K / G, 0, false,
-             reinterpret_cast<uint8_t*>(scales_out));
+  auto* out = reinterpret_cast<uint32_t*>(q);
+  untile_words(reinterpret_cast<const uint32_t*>(packed), N, K / 4, out);
+  flip_sign_bits(out, N * K / 4);
+  untile_words(reinterpret_cast<const uint32_t*>(scales), N, K / G,
+               reinterpret_cast<uint32_t*>(scales_out));
 }
 
 void dequantize_int8_tiled_row(const uint8_t* packed, const float* scales, int64_t N,

@@ -216,15 +216,16 @@ def _load_quantized_dir(path: Path):
     """A directory written by ``python -m fastdecode quantize`` (``save_quantized``)."""
     from safetensors.torch import load_file
 
-    from .quantize import (FORMAT_VERSION, READABLE_VERSIONS, build_quantized_embedding,
-                           build_quantized_linears)
+    from .quantized_checkpoint import (READABLE_VERSIONS, build_quantized_embedding,
+                                       build_quantized_linears)
 
     meta = read_json_file(path / "fastdecode.json")
     if meta.get("format") != "fastdecode-quantized":
         raise ValueError(f"{path / 'fastdecode.json'}: not a fastdecode quantized checkpoint")
     if meta.get("version") not in READABLE_VERSIONS:
+        versions = ", ".join(map(str, READABLE_VERSIONS))
         raise ValueError(f"{path / 'fastdecode.json'}: format version {meta.get('version')}, this "
-                         f"fastdecode reads versions {', '.join(map(str, READABLE_VERSIONS))}; quantize the original "
+                         f"fastdecode reads versions {versions}; quantize the original "
                          "checkpoint again with `python -m fastdecode quantize`")
     args = ModelArgs(**meta["model_args"])
     state = load_file(str(path / "model.safetensors"))

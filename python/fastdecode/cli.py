@@ -277,7 +277,8 @@ def _make_draft(args, model):
 
 def _cmd_quantize(args) -> int:
     from .checkpoint import load
-    from .quantize import quantize_model, save_quantized
+    from .quantize import quantize_model
+    from .quantized_checkpoint import save_quantized
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():

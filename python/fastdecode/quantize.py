@@ -9,15 +9,12 @@ Formats (docs/formats.md):
   16-row tiles of 4-byte words) and ``scales_and_zeros fp32 [N, K_pad / G, 2]`` (tiled the
   same way); ``w = (q - 8) * scale + zero``.
 
-A quantized checkpoint is a directory: ``model.safetensors`` (no pickle), ``fastdecode.json``
-(model arguments and the quantization of every linear) and ``tokenizer.json``.
+The quantized checkpoint directory: ``quantized_checkpoint.py``.
 """
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -29,9 +26,8 @@ from .model import LinearKind
 from .gguf_file import BLOCK_BYTES
 
 __all__ = ["WeightOnlyInt8Linear", "WeightOnlyInt4Linear", "quantize_model", "has_float_linears",
-           "GROUPSIZES", "save_quantized", "linear_specs", "build_quantized_linears",
-           "quantized_linear_from_gguf", "cast_float_tensors", "replace_module",
-           "tile_int8_weights"]
+           "GROUPSIZES", "QUANTIZED_TYPES", "quantized_linear_from_gguf", "cast_float_tensors",
+           "replace_module", "tile_int8_weights"]
 
 GROUPSIZES = tuple(_C.int4_groupsizes)  # csrc/kernels/int4_layout.h, the one definition
 
@@ -48,23 +44,19 @@ class WeightOnlyInt8Linear(FusionWatched, nn.Module):
 
     Built row-major (gpt-fast's layout: its state dicts load as they are); ``tile_()`` puts
     the weight in the tiled layout of ``ops.tile_int8`` (``weight`` uint8, the same values),
-    which the kernels stream ~2x faster for several rows; ``fastdecode.load`` does so.
-    ``tiled=True`` builds it tiled (a checkpoint saved tiled)."""
+    which the kernels stream ~2x faster for several rows; ``fastdecode.load`` does so. A
+    state dict loaded with ``assign=True`` brings its own layout (the weight's dtype)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 groupsize: Optional[int] = None, device=None, tiled: bool = False):
+                 groupsize: Optional[int] = None, device=None):
         super().__init__()
         self.in_features, self.out_features, self.groupsize = in_features, out_features, groupsize
         if groupsize is not None and in_features % groupsize:
             raise ValueError(f"in_features ({in_features}) must be a multiple of groupsize "
                              f"({groupsize}) for grouped int8")
-        if tiled and in_features % 32:
-            raise ValueError(f"the tiled int8 layout needs in_features a multiple of 32, got "
-                             f"{in_features}")
         scales_shape = (out_features,) if groupsize is None else (out_features,
                                                                   in_features // groupsize)
-        self.register_buffer("weight", torch.empty(out_features, in_features,
-                                                   dtype=torch.uint8 if tiled else torch.int8,
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8,
                                                    device=device))
         self.register_buffer("scales", torch.ones(scales_shape, dtype=torch.float32,
                                                   device=device))
@@ -100,10 +92,13 @@ class WeightOnlyInt8Linear(FusionWatched, nn.Module):
         return self.weight.dtype == torch.uint8
 
     def tile_(self) -> "WeightOnlyInt8Linear":
-        """Put the weight and scales in the tiled layout, in place (exact; new tensors);
-        a no-op when tiled already or when in_features is not a multiple of 32."""
+        """Put the weight and scales in the tiled layout, rearranged where they are
+        (``ops.tile_int8_``, exact: no second copy of a 49152-row head while loading); a
+        no-op when tiled already or when in_features is not a multiple of 32. Anything else
+        holding the module's tensors sees tiled bytes."""
         if not self.tiled and self.in_features % 32 == 0:
-            self.weight, self.scales = ops.tile_int8(self.weight, self.scales)
+            scales = self.scales.contiguous()
+            self.weight, self.scales = ops.tile_int8_(self.weight.contiguous(), scales), scales
         return self
 
     def untile_(self) -> "WeightOnlyInt8Linear":
@@ -228,92 +223,26 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
 
 @torch.no_grad()
 def tile_int8_weights(model: nn.Module) -> nn.Module:
-    """Put every int8 linear of ``model`` whose in-features are a multiple of 32 in the tiled
-    layout, rearranging its tensors where they are (``ops.tile_int8_``: no second copy of a
-    49152-row head while loading); an int8 embedding table that is a tied head's weight
-    follows the head (the lookup reads either layout). Returns ``model``. The tensors must
-    be the model's own (a loader's, a quantizer's): anything else holding them sees tiled
-    bytes. Call it before ``fastdecode.fuse`` (the fused step holds the tensors it had)."""
+    """``tile_()`` on every int8 linear of ``model``, once per weight tensor (linears sharing
+    one take the same tiled tensors); an int8 embedding table that is a tied head's weight
+    follows the head (the lookup reads either layout). Returns ``model``. Call it before
+    ``fastdecode.fuse`` (the fused step holds the tensors it had)."""
     from .quantized_embedding import QuantizedEmbedding
 
     tables = [m for m in model.modules() if isinstance(m, QuantizedEmbedding) and m.kind == "int8"]
-    done = {}  # data_ptr of a weight tiled here -> (uint8 view, scales): shared tensors once
+    tiled = {}  # data_ptr of a weight tiled here -> (uint8 view, scales)
     for mod in model.modules():
-        if not isinstance(mod, WeightOnlyInt8Linear) or mod.tiled or mod.in_features % 32:
+        if not isinstance(mod, WeightOnlyInt8Linear) or mod.tiled:
             continue
-        key = mod.weight.data_ptr()
-        if key not in done:
-            weight, scales = mod.weight.contiguous(), mod.scales.contiguous()
-            done[key] = ops.tile_int8_(weight, scales), scales
-        old = mod.weight
-        mod.weight, mod.scales = done[key]
+        old, key = mod.weight, mod.weight.data_ptr()
+        if key in tiled:
+            mod.weight, mod.scales = tiled[key]
+        elif mod.tile_().tiled:
+            tiled[key] = mod.weight, mod.scales
         for table in tables:
-            if table.weight is old:
+            if table.weight is old and mod.tiled:
                 table.weight, table.scales = mod.weight, mod.scales
     return model
-
-
-def linear_specs(model: nn.Module) -> Dict[str, dict]:
-    """Module name -> {"kind": "int8"|"int4", "groupsize": G or None, "bias": bool,
-    "in_features", "out_features", and for int8 "tiled": bool}."""
-    specs = {}
-    for name, m in model.named_modules():
-        if isinstance(m, QUANTIZED_TYPES):
-            specs[name] = {"kind": "int8" if isinstance(m, WeightOnlyInt8Linear) else "int4",
-                           "groupsize": m.groupsize, "bias": m.bias is not None,
-                           "in_features": m.in_features, "out_features": m.out_features}
-            if isinstance(m, WeightOnlyInt8Linear):
-                specs[name]["tiled"] = m.tiled
-    return specs
-
-
-def embedding_spec(model: nn.Module) -> Optional[dict]:
-    """``{"kind", "groupsize"}`` of a quantized embedding table (``QuantizedEmbedding``), or
-    None for a float one. Its tensors are saved as ``tok_embeddings.*``; a tied head's are
-    the same tensors (stored once)."""
-    from .quantized_embedding import QuantizedEmbedding
-
-    emb = model.tok_embeddings
-    if not isinstance(emb, QuantizedEmbedding):
-        return None
-    return {"kind": emb.kind, "groupsize": emb.groupsize,
-            "tiled": emb.kind == "int8" and emb.weight.dtype == torch.uint8}
-
-
-def build_quantized_embedding(model: nn.Module, spec: Optional[dict],
-                              state: Dict[str, torch.Tensor]) -> None:
-    """Swap in an empty ``QuantizedEmbedding`` described by ``spec`` (``embedding_spec``)
-    and, for a tied head, give ``state`` the head's entries (the same tensors as the
-    embedding's, which ``save_quantized`` stored once)."""
-    from .quantized_embedding import QuantizedEmbedding
-
-    if spec is None:
-        return
-    c = model.config
-    model.tok_embeddings = QuantizedEmbedding(_empty_quantized_linear(
-        {**spec, "in_features": c.dim, "out_features": c.vocab_size, "bias": False}))
-    if c.tie_embeddings:
-        for name in model.tok_embeddings._buffers:
-            if f"tok_embeddings.{name}" in state:
-                state.setdefault(f"output.{name}", state[f"tok_embeddings.{name}"])
-
-
-def build_quantized_linears(model: nn.Module, specs: Dict[str, dict]) -> None:
-    """Swap in empty quantized modules named by ``specs`` (before loading a state dict)."""
-    for name, s in specs.items():
-        replace_module(model, name, _empty_quantized_linear(s))
-
-
-def _empty_quantized_linear(spec: dict) -> nn.Module:
-    """An int8 / int4 linear as ``linear_specs`` describes it (version 2 files: row-major
-    int8, no "tiled")."""
-    kwargs = {"groupsize": spec["groupsize"]} if spec["groupsize"] is not None else {}
-    if spec["kind"] == "int8":
-        kwargs["tiled"] = bool(spec.get("tiled", False))
-        cls = WeightOnlyInt8Linear
-    else:
-        cls = WeightOnlyInt4Linear
-    return cls(spec["in_features"], spec["out_features"], spec["bias"], **kwargs)
 
 
 def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -336,29 +265,6 @@ def cast_float_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
             if b is not None and b.is_floating_point():
                 setattr(mod, name, b.to(dtype))
     return model
-
-
-def save_quantized(model, tokenizer, directory) -> Path:
-    """Write ``model.safetensors`` + ``fastdecode.json`` + ``tokenizer.json`` to ``directory``."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {}
-    seen = {}
-    for k, v in model.state_dict().items():
-        key = v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)
-        if key in seen:  # a tied tensor is stored once; fastdecode.json records the tie
-            continue
-        seen[key] = k
-        state[k] = v.detach().contiguous().cpu()
-    save_file(state, str(directory / "model.safetensors"))
-    meta = {"format": "fastdecode-quantized", "version": FORMAT_VERSION,
-            "model_args": model.config.to_dict(), "linears": linear_specs(model),
-            "embedding": embedding_spec(model)}
-    (directory / "fastdecode.json").write_text(json.dumps(meta, indent=1))
-    tokenizer.save(str(directory / "tokenizer.json"))
-    return directory
 
 
 # -- GGUF quantized blocks -------------------------------------------------------------------
@@ -395,9 +301,3 @@ def quantized_linear_from_gguf(parts, in_features: int) -> Optional[nn.Module]:
     for name, value in zip(names, (first, second)):
         mod._buffers[name] = value
     return mod
-
-
-# 2: int4 weights in 16-row tiles (version 1 stored them row-major); 3: int8 weights as the
-# model holds them, row-major or tiled ("tiled" in each spec). Version 2 files still load.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)

@@ -159,7 +159,8 @@ def _decode_attention(g, d):
 
 
 def _layer_linears(g, d, H, Hkv, D, offset=0):
-    """The five linears of a layer as decode_layers takes them, kinds cycling with the seed."""
+    """The five linears of a layer as decode_layers takes them, kinds cycling with the seed;
+    int8 ones tiled or row-major by another bit of it (gate and up may differ)."""
     E, hidden = d["E"], d["N"]
     shapes = [((H + 2 * Hkv) * D, E), (E, H * D), (hidden, E), (hidden, E), (E, hidden)]
     weights, kinds, groupsizes = [], [], []
@@ -167,7 +168,9 @@ def _layer_linears(g, d, H, Hkv, D, offset=0):
         kind = (d["seed"] + offset + i) % 3
         w = _rand(g, shape, scale=0.1)
         if kind == 1:
-            weights += list(OPS.quantize_int8_per_channel(w))
+            q, s = OPS.quantize_int8_per_channel(w)
+            tiled = (d["seed"] >> (3 + i)) % 2 and shape[1] % 32 == 0
+            weights += list(OPS.tile_int8(q, s) if tiled else (q, s))
         elif kind == 2:
             weights += list(OPS.quantize_int4_grouped(w, 32))
         else:

@@ -8,7 +8,7 @@ from reference.quant import dequantize_int4_ref, dequantize_int8_ref
 
 import fastdecode
 from fastdecode import ops
-from fastdecode.quantize import save_quantized
+from fastdecode.quantized_checkpoint import save_quantized
 from fastdecode.quantized_embedding import QuantizedEmbedding
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import fastdecode
-from fastdecode.quantize import (WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model,
-                                 save_quantized)
+from fastdecode.quantize import WeightOnlyInt4Linear, WeightOnlyInt8Linear, quantize_model
+from fastdecode.quantized_checkpoint import save_quantized
 
 TEXT = (Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1.txt").read_text()
 
@@ -117,8 +118,8 @@ def test_save_and_load_quantized_checkpoint(tmp_path):
 
 def test_int8_checkpoint_tiled_and_row_major(tmp_path):
     """An int8 model is held tiled after quantizing and after loading; a checkpoint saved
-    tiled (version 3) and one of row-major int8 (version 2, no "tiled") load to the same
-    tokens, tiled."""
+    tiled (version 3: uint8 weights) and one of row-major int8 (as version 2 stored them)
+    load to the same tokens, tiled."""
     model, tok = _fresh_default()
     quantize_model(model, "int8", 32)
     int8 = [m for m in model.modules() if isinstance(m, fastdecode.WeightOnlyInt8Linear)]
@@ -136,9 +137,10 @@ def test_int8_checkpoint_tiled_and_row_major(tmp_path):
     meta = json.loads(meta_path.read_text())
     assert meta["version"] == 3
     meta["version"] = 2
-    for spec in meta["linears"].values():
-        assert spec.pop("tiled") is False
     meta_path.write_text(json.dumps(meta))
+    for name, dtype in (("tiled", torch.uint8), ("rows", torch.int8)):
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as f:
+            assert f.get_tensor("output.weight").dtype == dtype, name
     for name in ("tiled", "rows"):
         loaded, _ = fastdecode.load(tmp_path / name)
         assert loaded.layers[0].attention.wqkv.tiled and loaded.output.tiled
@@ -207,3 +209,4 @@ def test_perplexity_windows_scores_the_second_half_of_each_window(default_model)
         fastdecode.evaluate.perplexity_windows(model, ids, 2)
     with pytest.raises(ValueError, match="fewer than one window"):
         fastdecode.evaluate.perplexity_windows(model, ids[:20], 32)
+
