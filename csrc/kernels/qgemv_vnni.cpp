@@ -48,11 +48,14 @@ FASTDECODE_VNNI inline __m512i broadcast_quad(const int8_t* p) {
 // and 16+4j..16+4j+3 (high nibbles) of a 32-column block: masked, the nibbles are unsigned
 // bytes that vpdpbusd multiplies with four signed activation bytes at once. MB activation
 // rows share each weight load.
-template <int MB>
+//
+// kOneBlock: G == 32, a group is one block, so each block's float sum goes straight into the
+// accumulator (no per-group sum: at 8 rows its 8 registers made the compiler spill).
+template <int MB, bool kOneBlock>
 FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const float* xsum,
                                const int32_t* wt, const float* st, int64_t r, int64_t G,
                                float* y, int64_t ldy, bool prefetch) {
-  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const int64_t K = a.K, groups = K / G, blocks_per_group = kOneBlock ? 1 : G / kActBlock;
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   __m512 acc[MB];
@@ -86,7 +89,9 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
       for (int m = 0; m < MB; ++m) {
         const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
         const __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
-        gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
+        // (with one block, fmadd onto zero: the same single rounding as the product)
+        gacc[m] = kOneBlock ? _mm512_mul_ps(_mm512_cvtepi32_ps(sum), xs)
+                            : _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
       }
     }
     if (prefetch) {
@@ -111,11 +116,12 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
 // 64-byte load holds four columns of each row as unsigned bytes u = q + 128, multiplied with
 // four broadcast activation bytes. Eight loads cover a 32-value block, whose exact sum
 // u . xq - 128 * sum(xq) is converted once per block and activation row.
-template <int MB>
+// kOneBlock: G == 32, as in int4_tile.
+template <int MB, bool kOneBlock>
 FASTDECODE_VNNI void int8_tile(const QuantizedActivations& a, int64_t m0, const int32_t* bsum,
                                const int32_t* wt, const float* st, int64_t r, int64_t G,
                                float* y, int64_t ldy, bool prefetch) {
-  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+  const int64_t K = a.K, groups = K / G, blocks_per_group = kOneBlock ? 1 : G / kActBlock;
   const int64_t blocks = K / kActBlock;
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
   __m512 acc[MB];
@@ -145,7 +151,9 @@ FASTDECODE_VNNI void int8_tile(const QuantizedActivations& a, int64_t m0, const 
         const int64_t xb = (m0 + m) * blocks + b;
         __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
         sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(128 * bsum[xb]));
-        gacc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(a.scale[xb]), gacc[m]);
+        const __m512 xs = _mm512_set1_ps(a.scale[xb]);
+        gacc[m] = kOneBlock ? _mm512_mul_ps(_mm512_cvtepi32_ps(sum), xs)
+                            : _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
       }
     }
     if (prefetch) {  // scales: 4 bytes per 32 weights, so 1/8 of the weights' distance
@@ -247,6 +255,29 @@ FASTDECODE_VNNI void int8_rows_all_m(const QuantizedActivations& a, const int8_t
   }
 }
 
+// One tile for every activation row: 8, 4, 2, then 1 rows at a time.
+template <bool kOneBlock>
+FASTDECODE_VNNI void int4_tile_rows(const QuantizedActivations& a, const float* xsum,
+                                    const int32_t* wt, const float* st, int64_t r, int64_t G,
+                                    float* y, int64_t ldy) {
+  int64_t m0 = 0;
+  for (; m0 + 8 <= a.M; m0 += 8) int4_tile<8, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 + 4 <= a.M; m0 += 4) int4_tile<4, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 + 2 <= a.M; m0 += 2) int4_tile<2, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 < a.M; ++m0) int4_tile<1, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
+}
+
+template <bool kOneBlock>
+FASTDECODE_VNNI void int8_tile_rows(const QuantizedActivations& a, const int32_t* bsum,
+                                    const int32_t* wt, const float* st, int64_t r, int64_t G,
+                                    float* y, int64_t ldy) {
+  int64_t m0 = 0;
+  for (; m0 + 8 <= a.M; m0 += 8) int8_tile<8, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 + 4 <= a.M; m0 += 4) int8_tile<4, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 + 2 <= a.M; m0 += 2) int8_tile<2, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 < a.M; ++m0) int8_tile<1, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
+}
+
 }  // namespace
 
 FASTDECODE_VNNI
@@ -262,17 +293,11 @@ void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed) + n0 * words;
     const float* st = sz + n0 * groups * 2;
-    int64_t m0 = 0;
-    for (; m0 + 8 <= a.M; m0 += 8) {
-      int4_tile<8>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    if (G == kActBlock) {
+      int4_tile_rows<true>(a, xsum, wt, st, r, G, y + n0, ldy);
+    } else {
+      int4_tile_rows<false>(a, xsum, wt, st, r, G, y + n0, ldy);
     }
-    for (; m0 + 4 <= a.M; m0 += 4) {
-      int4_tile<4>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
-    }
-    for (; m0 + 2 <= a.M; m0 += 2) {
-      int4_tile<2>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
-    }
-    for (; m0 < a.M; ++m0) int4_tile<1>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
   }
 }
 
@@ -289,11 +314,11 @@ void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed + n0 * K);
     const float* st = scales + n0 * groups;
-    int64_t m0 = 0;
-    for (; m0 + 8 <= a.M; m0 += 8) int8_tile<8>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
-    for (; m0 + 4 <= a.M; m0 += 4) int8_tile<4>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
-    for (; m0 + 2 <= a.M; m0 += 2) int8_tile<2>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
-    for (; m0 < a.M; ++m0) int8_tile<1>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+    if (G == kActBlock) {
+      int8_tile_rows<true>(a, bsum, wt, st, r, G, y + n0, ldy);
+    } else {
+      int8_tile_rows<false>(a, bsum, wt, st, r, G, y + n0, ldy);
+    }
   }
 }
 

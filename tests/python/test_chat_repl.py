@@ -38,8 +38,11 @@ def _context_tokens(child):
 
 def test_reply_history_interrupt_and_quit():
     child = _spawn("--temperature", "0", "--max-new-tokens", "300")
-    child.sendline("What is the capital of France?")
-    child.expect_exact("France?\r\n")               # the terminal's echo
+    # (a prompt whose first reply token leads its runner-up by ~1 logit: for "What is the
+    # capital of France?" this 135M model weighs an English and a French opening within
+    # 0.1-0.3, so the 8-bit activation rounding of the quantized default picks either)
+    child.sendline("Name the capital city of France.")
+    child.expect_exact("France.\r\n")               # the terminal's echo
     child.expect(r"tokens/s")
     assert "Paris" in child.before
     first = _context_tokens(child)
