@@ -124,7 +124,7 @@ void gemv_f32_body(const float* x, int64_t ldx, int64_t M, int64_t K, const floa
     }
   }
 }
-FASTDECODE_DISPATCH(void, gemv_f32,
+FASTDECODE_DISPATCH_ZMM(void, gemv_f32,
                     (const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy),
                     (x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy))
