@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 // GCC 12's AVX-512 headers start broadcasts and conversions from _mm512_undefined_*(), which
 // -Wall reports as uninitialised once inlined here.
@@ -255,27 +256,15 @@ FASTDECODE_VNNI void int8_rows_all_m(const QuantizedActivations& a, const int8_t
   }
 }
 
-// One tile for every activation row: 8, 4, 2, then 1 rows at a time.
-template <bool kOneBlock>
-FASTDECODE_VNNI void int4_tile_rows(const QuantizedActivations& a, const float* xsum,
-                                    const int32_t* wt, const float* st, int64_t r, int64_t G,
-                                    float* y, int64_t ldy) {
+// fn(m0, mb) over the activation rows in blocks of 8, 4, 2, then 1 rows: mb is a
+// std::integral_constant, the tile kernels' MB.
+template <typename Fn>
+inline void for_row_blocks(int64_t M, const Fn& fn) {
   int64_t m0 = 0;
-  for (; m0 + 8 <= a.M; m0 += 8) int4_tile<8, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
-  for (; m0 + 4 <= a.M; m0 += 4) int4_tile<4, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
-  for (; m0 + 2 <= a.M; m0 += 2) int4_tile<2, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
-  for (; m0 < a.M; ++m0) int4_tile<1, kOneBlock>(a, m0, xsum, wt, st, r, G, y, ldy, m0 == 0);
-}
-
-template <bool kOneBlock>
-FASTDECODE_VNNI void int8_tile_rows(const QuantizedActivations& a, const int32_t* bsum,
-                                    const int32_t* wt, const float* st, int64_t r, int64_t G,
-                                    float* y, int64_t ldy) {
-  int64_t m0 = 0;
-  for (; m0 + 8 <= a.M; m0 += 8) int8_tile<8, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
-  for (; m0 + 4 <= a.M; m0 += 4) int8_tile<4, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
-  for (; m0 + 2 <= a.M; m0 += 2) int8_tile<2, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
-  for (; m0 < a.M; ++m0) int8_tile<1, kOneBlock>(a, m0, bsum, wt, st, r, G, y, ldy, m0 == 0);
+  for (; m0 + 8 <= M; m0 += 8) fn(m0, std::integral_constant<int, 8>{});
+  for (; m0 + 4 <= M; m0 += 4) fn(m0, std::integral_constant<int, 4>{});
+  for (; m0 + 2 <= M; m0 += 2) fn(m0, std::integral_constant<int, 2>{});
+  for (; m0 < M; ++m0) fn(m0, std::integral_constant<int, 1>{});
 }
 
 }  // namespace
@@ -293,11 +282,14 @@ void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed) + n0 * words;
     const float* st = sz + n0 * groups * 2;
-    if (G == kActBlock) {
-      int4_tile_rows<true>(a, xsum, wt, st, r, G, y + n0, ldy);
-    } else {
-      int4_tile_rows<false>(a, xsum, wt, st, r, G, y + n0, ldy);
-    }
+    for_row_blocks(a.M, [&](int64_t m0, auto mb) {
+      constexpr int MB = decltype(mb)::value;
+      if (G == kActBlock) {
+        int4_tile<MB, true>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+      } else {
+        int4_tile<MB, false>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+      }
+    });
   }
 }
 
@@ -314,11 +306,14 @@ void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed + n0 * K);
     const float* st = scales + n0 * groups;
-    if (G == kActBlock) {
-      int8_tile_rows<true>(a, bsum, wt, st, r, G, y + n0, ldy);
-    } else {
-      int8_tile_rows<false>(a, bsum, wt, st, r, G, y + n0, ldy);
-    }
+    for_row_blocks(a.M, [&](int64_t m0, auto mb) {
+      constexpr int MB = decltype(mb)::value;
+      if (G == kActBlock) {
+        int8_tile<MB, true>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+      } else {
+        int8_tile<MB, false>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+      }
+    });
   }
 }
 
