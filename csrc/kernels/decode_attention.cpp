@@ -74,7 +74,13 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   // key and D alone, whatever the block, the row or the batch. Another order moves the
   // last bits, and under 8-bit activations a quantized model's logits then move as much as
   // the activation rounding moves them (test_quantized_model bounds both).
-  // four_positions: the partial sums of key rows k0 + j * D (j < 4), folded, into v[j]
+  // a position's partial sums, folded to 8 lanes; four_positions: the same for key rows
+  // k0 + j * D (j < 4) side by side, each with the same adds in the same order
+  auto one_position = [&](const float* k, vf8* v) {
+    vf16 a = splat16(0.0f);
+    for (int64_t d = 0; d < d_full; d += kLanes) a = madd16(load16(q + d), load16(k + d), a);
+    *v = a.lo + a.hi;
+  };
   auto four_positions = [&](const float* k0, vf8* v) {
     vf16 a0 = splat16(0.0f), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t d = 0; d < d_full; d += kLanes) {
@@ -93,7 +99,8 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
     const int64_t in_block = std::min<int64_t>(kBlock, n - t);
     const float* kt = kc + t * D;
     // the cache rows stream from L3 or memory (a batch-8 step at 64 positions reads ~24 MB
-    // of them): the keys two blocks ahead, and the values as far into the first blocks
+    // of them): the keys two blocks ahead, and the values the value pass will read (a
+    // second prefetch there, 16 positions ahead, measured no faster: dropped)
     prefetch_rows(kt + 2 * kBlock * D, kc + n * D, kBlock * D);
     prefetch_rows(vc + t * D, vc + n * D, kBlock * D);
     vf8 v[kBlock];
@@ -102,11 +109,8 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
       four_positions(kt + 4 * D, v + 4);
     } else {  // the last, partial block: no key past the last position is read
       for (int j = 0; j < kBlock; ++j) {
-        vf16 a = splat16(0.0f);
-        for (int64_t d = 0; j < in_block && d < d_full; d += kLanes) {
-          a = madd16(load16(q + d), load16(kt + j * D + d), a);
-        }
-        v[j] = a.lo + a.hi;
+        v[j] = vf8{};
+        if (j < in_block) one_position(kt + j * D, v + j);
       }
     }
     const vf8 sums = pair_sums(pair_sums(pair_sums(v[0], v[1]), pair_sums(v[2], v[3])),
@@ -132,7 +136,6 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
     for (t = 0; t < n; ++t) {
       const vf16 p = splat16(scores[t]);
       const float* vt = vc + t * D + d;
-      if (d == 0) prefetch_rows(vt + 2 * kBlock * D, vc + n * D, D);
       a0 = madd16(p, load16(vt), a0);
       a1 = madd16(p, load16(vt + kLanes), a1);
       a2 = madd16(p, load16(vt + 2 * kLanes), a2);

@@ -57,13 +57,6 @@ FASTDECODE_VEC_INLINE vf16 operator*(vf16 a, vf16 b) { return {a.lo * b.lo, a.hi
 FASTDECODE_VEC_INLINE vf16 madd16(vf16 a, vf16 b, vf16 c) {
   return {a.lo * b.lo + c.lo, a.hi * b.hi + c.hi};
 }
-// The sum of the 16 lanes from lane 0 up, as a scalar loop over them adds them.
-FASTDECODE_VEC_INLINE float sum16_in_order(vf16 v) {
-  float s = 0.0f;
-  for (int l = 0; l < 8; ++l) s += v.lo[l];
-  for (int l = 0; l < 8; ++l) s += v.hi[l];
-  return s;
-}
 FASTDECODE_VEC_INLINE vi16& operator+=(vi16& a, vi16 b) {
   a.lo += b.lo;
   a.hi += b.hi;
