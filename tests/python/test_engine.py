@@ -119,6 +119,31 @@ def test_a_long_prompt_is_read_in_chunks_between_decode_steps(served):
     assert long.ids == alone
 
 
+def test_prompts_arriving_together_are_read_within_one_chunk_an_iteration(served):
+    """Short prompts waiting together are all read in the first iteration and decode
+    together from the first step; prompts whose positions add up to more than a chunk (512)
+    take one iteration each. Each request's tokens are those it gets alone."""
+    model, tok = served
+    short = [_request(tok, p, max_tokens=3, temperature=0) for p in PROMPTS[:4]]
+    long = [_request(tok, "word " * 300, max_tokens=3, temperature=0),
+            _request(tok, "text " * 300, max_tokens=3, temperature=0)]
+    assert all(len(r.prompt_ids) > 256 for r in long)
+    for requests, steps in ((short, 2), (long, 3)):
+        with Engine(model, tok, max_batch=4, ctx=512) as engine:
+            alone = [_run(engine, [r])[0].ids for r in requests]
+        engine = Engine(model, tok, max_batch=4, ctx=512)
+        outs = [Collector() for _ in requests]
+        for r, o in zip(requests, outs):  # all waiting before the loop starts
+            engine.submit(r, o)
+        with engine:
+            for o in outs:
+                assert o.done.wait(120)
+        # a first token from each prompt, then two steps; one iteration a request would
+        # have taken 2 + len(requests) - 1 steps
+        assert engine.steps == steps
+        assert [o.ids for o in outs] == alone
+
+
 def test_cancel_frees_the_slot_and_a_raising_sink_cancels_only_its_request(served):
     model, tok = served
     with Engine(model, tok, max_batch=2, ctx=512) as engine:

@@ -3,15 +3,20 @@ request together, one token each per step (iteration-level scheduling, as Orca, 
 
 Each iteration:
 1. requests whose client cancelled are ended (their slot is free for this very step);
-2. when a slot is free, the oldest waiting request takes one (the free row with the longest
-   cached prefix of its prompt) and one chunk of its prompt is prefilled (``model.
-   prefill_chunk()`` positions): a long prompt holds the running streams back by one chunk
-   per step, never for the whole prompt; its first token is sampled when the last chunk is
-   read;
+2. prompts are read, at most one chunk's worth of positions (``model.prefill_chunk()``)
+   an iteration: while slots are free, the oldest waiting request takes one (the free row
+   with the longest cached prefix of its prompt) and its prompt is prefilled chunk by chunk
+   (each chunk the one ``decode`` would read) as long as the iteration's budget holds the
+   next chunk (the first chunk of an iteration always runs). So a long prompt holds the
+   running streams back by one chunk per step, never for the whole prompt, and requests
+   arriving together with short prompts are all read before the next step (they join one
+   batch at once instead of one a step); a request's first token is sampled when its last
+   chunk is read;
 3. one decode step for all decoding rows: tokens ``[B, 1]`` at per-row positions
    ``[B, 1]``, one call of the model (the fused C++ step), then each row sampled with its
-   own parameters and generator; a row that ends (an end id, a stop string, max_tokens,
-   its context) frees its slot at once.
+   own parameters and generator; the rows that end (an end id, a stop string, max_tokens,
+   its context) free their slots at once, the highest row first (a freed row below the
+   last decoding row costs a copy of the last row's keys and values into it).
 
 A request's tokens depend only on its prompt, parameters and seed: every kernel computes a
 row from that row alone (docs/serving.md), each request has its own generator, and its
@@ -234,10 +239,19 @@ class Engine:
             self._end(seq, cancelled=True)
         if self._prefilling is not None and self._prefilling.handle.cancelled.is_set():
             self._end(self._prefilling, cancelled=True)
-        if self._prefilling is None:
-            self._admit()
-        if self._prefilling is not None:
-            self._prefill_chunk(self._prefilling)
+        budget = self.model.prefill_chunk()  # prompt positions read this iteration
+        read = 0
+        while True:
+            if self._prefilling is None:
+                self._admit()
+            seq = self._prefilling
+            if seq is None:
+                break
+            size = self._chunk_end(seq) - seq.fed
+            if read and read + size > budget:
+                break
+            self._prefill_chunk(seq)
+            read += size
         if self._decoding:
             self._decode_step()
         self.metrics.queue(self.running, self.waiting)
@@ -253,11 +267,15 @@ class Engine:
         seq.fed = seq.reused = reused
         self._prefilling = seq
 
+    def _chunk_end(self, seq: _Sequence) -> int:
+        """Where ``seq``'s next prompt chunk ends: chunks are aligned to position 0, as a
+        single decode reads a prompt (the same chunks give the same keys and values)."""
+        chunk = self.model.prefill_chunk()
+        return min(len(seq.prompt), (seq.fed // chunk + 1) * chunk)
+
     def _prefill_chunk(self, seq: _Sequence) -> None:
         """One chunk of ``seq``'s prompt into its row; after the last, its first token."""
-        chunk = self.model.prefill_chunk()
-        # chunks aligned to position 0, as a single decode reads a prompt
-        end = min(len(seq.prompt), (seq.fed // chunk + 1) * chunk)
+        end = self._chunk_end(seq)
         ids = torch.tensor([seq.prompt[seq.fed:end]], dtype=torch.int64, device=self.device)
         last = end == len(seq.prompt)
         with self.slots.row_view(seq.row):
@@ -272,7 +290,9 @@ class Engine:
         self.slots.prefilled()
         self._decoding.append(seq)
         assert seq.row == len(self._decoding) - 1
-        self._accept(seq, self._draw(seq, logits[0, -1]), logits[0, -1], first=True)
+        reason = self._accept(seq, self._draw(seq, logits[0, -1]), logits[0, -1], first=True)
+        if reason:
+            self._end(seq, reason=reason)
 
     def _decode_step(self) -> None:
         rows = list(self._decoding)  # the step's row order (ending rows reorder _decoding)
@@ -285,8 +305,15 @@ class Engine:
             self.slots.tokens[s.row].append(s.last_token)
             s.fed += 1
         tokens = self._draw_rows(rows, logits)
+        ended = []
         for i, (s, token) in enumerate(zip(rows, tokens)):
-            self._accept(s, token, logits[i], first=False)
+            reason = self._accept(s, token, logits[i], first=False)
+            if reason:
+                ended.append((s, reason))
+        # the highest row first: ending the last decoding row moves nothing, so the rows
+        # that end together cost a copy only where a lower row is left free
+        for s, reason in sorted(ended, key=lambda e: -e[0].row):
+            self._end(s, reason=reason)
 
     # -- sampling -------------------------------------------------------------------------
     def _draw(self, seq: _Sequence, logits: torch.Tensor) -> int:
@@ -309,7 +336,10 @@ class Engine:
         return tokens
 
     # -- one token in, a request out ------------------------------------------------------
-    def _accept(self, seq: _Sequence, token: int, logits: torch.Tensor, first: bool) -> None:
+    def _accept(self, seq: _Sequence, token: int, logits: torch.Tensor,
+                first: bool) -> Optional[str]:
+        """Take ``token`` as ``seq``'s next and send its event; the finish reason when it
+        ends the request (the caller frees the row), else None."""
         now = time.perf_counter()
         if first:
             self.metrics.first_token(now - seq.submitted)
@@ -331,11 +361,12 @@ class Engine:
                 top = torch.topk(logp, req.top_logprobs)
                 event.top_logprobs = list(zip(top.indices.tolist(), top.values.tolist()))
         if not self._emit(seq, event):
-            return
+            return None  # (cancelled: its row is free already)
         if ended_by_id or seq.output.stopped:
-            self._end(seq, reason="stop")
-        elif len(seq.generated) >= req.params.max_tokens:  # (submit kept it within ctx)
-            self._end(seq, reason="length")
+            return "stop"
+        if len(seq.generated) >= req.params.max_tokens:  # (submit kept it within ctx)
+            return "length"
+        return None
 
     def _emit(self, seq: _Sequence, event) -> bool:
         """Hand ``event`` to the request's sink; a sink that raises cancels the request."""
