@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "kernels/int4_layout.h"
+#include "kernels/row_blocks.h"
 
 #define FASTDECODE_AVX2 __attribute__((target("avx2,fma")))
 
@@ -106,14 +107,18 @@ FASTDECODE_AVX2 void int8_block_rows(const QuantizedActivations& a, int64_t m0,
 }
 
 // int4, 8 rows (half of a 16-row tile, `rows` <= 8 of them valid) against activation rows
-// [m0, m0 + MB). words: the tile's words (column-major, `stride` = the tile's row count)
-// from this half's first row; st: its scales and zeros likewise.
-template <int MB>
+// [m0, m0 + MB), which share each weight load and unpacking. words: the tile's words
+// (column-major, `stride` = the tile's row count) from this half's first row; st: its
+// scales and zeros likewise. kOneBlock: G == 32, a group is one block, so each block's
+// float sum goes straight into the group's arithmetic (no per-group sum register: at 4
+// activation rows they would not fit in the 16 ymm registers). prefetch: the first block
+// of activation rows streams the weights; the others find them in L1.
+template <int MB, bool kOneBlock>
 FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
                                     const float* xsum, const uint8_t* words, const float* st,
                                     int64_t stride, int64_t rows, int64_t G, float* y,
-                                    int64_t ldy, int64_t n) {
-  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+                                    int64_t ldy, int64_t n, bool prefetch) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = kOneBlock ? 1 : G / kActBlock;
   const int64_t xblocks = K / kActBlock;
   const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)),
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -130,7 +135,9 @@ FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
       for (int m = 0; m < MB; ++m) dot16[m] = _mm256_setzero_si256();
       for (int64_t j = 0; j < 4; ++j) {
         const uint8_t* wp = words + ((b * 4 + j) * stride) * 4;
-        _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        if (prefetch) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        }
         const __m256i w = _mm256_maskload_epi32(reinterpret_cast<const int*>(wp), valid);
         const __m256i lo = _mm256_and_si256(w, nibble);                       // columns 4j..
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);  // 16 + 4j..
@@ -147,15 +154,20 @@ FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
       }
       for (int m = 0; m < MB; ++m) {
         const __m256i dot = _mm256_madd_epi16(dot16[m], ones);
-        const float xs = a.scale[(m0 + m) * xblocks + b];
-        gacc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(xs), gacc[m]);
+        const __m256 xs = _mm256_set1_ps(a.scale[(m0 + m) * xblocks + b]);
+        // (with one block, the product alone: an fmadd onto zero rounds it the same way)
+        gacc[m] = kOneBlock ? _mm256_mul_ps(_mm256_cvtepi32_ps(dot), xs)
+                            : _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), xs, gacc[m]);
       }
     }
     // the scales and zeros are a stream of their own, half as long as the weights' (G = 32):
     // without a prefetch their loads missed the cache (a third of the kernel's time)
-    const char* next = reinterpret_cast<const char*>(st + (2 * g) * stride) + kPrefetchBytes / 2;
-    _mm_prefetch(next, _MM_HINT_T0);
-    _mm_prefetch(next + 64, _MM_HINT_T0);
+    if (prefetch) {
+      const char* next =
+          reinterpret_cast<const char*>(st + (2 * g) * stride) + kPrefetchBytes / 2;
+      _mm_prefetch(next, _MM_HINT_T0);
+      _mm_prefetch(next + 64, _MM_HINT_T0);
+    }
     const __m256 scale = _mm256_maskload_ps(st + (2 * g) * stride, valid);
     const __m256 zero = _mm256_maskload_ps(st + (2 * g + 1) * stride, valid);
     for (int m = 0; m < MB; ++m) {
@@ -169,33 +181,17 @@ FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
   for (int m = 0; m < MB; ++m) _mm256_maskstore_ps(y + (m0 + m) * ldy + n, valid, acc[m]);
 }
 
-template <int MB>
-FASTDECODE_AVX2 void int4_tiles(const QuantizedActivations& a, int64_t m0, const float* xsum,
-                                const uint8_t* packed, const float* sz, int64_t N, int64_t G,
-                                int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
-  const int64_t words = a.K / 8, groups = a.K / G;
-  for (int64_t t = t_begin; t < t_end; ++t) {
-    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
-    const uint8_t* pt = packed + n0 * words * 4;
-    const float* st = sz + n0 * groups * 2;
-    for (int64_t h = 0; h * 8 < r; ++h) {
-      int4_half_tile<MB>(a, m0, xsum, pt + 8 * h * 4, st + 8 * h, r,
-                         std::min<int64_t>(8, r - 8 * h), G, y, ldy, n0 + 8 * h);
-    }
-  }
-}
-
 // int8, tiled layout (int8_layout.h), 8 rows of a tile as int4_half_tile: each lane's word
 // is four columns of one row as bytes u = q + 128. vpmaddubsw's pair sums of u * xq could
 // overflow 16 bits (2 * 255 * 127), so u is split into nibbles (u = 16 hi + lo) and each
 // half summed over the block in 16 bits (at most 8 * 2 * 15 * 127 = 30480), widened by
-// vpmaddwd with 1 and 16.
-template <int MB>
+// vpmaddwd with 1 and 16. kOneBlock and prefetch: as int4_half_tile.
+template <int MB, bool kOneBlock>
 FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
                                     const int32_t* bsum, const uint8_t* words, const float* st,
                                     int64_t stride, int64_t rows, int64_t G, float* y,
-                                    int64_t ldy, int64_t n) {
-  const int64_t K = a.K, groups = K / G, blocks_per_group = G / kActBlock;
+                                    int64_t ldy, int64_t n, bool prefetch) {
+  const int64_t K = a.K, groups = K / G, blocks_per_group = kOneBlock ? 1 : G / kActBlock;
   const int64_t blocks = K / kActBlock;
   const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)),
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -211,7 +207,9 @@ FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
       for (int m = 0; m < MB; ++m) lo16[m] = hi16[m] = _mm256_setzero_si256();
       for (int64_t j = 0; j < 8; ++j) {
         const uint8_t* wp = words + ((b * 8 + j) * stride) * 4;
-        _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        if (prefetch) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        }
         const __m256i w = _mm256_maskload_epi32(reinterpret_cast<const int*>(wp), valid);
         const __m256i lo = _mm256_and_si256(w, nibble);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
@@ -228,32 +226,19 @@ FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
         __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(lo16[m], ones),
                                        _mm256_madd_epi16(hi16[m], sixteens));
         dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(128 * bsum[xb]));
-        gacc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(a.scale[xb]), gacc[m]);
+        const __m256 xs = _mm256_set1_ps(a.scale[xb]);
+        gacc[m] = kOneBlock ? _mm256_mul_ps(_mm256_cvtepi32_ps(dot), xs)
+                            : _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), xs, gacc[m]);
       }
     }
-    const char* next = reinterpret_cast<const char*>(st + g * stride) + kPrefetchBytes / 8;
-    _mm_prefetch(next, _MM_HINT_T0);
+    if (prefetch) {
+      const char* next = reinterpret_cast<const char*>(st + g * stride) + kPrefetchBytes / 8;
+      _mm_prefetch(next, _MM_HINT_T0);
+    }
     const __m256 scale = _mm256_maskload_ps(st + g * stride, valid);
     for (int m = 0; m < MB; ++m) acc[m] = _mm256_fmadd_ps(scale, gacc[m], acc[m]);
   }
   for (int m = 0; m < MB; ++m) _mm256_maskstore_ps(y + (m0 + m) * ldy + n, valid, acc[m]);
-}
-
-template <int MB>
-FASTDECODE_AVX2 void int8_tiles(const QuantizedActivations& a, int64_t m0, const int32_t* bsum,
-                                const uint8_t* packed, const float* scales, int64_t N,
-                                int64_t G, int64_t t_begin, int64_t t_end, float* y,
-                                int64_t ldy) {
-  const int64_t K = a.K, groups = K / G;
-  for (int64_t t = t_begin; t < t_end; ++t) {
-    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
-    const uint8_t* pt = packed + n0 * K;
-    const float* st = scales + n0 * groups;
-    for (int64_t h = 0; h * 8 < r; ++h) {
-      int8_half_tile<MB>(a, m0, bsum, pt + 8 * h * 4, st + 8 * h, r,
-                         std::min<int64_t>(8, r - 8 * h), G, y, ldy, n0 + 8 * h);
-    }
-  }
 }
 
 }  // namespace
@@ -277,22 +262,41 @@ FASTDECODE_AVX2 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t*
 FASTDECODE_AVX2 void int4_gemv_avx2(const QuantizedActivations& a, const float* xsum,
                                     const uint8_t* packed, const float* sz, int64_t N, int64_t G,
                                     int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
-  int64_t m0 = 0;
-  for (; m0 + 2 <= a.M; m0 += 2) {
-    int4_tiles<2>(a, m0, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+  // a tile's half at a time for every block of activation rows: its words stay in L1
+  // between the blocks
+  const int64_t words = a.K / 8, groups = a.K / G;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * words * 4;
+    const float* st = sz + n0 * groups * 2;
+    for (int64_t h = 0; h * 8 < r; ++h) {
+      const int64_t rows = std::min<int64_t>(8, r - 8 * h);
+      for_row_blocks<4>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
+        int4_half_tile<mb.value, one_block.value>(a, m0, xsum, pt + 8 * h * 4, st + 8 * h, r,
+                                                  rows, G, y, ldy, n0 + 8 * h, m0 == 0);
+      });
+    }
   }
-  if (m0 < a.M) int4_tiles<1>(a, m0, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
 }
 
 FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum,
                                           const uint8_t* packed, const float* scales, int64_t N,
                                           int64_t G, int64_t t_begin, int64_t t_end, float* y,
                                           int64_t ldy) {
-  int64_t m0 = 0;
-  for (; m0 + 2 <= a.M; m0 += 2) {
-    int8_tiles<2>(a, m0, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
+  // as int4_gemv_avx2: a tile's half at a time for every block of activation rows
+  const int64_t K = a.K, groups = K / G;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
+    const uint8_t* pt = packed + n0 * K;
+    const float* st = scales + n0 * groups;
+    for (int64_t h = 0; h * 8 < r; ++h) {
+      const int64_t rows = std::min<int64_t>(8, r - 8 * h);
+      for_row_blocks<2>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
+        int8_half_tile<mb.value, one_block.value>(a, m0, bsum, pt + 8 * h * 4, st + 8 * h, r,
+                                                  rows, G, y, ldy, n0 + 8 * h, m0 == 0);
+      });
+    }
   }
-  if (m0 < a.M) int8_tiles<1>(a, m0, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
 }
 
 bool qgemv_avx2_available() {

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 
 // GCC 12's AVX-512 headers start broadcasts and conversions from _mm512_undefined_*(), which
 // -Wall reports as uninitialised once inlined here.
@@ -18,6 +17,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "kernels/int4_layout.h"
+#include "kernels/row_blocks.h"
 
 #define FASTDECODE_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
@@ -256,24 +256,6 @@ FASTDECODE_VNNI void int8_rows_all_m(const QuantizedActivations& a, const int8_t
   }
 }
 
-// fn(m0, mb, one_block) over the activation rows in blocks of 8, 4, 2, then 1 rows: mb
-// and one_block are std::integral_constants, the tile kernels' MB and kOneBlock (G == 32).
-template <typename Fn>
-inline void for_row_blocks(int64_t M, bool one_block, const Fn& fn) {
-  auto blocks = [&](auto ob) {
-    int64_t m0 = 0;
-    for (; m0 + 8 <= M; m0 += 8) fn(m0, std::integral_constant<int, 8>{}, ob);
-    for (; m0 + 4 <= M; m0 += 4) fn(m0, std::integral_constant<int, 4>{}, ob);
-    for (; m0 + 2 <= M; m0 += 2) fn(m0, std::integral_constant<int, 2>{}, ob);
-    for (; m0 < M; ++m0) fn(m0, std::integral_constant<int, 1>{}, ob);
-  };
-  if (one_block) {
-    blocks(std::true_type{});
-  } else {
-    blocks(std::false_type{});
-  }
-}
-
 }  // namespace
 
 FASTDECODE_VNNI
@@ -289,7 +271,7 @@ void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed) + n0 * words;
     const float* st = sz + n0 * groups * 2;
-    for_row_blocks(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
+    for_row_blocks<8>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
       int4_tile<mb.value, one_block.value>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
     });
   }
@@ -308,7 +290,7 @@ void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed + n0 * K);
     const float* st = scales + n0 * groups;
-    for_row_blocks(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
+    for_row_blocks<8>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
       int8_tile<mb.value, one_block.value>(a, m0, bsum, wt, st, r, G, y + n0, ldy, m0 == 0);
     });
   }
