@@ -291,7 +291,7 @@ FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const i
     const float* st = scales + n0 * groups;
     for (int64_t h = 0; h * 8 < r; ++h) {
       const int64_t rows = std::min<int64_t>(8, r - 8 * h);
-      for_row_blocks<2>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
+      for_row_blocks<4>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
         int8_half_tile<mb.value, one_block.value>(a, m0, bsum, pt + 8 * h * 4, st + 8 * h, r,
                                                   rows, G, y, ldy, n0 + 8 * h, m0 == 0);
       });
