@@ -1,6 +1,6 @@
-// fastdecode::linear on the CPU: our streaming GEMV for decode-sized inputs (few rows),
-// ATen's BLAS-backed linear for everything else (prefill and large batches are compute
-// bound, where MKL/oneDNN GEMM is already good).
+// fastdecode::linear on the CPU: our streaming GEMV for decode-sized inputs (few rows); for
+// more rows (prefill, large batches: compute bound) our AVX-512 GEMM on the avx512 path
+// (MKL's SGEMM runs its 256-bit code on AMD CPUs) and ATen's BLAS-backed linear elsewhere.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -9,6 +9,7 @@
 
 #include "cpu/parallel.h"
 #include "cpu/ops.h"
+#include "kernels/dense_gemm.h"
 #include "kernels/dense_gemv.h"
 
 namespace fastdecode::cpu {
@@ -20,6 +21,37 @@ constexpr int64_t kMaxGemvRows = 16;
 // Output rows per task: 64 rows x K=576 fp32 = 144 KiB of weights, enough to amortise the
 // task dispatch and to keep the hardware prefetcher streaming.
 constexpr int64_t kRowsPerTask = 64;
+// The GEMM's output columns per task: a multiple of its 6-row weight tile; with 64 or more
+// activation rows a task is a few MFLOP.
+constexpr int64_t kGemmColsPerTask = 48;
+
+// y [M, N] = x [M, K] . w [N, K]^T by the kernel `gemv` or `gemm`, N split across threads:
+// the decode path's loop for the GEMV; for the GEMM, ATen's OpenMP threads, which prefill's
+// other ops (attention, elementwise) run on: a second team beside them would share the
+// cores with OpenMP's spinning workers (measured: a third of a 512-position prefill).
+template <bool kOpenMP, typename Kernel>
+at::Tensor linear_rows(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, int64_t grain,
+                       const Kernel& kernel) {
+  const int64_t K = weight.size(1), N = weight.size(0), M = x.numel() / K;
+  const at::Tensor x2 = x.reshape({M, K}).contiguous();
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = x2.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  auto columns = [&](int64_t begin, int64_t end) {
+    kernel(xp, K, M, K, wp, K, begin, end, yp, N);
+  };
+  if constexpr (kOpenMP) {
+    at::parallel_for(0, N, grain, columns);
+  } else {
+    parallel_for(N, grain, columns);
+  }
+  if (bias.has_value()) y.add_(*bias);
+  return y.view(out_shape);
+}
 
 }  // namespace
 
@@ -51,23 +83,15 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
     TORCH_CHECK_VALUE(bias->device() == x.device(), op, ": bias must be on x's device");
   }
   const int64_t K = weight.size(1);
-  const int64_t N = weight.size(0);
   const int64_t M = K == 0 ? 0 : x.numel() / K;
-  if (x.scalar_type() != at::kFloat || M > kMaxGemvRows || M == 0 || !weight.is_contiguous()) {
+  if (x.scalar_type() != at::kFloat || M == 0 || !weight.is_contiguous()) {
     return at::linear(x, weight, bias);
   }
-  const at::Tensor x2 = x.reshape({M, K}).contiguous();
-  auto out_shape = x.sizes().vec();
-  out_shape.back() = N;
-  at::Tensor y = at::empty({M, N}, x.options());
-  const float* xp = x2.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  parallel_for(N, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    kernels::gemv_f32(xp, K, M, K, wp, K, begin, end, yp, N);
-  });
-  if (bias.has_value()) y.add_(*bias);
-  return y.view(out_shape);
+  if (M <= kMaxGemvRows) return linear_rows<false>(x, weight, bias, kRowsPerTask, kernels::gemv_f32);
+  if (kernels::gemm_f32_available()) {
+    return linear_rows<true>(x, weight, bias, kGemmColsPerTask, kernels::gemm_f32);
+  }
+  return at::linear(x, weight, bias);
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) { m.impl("linear", &linear); }

@@ -1,13 +1,15 @@
-"""fastdecode::linear (weight-streaming GEMV for decode) against a float64 oracle."""
+"""fastdecode::linear (weight-streaming GEMV for decode; for more than 16 rows our AVX-512
+GEMM on the avx512 kernel path, ATen's linear on the others) against a float64 oracle."""
 import pytest
 import torch
 import torch.nn.functional as F
 from reference.sampling import linear_ref
 
+import fastdecode
 from fastdecode import ops
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 33])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 17, 33, 70, 130])
 @pytest.mark.parametrize("n,k", [(1, 1), (7, 5), (64, 576), (193, 17), (960, 576), (13, 1536)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_matches_float64_oracle(rows, n, k, bias):
@@ -20,6 +22,21 @@ def test_linear_matches_float64_oracle(rows, n, k, bias):
     # fp32 dot products of length k: error grows like sqrt(k) * eps * |x||w|
     atol = 1e-5 * (k ** 0.5) * 4
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=atol)
+
+
+def test_a_rows_result_does_not_depend_on_the_other_rows():
+    """Every row count takes the same sums for a row (the GEMM's tiles sum each output the
+    same way wherever it falls; the GEMV's rows likewise): bit for bit, alone and in a
+    batch of 17..200 rows, as the engine's prefill of one prompt relies on."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(100, 300, generator=g)
+    x = torch.randn(200, 300, generator=g)
+    full = ops.linear(x, w)
+    for rows in (17, 64, 65, 131):
+        assert torch.equal(ops.linear(x[:rows], w), full[:rows])
+    if fastdecode.build_info()["active_isa"] == "avx512":
+        for r in (0, 5, 64, 183):  # (one row alone would take the GEMV: another order)
+            assert torch.equal(ops.linear(x[r:r + 17], w)[0], full[r])
 
 
 def test_linear_keeps_leading_dims_and_noncontiguous_input():

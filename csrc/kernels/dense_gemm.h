@@ -1,0 +1,29 @@
+// Torch-free fp32 GEMM for prefill on the AVX-512 path: y[m, n] = sum_k x[m, k] * w[n, k].
+//
+// Prefill multiplies many activation rows (M > 16) by every weight row: compute bound, where
+// a GEMM's speed is its FMA rate. On AMD CPUs MKL's SGEMM runs its AVX2 code (256-bit FMAs),
+// half the AVX-512 rate. This kernel keeps a 4 x 6 tile of (activation row, weight row) dot
+// products in 24 zmm accumulators: per 16 columns, 10 loads feed 24 FMAs. Both operands are
+// read along K as stored (no packing): a weight tile (6 rows) stays in L1 while the
+// activation rows of a 64-row block pass it, the block staying in L2.
+//
+// Each y[m, n] is summed the same way wherever it falls in the tiling (lane l accumulates
+// columns k = l mod 16 in order, then one fixed reduction of the 16 lanes), so a row's
+// result does not depend on M or on the other rows.
+#pragma once
+
+#include <cstdint>
+
+namespace fastdecode::kernels {
+
+// Whether gemm_f32 runs on this process's kernel path (avx512); callers use a BLAS GEMM
+// elsewhere.
+bool gemm_f32_available();
+
+// x: [M, K] row-major (row stride ldx), w: [N, K] row-major (row stride ldw), y: [M, N]
+// row-major (row stride ldy). Computes columns n in [n_begin, n_end) of every y row, so
+// callers split N across threads. Only when gemm_f32_available().
+void gemm_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
+              int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
+
+}  // namespace fastdecode::kernels
