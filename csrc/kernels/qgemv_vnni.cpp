@@ -60,9 +60,11 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   __m512 acc[MB];
+  #pragma GCC unroll 16
   for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512 gacc[MB];
+    #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
     for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
       // per activation row the low and the high nibbles' products: two chains of four
@@ -70,7 +72,9 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
       // instruction's latency, and the registers go to 8 rows sharing each weight load)
       constexpr int C = MB >= 4 ? 1 : 2;
       __m512i dot[MB][C];
+      #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
+        #pragma GCC unroll 16
         for (int c = 0; c < C; ++c) dot[m][c] = _mm512_setzero_si512();
       }
       if (prefetch) {  // the tiles of a task are one contiguous stream
@@ -81,12 +85,14 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
         const __m512i w = _mm512_maskz_loadu_epi32(rows, wt + (b * 4 + j) * r);
         const __m512i lo = _mm512_and_si512(w, nibble);
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble);
+        #pragma GCC unroll 16
         for (int m = 0; m < MB; ++m) {
           const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
           dot[m][0] = _mm512_dpbusd_epi32(dot[m][0], lo, broadcast_quad(a.q + k));
           dot[m][C - 1] = _mm512_dpbusd_epi32(dot[m][C - 1], hi, broadcast_quad(a.q + k + 16));
         }
       }
+      #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
         const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
         const __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
@@ -102,6 +108,7 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
     }
     const __m512 scale = _mm512_maskz_loadu_ps(rows, st + (2 * g) * r);
     const __m512 zero = _mm512_maskz_loadu_ps(rows, st + (2 * g + 1) * r);
+    #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m) {
       const float* sums = xsum + ((m0 + m) * groups + g) * 2;  // sum(x), sum(x_hat)
       const __m512 centred = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), _mm512_set1_ps(sums[1]),
@@ -110,6 +117,7 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
       acc[m] = _mm512_fmadd_ps(zero, _mm512_set1_ps(sums[0]), acc[m]);
     }
   }
+  #pragma GCC unroll 16
   for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
 }
 
@@ -126,15 +134,19 @@ FASTDECODE_VNNI void int8_tile(const QuantizedActivations& a, int64_t m0, const 
   const int64_t blocks = K / kActBlock;
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
   __m512 acc[MB];
+  #pragma GCC unroll 16
   for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512 gacc[MB];
+    #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m) gacc[m] = _mm512_setzero_ps();
     for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
       // two chains per activation row below 4 rows (to cover vpdpbusd's latency), one from 4
       constexpr int C = MB >= 4 ? 1 : 2;
       __m512i dot[MB][C];
+      #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
+        #pragma GCC unroll 16
         for (int c = 0; c < C; ++c) dot[m][c] = _mm512_setzero_si512();
       }
       if (prefetch) {  // the tiles of a task are one contiguous stream
@@ -143,11 +155,13 @@ FASTDECODE_VNNI void int8_tile(const QuantizedActivations& a, int64_t m0, const 
       }
       for (int j = 0; j < 8; ++j) {
         const __m512i w = _mm512_maskz_loadu_epi32(rows, wt + (b * 8 + j) * r);
+        #pragma GCC unroll 16
         for (int m = 0; m < MB; ++m) {
           const int64_t k = (m0 + m) * K + b * kActBlock + 4 * j;
           dot[m][j % C] = _mm512_dpbusd_epi32(dot[m][j % C], w, broadcast_quad(a.q + k));
         }
       }
+      #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
         const int64_t xb = (m0 + m) * blocks + b;
         __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
@@ -161,8 +175,10 @@ FASTDECODE_VNNI void int8_tile(const QuantizedActivations& a, int64_t m0, const 
       _mm_prefetch(reinterpret_cast<const char*>(st + g * r) + kPrefetchBytes / 8, _MM_HINT_T0);
     }
     const __m512 scale = _mm512_maskz_loadu_ps(rows, st + g * r);
+    #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m) acc[m] = _mm512_fmadd_ps(scale, gacc[m], acc[m]);
   }
+  #pragma GCC unroll 16
   for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
 }
 
