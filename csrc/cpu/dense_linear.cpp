@@ -21,9 +21,6 @@ constexpr int64_t kMaxGemvRows = 16;
 // Output rows per task: 64 rows x K=576 fp32 = 144 KiB of weights, enough to amortise the
 // task dispatch and to keep the hardware prefetcher streaming.
 constexpr int64_t kRowsPerTask = 64;
-// The GEMM's output columns per task: a multiple of its 6-row weight tile; with 64 or more
-// activation rows a task is a few MFLOP.
-constexpr int64_t kGemmColsPerTask = 48;
 
 // y [M, N] = x [M, K] . w [N, K]^T by the kernel `gemv` or `gemm`, N split across threads:
 // the decode path's loop for the GEMV; for the GEMM, ATen's OpenMP threads, which prefill's
@@ -89,7 +86,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
   }
   if (M <= kMaxGemvRows) return linear_rows<false>(x, weight, bias, kRowsPerTask, kernels::gemv_f32);
   if (kernels::gemm_f32_available()) {
-    return linear_rows<true>(x, weight, bias, kGemmColsPerTask, kernels::gemm_f32);
+    return linear_rows<true>(x, weight, bias, kernels::kGemmColumnsPerTask, kernels::gemm_f32);
   }
   return at::linear(x, weight, bias);
 }

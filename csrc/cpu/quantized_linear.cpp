@@ -11,6 +11,7 @@
 
 #include "cpu/parallel.h"
 #include "cpu/ops.h"
+#include "kernels/dense_gemm.h"
 #include "kernels/int4_layout.h"
 #include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
@@ -224,11 +225,12 @@ Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& pac
   return w;
 }
 
-// More than kMaxGemvRows rows (or x holding NaN / inf): ATen's GEMM over the weight
-// dequantised block by block. A block (~1 MB of fp32, whole int4 tiles) is dequantised by all
-// threads into one buffer that stays in cache while the GEMM reads it: no fp32 copy of the
-// whole weight (113 MB for the default model's head), no page faults per call.
-// dequantise(n0, n1, dst): rows [n0, n1) -> dst [n1 - n0, K_pad] fp32.
+// More than kMaxGemvRows rows (or x holding NaN / inf): a GEMM over the weight dequantised
+// block by block. A block (~1 MB of fp32, whole int4 tiles) is dequantised by all threads
+// into one buffer that stays in cache while the GEMM reads it: no fp32 copy of the whole
+// weight (113 MB for the default model's head), no page faults per call. The GEMM is
+// kernels::gemm_f32 on the avx512 path (writing y's columns of the block in place), ATen's
+// elsewhere. dequantise(n0, n1, dst): rows [n0, n1) -> dst [n1 - n0, K_pad] fp32.
 template <typename Dequantise>
 at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad,
                         const std::optional<at::Tensor>& bias, const Dequantise& dequantise) {
@@ -239,7 +241,9 @@ at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad
   const int64_t M = xa.size(0);
   const int64_t tile = kernels::kInt4TileRows;
   const int64_t block = std::max<int64_t>(tile, (int64_t{1} << 18) / K_pad / tile * tile);
-  at::Tensor yt = at::empty({N, M}, xa.options());  // y transposed: each block's rows contiguous
+  const bool own_gemm = kernels::gemm_f32_available();
+  // ATen's: y transposed, each block's rows contiguous
+  at::Tensor y = own_gemm ? at::empty({M, N}, xa.options()) : at::empty({N, M}, xa.options());
   at::Tensor buffer = at::empty({std::min(block, N), K_pad}, xa.options());
   const at::Tensor xt = xa.t();
   float* dst = buffer.data_ptr<float>();
@@ -248,10 +252,18 @@ at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad
     at::parallel_for(0, (nb + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
       dequantise(n0 + t0 * tile, n0 + std::min(t1 * tile, nb), dst + t0 * tile * K_pad);
     });
-    at::Tensor out = yt.narrow(0, n0, nb);
-    at::mm_out(out, buffer.narrow(0, 0, nb), xt);
+    if (own_gemm) {
+      const float* xp = xa.data_ptr<float>();
+      float* yp = y.data_ptr<float>() + n0;
+      at::parallel_for(0, nb, kernels::kGemmColumnsPerTask, [&](int64_t b, int64_t e) {
+        kernels::gemm_f32(xp, K_pad, M, K_pad, dst, K_pad, b, e, yp, N);
+      });
+    } else {
+      at::Tensor out = y.narrow(0, n0, nb);
+      at::mm_out(out, buffer.narrow(0, 0, nb), xt);
+    }
   }
-  return finish(yt.t().contiguous(), x, bias);
+  return finish(own_gemm ? y : y.t().contiguous(), x, bias);
 }
 
 at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,

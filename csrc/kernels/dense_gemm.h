@@ -16,6 +16,10 @@
 
 namespace fastdecode::kernels {
 
+// Output columns per parallel task: a multiple of the kernel's 6-row weight tile; with the
+// 17+ activation rows of a GEMM a task is at least ~1 MFLOP at K = 576.
+constexpr int64_t kGemmColumnsPerTask = 48;
+
 // Whether gemm_f32 runs on this process's kernel path (avx512); callers use a BLAS GEMM
 // elsewhere.
 bool gemm_f32_available();
