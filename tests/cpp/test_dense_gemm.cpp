@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "dense_reference.h"
 #include "kernels/dense_gemm.h"
 
 using fastdecode::kernels::gemm_f32;
@@ -14,25 +15,8 @@ using fastdecode::kernels::gemm_f32_available;
 
 TEST_CASE("gemm_f32 matches a double reference on odd shapes", "[gemm]") {
   if (!gemm_f32_available()) return;  // (not this kernel path: callers use BLAS)
-  std::mt19937 rng(11);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (int64_t M : {1, 3, 17, 70}) {
-    for (int64_t N : {1, 5, 6, 13, 50}) {
-      for (int64_t K : {1, 15, 16, 17, 100}) {
-        std::vector<float> x(M * K), w(N * K), y(M * N, -1.0f);
-        for (auto& v : x) v = dist(rng);
-        for (auto& v : w) v = dist(rng);
-        gemm_f32(x.data(), K, M, K, w.data(), K, 0, N, y.data(), N);
-        for (int64_t m = 0; m < M; ++m) {
-          for (int64_t n = 0; n < N; ++n) {
-            double want = 0;
-            for (int64_t k = 0; k < K; ++k) want += double(x[m * K + k]) * w[n * K + k];
-            REQUIRE(std::fabs(y[m * N + n] - want) <= 1e-5 * std::sqrt(double(K)) * 4);
-          }
-        }
-      }
-    }
-  }
+  require_kernel_matches_double_reference(gemm_f32, {1, 3, 17, 70}, {1, 5, 6, 13, 50},
+                                          {1, 15, 16, 17, 100}, 11);
 }
 
 TEST_CASE("gemm_f32 writes only its column range, and a row alone equals it in a batch",
