@@ -229,8 +229,8 @@ Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& pac
 // block by block. A block (~1 MB of fp32, whole int4 tiles) is dequantised by all threads
 // into one buffer that stays in cache while the GEMM reads it: no fp32 copy of the whole
 // weight (113 MB for the default model's head), no page faults per call. The GEMM is
-// kernels::gemm_f32 on the avx512 path (writing y's columns of the block in place), ATen's
-// elsewhere. dequantise(n0, n1, dst): rows [n0, n1) -> dst [n1 - n0, K_pad] fp32.
+// kernels::gemm_f32 on the avx512 and avx2 paths (writing y's columns of the block in
+// place), ATen's elsewhere. dequantise(n0, n1, dst): rows [n0, n1) -> dst [n1 - n0, K_pad] fp32.
 template <typename Dequantise>
 at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad,
                         const std::optional<at::Tensor>& bias, const Dequantise& dequantise) {
