@@ -46,12 +46,7 @@ FASTDECODE_AVX512F inline void zmm_step(__m512 (&acc)[MR][NR], const float* x, i
 template <int MR, int NR>
 FASTDECODE_AVX512F void zmm_tile(const float* x, int64_t ldx, int64_t K, const float* w,
                                  int64_t ldw, float* y, int64_t ldy) {
-  __m512 acc[MR][NR];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
-  }
+  __m512 acc[MR][NR] = {};  // zeros
   const int64_t full = K - K % 16;
   for (int64_t k = 0; k < full; k += 16) zmm_step<MR, NR>(acc, x, ldx, w, ldw, k, 0xffff);
   if (full < K) {
@@ -94,12 +89,7 @@ FASTDECODE_AVX2F inline float ymm_sum(__m256 v) {
 template <int MR, int NR>
 FASTDECODE_AVX2F void ymm_tile(const float* x, int64_t ldx, int64_t K, const float* w,
                                int64_t ldw, float* y, int64_t ldy) {
-  __m256 acc[MR][NR];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_setzero_ps();
-  }
+  __m256 acc[MR][NR] = {};  // zeros
   const int64_t full = K - K % 8;
   const __m256i all = _mm256_set1_epi32(-1);
   for (int64_t k = 0; k < full; k += 8) ymm_step<MR, NR, false>(acc, x, ldx, w, ldw, k, all);
