@@ -61,8 +61,9 @@ def row_param_table(rows: int, knobs, device) -> torch.Tensor:
         if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != rows):
             raise ValueError(f"{name} must be a scalar or a per-row tensor of shape [{rows}], "
                              f"got shape {tuple(t.shape)}")
-        cols.append(t.expand(rows))
-    return torch.stack(cols, dim=1)
+        cols.append(t)
+    # every shape checked before any is expanded to `rows`
+    return torch.stack([t.expand(rows) for t in cols], dim=1)
 
 
 def knob_args(rows: int, knobs, device) -> dict:

@@ -31,8 +31,13 @@ def check_sampling_params(rows: int = 1, temperature: Knob = 1.0, top_k: Knob = 
     """Raise ``ValueError`` naming the knob and its range when ``logits_to_probs`` would
     refuse these knobs (per-row tensors: ``[rows]``); the op's own check, run before any
     model work. Ranges: see ``logits_to_probs``."""
-    _ops.check_sampling_params(**knob_args(rows, (temperature, top_k, top_p, min_p,
-                                                   repetition_penalty), "cpu"))
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"rows must be a non-negative int, got {rows!r}")
+    knobs = (temperature, top_k, top_p, min_p, repetition_penalty)
+    # without a per-row knob every row holds the same knobs: one row checks them all (a
+    # table of `rows` rows would only cost memory)
+    per_row = any(isinstance(v, torch.Tensor) and v.dim() == 1 for v in knobs)
+    _ops.check_sampling_params(**knob_args(rows if per_row else min(rows, 1), knobs, "cpu"))
 
 
 @torch.library.register_fake("fastdecode::check_sampling_params")

@@ -443,3 +443,18 @@ def test_chat_survives_undecodable_input_and_keeps_going():
     assert r.returncode == 0, r.stderr
     out = r.stdout.decode("utf-8", "replace")
     assert "not valid UTF-8" in out and out.count("tokens/s") == 2
+
+
+def test_check_sampling_params_rows_never_builds_a_table_past_the_knobs():
+    """A huge row count with one-value knobs checks them without a [rows, 5] table (it
+    overflowed numel, found by `make fuzz`); with a per-row knob the count must match it; a
+    negative or non-int count is a ValueError."""
+    ops.check_sampling_params(2 ** 62, temperature=torch.tensor(0.7), top_p=0.9)
+    with pytest.raises(ValueError, match=r"temperature \(row 0\) must be a finite number >= 0"):
+        ops.check_sampling_params(2 ** 62, temperature=torch.tensor(-1.0))  # (row 0)
+    with pytest.raises(ValueError, match=r"per-row tensor of shape \[4611686018427387904\]"):
+        ops.check_sampling_params(2 ** 62, temperature=torch.tensor(0.7),
+                                  top_p=torch.full((3,), 0.9))
+    for rows in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="rows must be a non-negative int"):
+            ops.check_sampling_params(rows, temperature=0.7)
