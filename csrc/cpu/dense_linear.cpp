@@ -22,35 +22,14 @@ constexpr int64_t kMaxGemvRows = 16;
 // task dispatch and to keep the hardware prefetcher streaming.
 constexpr int64_t kRowsPerTask = 64;
 
-// y [M, N] = x [M, K] . w [N, K]^T by the kernel `gemv` or `gemm`, N split across threads:
-// the decode path's loop for the GEMV; for the GEMM, ATen's OpenMP threads, which prefill's
-// other ops (attention, elementwise) run on: a second team beside them would share the
-// cores with OpenMP's spinning workers (measured: a third of a 512-position prefill).
-template <bool kOpenMP, typename Kernel>
-at::Tensor linear_rows(const at::Tensor& x, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, int64_t grain,
-                       const Kernel& kernel) {
-  const int64_t K = weight.size(1), N = weight.size(0), M = x.numel() / K;
-  const at::Tensor x2 = x.reshape({M, K}).contiguous();
-  auto out_shape = x.sizes().vec();
-  out_shape.back() = N;
-  at::Tensor y = at::empty({M, N}, x.options());
-  const float* xp = x2.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  auto columns = [&](int64_t begin, int64_t end) {
-    kernel(xp, K, M, K, wp, K, begin, end, yp, N);
-  };
-  if constexpr (kOpenMP) {
-    at::parallel_for(0, N, grain, columns);
-  } else {
-    parallel_for(N, grain, columns);
-  }
-  if (bias.has_value()) y.add_(*bias);
-  return y.view(out_shape);
-}
-
 }  // namespace
+
+void gemm_f32_parallel(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
+                       int64_t ldw, int64_t N, float* y, int64_t ldy) {
+  at::parallel_for(0, N, kernels::kGemmColumnsPerTask, [&](int64_t begin, int64_t end) {
+    kernels::gemm_f32(x, ldx, M, K, w, ldw, begin, end, y, ldy);
+  });
+}
 
 LinearShape dense_linear_shape(const char* op, const at::Tensor& weight) {
   TORCH_CHECK_VALUE(weight.dim() == 2, op, ": weight must be 2-D [N, K], got ", weight.sizes());
@@ -81,14 +60,28 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
   }
   const int64_t K = weight.size(1);
   const int64_t M = K == 0 ? 0 : x.numel() / K;
-  if (x.scalar_type() != at::kFloat || M == 0 || !weight.is_contiguous()) {
+  const bool gemv = M <= kMaxGemvRows;
+  if (x.scalar_type() != at::kFloat || M == 0 || !weight.is_contiguous() ||
+      (!gemv && !kernels::gemm_f32_available())) {
     return at::linear(x, weight, bias);
   }
-  if (M <= kMaxGemvRows) return linear_rows<false>(x, weight, bias, kRowsPerTask, kernels::gemv_f32);
-  if (kernels::gemm_f32_available()) {
-    return linear_rows<true>(x, weight, bias, kernels::kGemmColumnsPerTask, kernels::gemm_f32);
+  const int64_t N = weight.size(0);
+  const at::Tensor x2 = x.reshape({M, K}).contiguous();
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = x2.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  if (gemv) {
+    parallel_for(N, kRowsPerTask, [&](int64_t begin, int64_t end) {
+      kernels::gemv_f32(xp, K, M, K, wp, K, begin, end, yp, N);
+    });
+  } else {
+    gemm_f32_parallel(xp, K, M, K, wp, K, N, yp, N);
   }
-  return at::linear(x, weight, bias);
+  if (bias.has_value()) y.add_(*bias);
+  return y.view(out_shape);
 }
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) { m.impl("linear", &linear); }

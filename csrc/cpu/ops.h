@@ -30,6 +30,12 @@ std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
                                                     const at::Tensor& sz_a, int64_t groupsize_a,
                                                     const at::Tensor& packed_b,
                                                     const at::Tensor& sz_b, int64_t groupsize_b);
+// y [M, N] (row stride ldy) = x [M, K] . w [N, K]^T by kernels::gemm_f32 (only where
+// kernels::gemm_f32_available()), N split over ATen's OpenMP threads: prefill's other ops
+// (attention, elementwise) run on them, and a second team beside them would share the cores
+// with OpenMP's spinning workers (measured: a third of a 512-position prefill).
+void gemm_f32_parallel(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
+                       int64_t ldw, int64_t N, float* y, int64_t ldy);
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void check_rms_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
                          double eps);

@@ -246,18 +246,15 @@ at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad
   at::Tensor y = own_gemm ? at::empty({M, N}, xa.options()) : at::empty({N, M}, xa.options());
   at::Tensor buffer = at::empty({std::min(block, N), K_pad}, xa.options());
   const at::Tensor xt = xa.t();
+  const float* xp = xa.data_ptr<float>();
   float* dst = buffer.data_ptr<float>();
   for (int64_t n0 = 0; n0 < N; n0 += block) {
     const int64_t nb = std::min(block, N - n0);
     at::parallel_for(0, (nb + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
       dequantise(n0 + t0 * tile, n0 + std::min(t1 * tile, nb), dst + t0 * tile * K_pad);
     });
-    if (own_gemm) {
-      const float* xp = xa.data_ptr<float>();
-      float* yp = y.data_ptr<float>() + n0;
-      at::parallel_for(0, nb, kernels::kGemmColumnsPerTask, [&](int64_t b, int64_t e) {
-        kernels::gemm_f32(xp, K_pad, M, K_pad, dst, K_pad, b, e, yp, N);
-      });
+    if (own_gemm) {  // the block's columns of y, in place
+      gemm_f32_parallel(xp, K_pad, M, K_pad, dst, K_pad, nb, y.data_ptr<float>() + n0, N);
     } else {
       at::Tensor out = y.narrow(0, n0, nb);
       at::mm_out(out, buffer.narrow(0, 0, nb), xt);

@@ -247,11 +247,11 @@ class Engine:
             seq = self._prefilling
             if seq is None:
                 break
-            size = self._chunk_end(seq) - seq.fed
-            if read and read + size > budget:
+            end = self._chunk_end(seq)
+            if read and read + end - seq.fed > budget:
                 break
-            self._prefill_chunk(seq)
-            read += size
+            read += end - seq.fed
+            self._prefill_chunk(seq, end)
         if self._decoding:
             self._decode_step()
         self.metrics.queue(self.running, self.waiting)
@@ -273,9 +273,9 @@ class Engine:
         chunk = self.model.prefill_chunk()
         return min(len(seq.prompt), (seq.fed // chunk + 1) * chunk)
 
-    def _prefill_chunk(self, seq: _Sequence) -> None:
-        """One chunk of ``seq``'s prompt into its row; after the last, its first token."""
-        end = self._chunk_end(seq)
+    def _prefill_chunk(self, seq: _Sequence, end: int) -> None:
+        """``seq``'s prompt up to ``end`` (its next chunk, ``_chunk_end``) into its row; after
+        the last chunk, its first token."""
         ids = torch.tensor([seq.prompt[seq.fed:end]], dtype=torch.int64, device=self.device)
         last = end == len(seq.prompt)
         with self.slots.row_view(seq.row):
