@@ -76,3 +76,31 @@ def test_setup_caches_longer_than_block_size_is_rejected():
 def test_gqa_heads_must_divide():
     with pytest.raises(ValueError, match="n_local_heads"):
         tiny_args(n_head=4, n_local_heads=3)
+
+
+def test_prompt_from_position_zero_attends_causally_without_a_mask(monkeypatch):
+    """Queries 0..S-1 take SDPA's causal path over the cache's first S positions (no
+    [S, L] mask): the same logits as the masked path, which per-row positions take."""
+    model = tiny_model(seed=2)
+    fastdecode.unfuse(model)  # every position through the layers' SDPA
+    ids = torch.randint(0, 101, (2, 40))
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(q, k, v, attn_mask=None, is_causal=False, **kw):
+        calls.append((is_causal, attn_mask is None, k.shape[2]))
+        return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    with torch.no_grad():
+        model.setup_caches(2, 64)
+        causal = model(ids, torch.arange(40))
+        assert calls and all(c == (True, True, 40) for c in calls)
+        calls.clear()
+        masked = model(ids, torch.arange(40).expand(2, 40))  # per-row positions: the mask
+        assert calls and all(c == (False, False, 64) for c in calls)
+        calls.clear()
+        later = model(ids[:, :8], torch.arange(40, 48))  # not from 0: the mask
+        assert calls and all(c == (False, False, 64) for c in calls)
+    torch.testing.assert_close(causal, masked, rtol=1e-5, atol=1e-5)
+    assert later.shape == (2, 8, 101)
