@@ -91,6 +91,13 @@ class Linear(FusionWatched, nn.Linear):
         return [weight], LinearKind.FLOAT32, 0
 
 
+def _from_position_zero(input_pos: torch.Tensor) -> bool:
+    """True when ``input_pos`` is ``[S]`` = 0..S-1, S > 1 (never while compiling: the test
+    reads its values)."""
+    S = input_pos.shape[-1]
+    return (input_pos.dim() == 1 and S > 1 and not torch.compiler.is_compiling()
+            and torch.equal(input_pos, torch.arange(S, device=input_pos.device)))
+
 
 class KVCache(nn.Module):
     """Static cache ``[B, Hkv, L, D]`` for keys and values, written in place."""
@@ -327,17 +334,10 @@ class Transformer(FusionWatched, nn.Module):
         per_position = max(self.config.n_head * self.max_seq_length * 4, 1)
         return max(FUSED_MAX_POSITIONS, min(PREFILL_CHUNK, _SCORE_BYTES // per_position))
 
-    def causal_mask(self, input_pos: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    def causal_mask(self, input_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Additive mask (0 where attended, -inf elsewhere) of the queries at ``input_pos``
         (``[S]`` or ``[B, S]``) over the cache: ``[1 or B, 1, S, L]`` in ``dtype``. Built per
-        call, ``S x L``: never an ``L x L`` table. None when the queries are positions
-        0..S-1 (a prompt's first chunk): the layers then attend causally over the cache's
-        first S positions, which needs no mask (not while compiling: the test reads
-        ``input_pos``'s values)."""
-        S = input_pos.shape[-1]
-        if (input_pos.dim() == 1 and S > 1 and not torch.compiler.is_compiling()
-                and torch.equal(input_pos, torch.arange(S, device=input_pos.device))):
-            return None
+        call, ``S x L``: never an ``L x L`` table."""
         cols = torch.arange(self.max_seq_length, device=input_pos.device)
         allowed = cols <= input_pos.unsqueeze(-1)  # [S, L] or [B, S, L]
         mask = torch.zeros(allowed.shape, dtype=dtype, device=input_pos.device)
@@ -399,7 +399,9 @@ class Transformer(FusionWatched, nn.Module):
         if fused is not None and seqlen <= fused.positions:
             x = fused.run(x, input_pos, self.rope_table)  # every layer in one C++ call
         else:
-            mask = self.causal_mask(input_pos, x.dtype)
+            # queries 0..S-1 (a prompt's first chunk) need no mask: the layers attend
+            # causally over the cache's first S positions
+            mask = None if _from_position_zero(input_pos) else self.causal_mask(input_pos, x.dtype)
             freqs_cis = self.freqs_cis[input_pos]
             for layer in self.layers:
                 x = layer(x, freqs_cis, mask, input_pos)
