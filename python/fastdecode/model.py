@@ -194,9 +194,9 @@ class Attention(FusionWatched, nn.Module):
         v = v.view(bsz, seqlen, self.n_local_heads, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, D]
         k, v = self.kv_cache.update(input_pos, k, v)
-        if mask is None:  # queries 0..S-1 (Transformer.causal_mask): the cache's first S
-            # positions, causal; the attention kernel then skips the blocks above the
-            # diagonal (with the [S, L] additive mask it computed every block of them)
+        if mask is None:  # queries 0..S-1 (_from_position_zero): causal over the cache's
+            # first S positions, with no [S, L] mask to build and add and no scores for the
+            # cache positions past S
             k, v = k[:, :, :seqlen], v[:, :, :seqlen]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                            enable_gqa=self.n_head != self.n_local_heads)
