@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -36,6 +37,16 @@ std::tuple<at::Tensor, at::Tensor> int4_linear_pair(const at::Tensor& x,
 // with OpenMP's spinning workers (measured: a third of a 512-position prefill).
 void gemm_f32_parallel(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
                        int64_t ldw, int64_t N, float* y, int64_t ldy);
+// dequantise(n0, n1, dst): weight rows [n0, n1) (n0 a multiple of 16) -> dst [n1 - n0, K_pad]
+// fp32, called for parts of one block at once from ATen's threads.
+using Dequantise = std::function<void(int64_t, int64_t, float*)>;
+// xa [M, K_pad] contiguous fp32 (the quantized linears' activations, padded) times the
+// [N, K_pad] weight that `dequantise` produces -> y [M, N] fp32: the weight dequantised
+// block by block (~1 MB of fp32, whole 16-row tiles) by all threads into one buffer that
+// stays in cache while the GEMM (gemm_f32 where gemm_f32_available(), else ATen's) reads
+// it: no fp32 copy of the whole weight (113 MB for the default model's head), no page
+// faults per call.
+at::Tensor dequantized_gemm(const at::Tensor& xa, int64_t N, const Dequantise& dequantise);
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void check_rms_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
                          double eps);

@@ -1,5 +1,6 @@
 // Weight-only quantized linears on the CPU: input checks, padding and the row-parallel loop
-// around csrc/kernels/qgemv (the quantizers: csrc/cpu/quantize_weights.cpp).
+// around csrc/kernels/qgemv; many rows go to dequantized_gemm (csrc/cpu/dequantized_gemm.cpp;
+// the quantizers: csrc/cpu/quantize_weights.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -11,7 +12,6 @@
 
 #include "cpu/parallel.h"
 #include "cpu/ops.h"
-#include "kernels/dense_gemm.h"
 #include "kernels/int4_layout.h"
 #include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
@@ -21,7 +21,7 @@ namespace fastdecode::cpu {
 namespace {
 
 // Up to this many activation rows the integer kernels run (their cost grows with every row);
-// above it, ATen's GEMM over the weight dequantised block by block (blocked_gemm): prefill
+// above it, a GEMM over the weight dequantised block by block (dequantized_gemm): prefill
 // is compute bound, and each block's dequantisation is amortised over all rows.
 constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
 // Weight-row products per GEMV chunk (weights x activation rows; ~256 KB of int8 at one
@@ -225,59 +225,26 @@ Int4Weight check_int4(const char* op, const at::Tensor& x, const at::Tensor& pac
   return w;
 }
 
-// More than kMaxGemvRows rows (or x holding NaN / inf): a GEMM over the weight dequantised
-// block by block. A block (~1 MB of fp32, whole int4 tiles) is dequantised by all threads
-// into one buffer that stays in cache while the GEMM reads it: no fp32 copy of the whole
-// weight (113 MB for the default model's head), no page faults per call. The GEMM is
-// kernels::gemm_f32 on the avx512 and avx2 paths (writing y's columns of the block in
-// place), ATen's elsewhere. dequantise(n0, n1, dst): rows [n0, n1) -> dst [n1 - n0, K_pad] fp32.
-template <typename Dequantise>
-at::Tensor blocked_gemm(const at::Tensor& x, int64_t K, int64_t N, int64_t K_pad,
-                        const std::optional<at::Tensor>& bias, const Dequantise& dequantise) {
-  // The op has no gradient; without this guard an x that requires grad (a model called
-  // outside torch.no_grad()) makes mm_out refuse its out= argument.
-  at::NoGradGuard no_grad;
-  const at::Tensor xa = activations(x, K, K_pad);  // [M, K_pad]
-  const int64_t M = xa.size(0);
-  const int64_t tile = kernels::kInt4TileRows;
-  const int64_t block = std::max<int64_t>(tile, (int64_t{1} << 18) / K_pad / tile * tile);
-  const bool own_gemm = kernels::gemm_f32_available();
-  // ATen's: y transposed, each block's rows contiguous
-  at::Tensor y = own_gemm ? at::empty({M, N}, xa.options()) : at::empty({N, M}, xa.options());
-  at::Tensor buffer = at::empty({std::min(block, N), K_pad}, xa.options());
-  const at::Tensor xt = xa.t();
-  const float* xp = xa.data_ptr<float>();
-  float* dst = buffer.data_ptr<float>();
-  for (int64_t n0 = 0; n0 < N; n0 += block) {
-    const int64_t nb = std::min(block, N - n0);
-    at::parallel_for(0, (nb + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
-      dequantise(n0 + t0 * tile, n0 + std::min(t1 * tile, nb), dst + t0 * tile * K_pad);
-    });
-    if (own_gemm) {  // the block's columns of y, in place
-      gemm_f32_parallel(xp, K_pad, M, K_pad, dst, K_pad, nb, y.data_ptr<float>() + n0, N);
-    } else {
-      at::Tensor out = y.narrow(0, n0, nb);
-      at::mm_out(out, buffer.narrow(0, 0, nb), xt);
-    }
-  }
-  return finish(own_gemm ? y : y.t().contiguous(), x, bias);
-}
-
+// More than kMaxGemvRows rows (or x holding NaN / inf): dequantized_gemm (cpu/ops.h) over
+// this weight's rows dequantised block by block.
 at::Tensor int8_gemm(const at::Tensor& x, const Int8Weight& w,
                      const std::optional<at::Tensor>& bias) {
   const float* scales = w.scales.data_ptr<float>();
-  if (w.tiled) {  // blocked_gemm's blocks are whole tiles
+  Dequantise rows;
+  if (w.tiled) {  // dequantized_gemm's blocks are whole tiles
     const uint8_t* packed = w.q.data_ptr<uint8_t>();
     const int64_t groups = w.K / w.G;
-    return blocked_gemm(x, w.K, w.N, w.K, bias, [&](int64_t n0, int64_t n1, float* dst) {
+    rows = [&w, packed, scales, groups](int64_t n0, int64_t n1, float* dst) {
       kernels::dequantize_int8_tiled(packed + n0 * w.K, scales + n0 * groups, n1 - n0, w.K, w.G,
                                      dst);
-    });
+    };
+  } else {
+    const int8_t* q = w.q.data_ptr<int8_t>();
+    rows = [&w, q, scales](int64_t n0, int64_t n1, float* dst) {
+      kernels::dequantize_int8_rows(q, scales, w.K, w.G, n0, n1, dst);
+    };
   }
-  const int8_t* q = w.q.data_ptr<int8_t>();
-  return blocked_gemm(x, w.K, w.N, w.K, bias, [&](int64_t n0, int64_t n1, float* dst) {
-    kernels::dequantize_int8_rows(q, scales, w.K, w.G, n0, n1, dst);
-  });
+  return finish(dequantized_gemm(activations(x, w.K, w.K), w.N, rows), x, bias);
 }
 
 at::Tensor int4_gemm(const at::Tensor& x, const Int4Weight& w,
@@ -285,10 +252,11 @@ at::Tensor int4_gemm(const at::Tensor& x, const Int4Weight& w,
   const uint8_t* packed = w.packed.data_ptr<uint8_t>();
   const float* sz = w.sz.data_ptr<float>();
   const int64_t groups = w.K_pad / w.G;
-  return blocked_gemm(x, x.size(-1), w.N, w.K_pad, bias, [&](int64_t n0, int64_t n1, float* dst) {
+  const Dequantise rows = [&w, packed, sz, groups](int64_t n0, int64_t n1, float* dst) {
     kernels::dequantize_int4(packed + n0 * w.K_pad / 2, sz + n0 * groups * 2, n1 - n0, w.K_pad,
                              w.G, dst);
-  });
+  };
+  return finish(dequantized_gemm(activations(x, x.size(-1), w.K_pad), w.N, rows), x, bias);
 }
 
 // x [..., K] with no element, or no out-feature: the empty sum, [..., N] zeros (+ bias).

@@ -4,9 +4,31 @@
 
 #include "kernels/simd.h"
 
+namespace fastdecode::kernels {
+namespace {
+
+// Every path without the tiles below: each y[m, n] one dot product in k's order (callers
+// take a BLAS GEMM there, gemm_f32_available() is false; this keeps gemm_f32 correct
+// wherever it is called, and a row's result independent of the other rows).
+void gemm_portable(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w,
+                   int64_t ldw, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc += x[m * ldx + k] * w[n * ldw + k];
+      y[m * ldy + n] = acc;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fastdecode::kernels
+
 #if FASTDECODE_X86_CLONES
 
 #include <immintrin.h>
+
+#include "kernels/avx2_sum.h"
 
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wall
 // reports as uninitialised once inlined here.
@@ -80,12 +102,6 @@ FASTDECODE_AVX2F inline void ymm_step(__m256 (&acc)[MR][NR], const float* x, int
   }
 }
 
-FASTDECODE_AVX2F inline float ymm_sum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55)));
-}
-
 template <int MR, int NR>
 FASTDECODE_AVX2F void ymm_tile(const float* x, int64_t ldx, int64_t K, const float* w,
                                int64_t ldw, float* y, int64_t ldy) {
@@ -101,7 +117,7 @@ FASTDECODE_AVX2F void ymm_tile(const float* x, int64_t ldx, int64_t K, const flo
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) y[m * ldy + r] = ymm_sum(acc[m][r]);
+    for (int r = 0; r < NR; ++r) y[m * ldy + r] = sum_lanes(acc[m][r]);
   }
 }
 
@@ -158,10 +174,10 @@ bool gemm_f32_available() {
 
 void gemm_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
               int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
-  if (selected_isa() == Isa::avx512) {
-    gemm_tiles<Zmm>(x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy);
-  } else {
-    gemm_tiles<Ymm>(x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy);
+  switch (selected_isa()) {
+    case Isa::avx512: return gemm_tiles<Zmm>(x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy);
+    case Isa::avx2: return gemm_tiles<Ymm>(x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy);
+    default: return gemm_portable(x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy);
   }
 }
 
@@ -173,8 +189,10 @@ namespace fastdecode::kernels {
 
 bool gemm_f32_available() { return false; }
 
-void gemm_f32(const float*, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, int64_t,
-              float*, int64_t) {}
+void gemm_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
+              int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  gemm_portable(x, ldx, M, K, w, ldw, n_begin, n_end, y, ldy);
+}
 
 }  // namespace fastdecode::kernels
 

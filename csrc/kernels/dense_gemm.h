@@ -21,13 +21,13 @@ namespace fastdecode::kernels {
 // 17+ activation rows of a GEMM a task is at least ~1 MFLOP at K = 576.
 constexpr int64_t kGemmColumnsPerTask = 48;
 
-// Whether gemm_f32 runs on this process's kernel path (avx512 or avx2); callers use a BLAS
-// GEMM elsewhere (the portable path, aarch64).
+// Whether gemm_f32 runs its register tiles on this process's kernel path (avx512 or avx2);
+// elsewhere (the portable path, aarch64) it is a plain loop, and callers use a BLAS GEMM.
 bool gemm_f32_available();
 
 // x: [M, K] row-major (row stride ldx), w: [N, K] row-major (row stride ldw), y: [M, N]
 // row-major (row stride ldy). Computes columns n in [n_begin, n_end) of every y row, so
-// callers split N across threads. Only when gemm_f32_available().
+// callers split N across threads.
 void gemm_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw,
               int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
 

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/avx2_sum.h"
 #include "kernels/int4_layout.h"
 #include "kernels/row_blocks.h"
 
@@ -28,12 +29,6 @@ namespace {
 // Software prefetch distance along a row's weights (the same measurement as the VNNI
 // kernels': the hardware prefetcher alone streamed far below DRAM bandwidth).
 constexpr int64_t kPrefetchBytes = 8192;
-
-FASTDECODE_AVX2 inline float hsum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 0x55)));
-}
 
 // R weight rows starting at n against activation rows [m0, m0 + MB): R * MB independent
 // accumulators (one accumulator's fmadd chain would wait ~4 cycles a block), and each block
@@ -82,7 +77,7 @@ FASTDECODE_AVX2 void int8_rows(const QuantizedActivations& a, int64_t m0, const 
   for (int r = 0; r < R; ++r) {
     const int8_t* qn = q + (n + r) * K;
     for (int m = 0; m < MB; ++m) {
-      float total = hsum(acc[r][m]);
+      float total = sum_lanes(acc[r][m]);
       if (full < blocks) {  // a partial last block: the row ends before 32 values
         const int64_t k0 = full * kActBlock;
         const int8_t* xb = a.q + (m0 + m) * a.K + k0;
