@@ -99,6 +99,7 @@ ASAN_ENV := LD_PRELOAD="$(ASAN_LIB)" PYTHONPATH=$(abspath $(ASAN_PKG)) \
 ASAN_TESTS := tests/python/test_sampling_ops.py tests/python/test_sampling_statistics.py \
   tests/python/test_linear_op.py tests/python/test_quant_ops.py tests/python/test_rms_norm.py \
   tests/python/test_decode_attention.py tests/python/test_decode_layers.py \
+  tests/python/test_decode_step.py \
   tests/python/test_speculative_op.py tests/python/test_hardening.py \
   tests/python/test_hardening_limits.py tests/python/test_repack_gguf.py \
   tests/python/test_fuzz_ops.py tests/python/test_fuzz_files.py

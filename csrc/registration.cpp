@@ -103,6 +103,18 @@ TORCH_LIBRARY(fastdecode, m) {
       "decode_layers(Tensor x, Tensor[] norms, float eps, Tensor[] weights, int[] kinds, "
       "int[] groupsizes, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor input_pos, "
       "Tensor rope, int n_head, int n_kv_head) -> Tensor");
+  // A whole decode step in one call: decode_layers (same arguments and checks), then the
+  // final norm (final_norm [E], the layers' eps) and the output head (its tensors as one
+  // linear of decode_layers: head_kind 0 fp32 [weight], 1 int8 [q, scales], 2 int4 [packed,
+  // scales_and_zeros] with head_groupsize) over the last position (last_only) or all S.
+  // Returns (logits [B, S', V], hidden [B, S', E]: the last layer's output before the final
+  // norm, tokens int32 [B, S']: each logits row's first maximum, -1 where the row holds NaN),
+  // S' = 1 with last_only, else S. Every argument is checked before the first cache write.
+  m.def(
+      "decode_step(Tensor x, Tensor[] norms, float eps, Tensor[] weights, int[] kinds, "
+      "int[] groupsizes, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor input_pos, "
+      "Tensor rope, int n_head, int n_kv_head, Tensor final_norm, Tensor[] head, "
+      "int head_kind, int head_groupsize, bool last_only) -> (Tensor, Tensor, Tensor)");
   // Tensor-parallel shards. t -> the slices [offsets[i], offsets[i] + lengths[i]) of
   // dimension dim, concatenated in order (uneven ranks, the fused wqkv's q / k / v segments,
   // int8 weights and their scales alike), contiguous.

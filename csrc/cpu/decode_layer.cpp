@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/decode_layers.h"
 #include "cpu/linear_kind.h"
 #include "cpu/ops.h"
 #include "kernels/swiglu.h"
@@ -19,19 +20,12 @@ namespace {
 constexpr int64_t kLinears = 5;  // wqkv, wo, w1 (gate), w3 (up), w2 (down)
 constexpr const char* kNames[kLinears] = {"wqkv", "wo", "w1", "w3", "w2"};
 
-// The tensors of each linear inside `weights`: fp32 [weight], int8 [q, scales], int4
-// [packed, scales_and_zeros]. Pointers into that list: it must outlive the LinearArgs.
-struct LinearArgs {
-  const at::Tensor* t[2];
-  int64_t kind, groupsize;
-};
-
 // One layer's five linears: kinds / groupsizes [5] (wqkv, wo, w1, w3, w2), their tensors
 // from weights[*next] on; *next advances past them. LinearArgs point into `weights`.
-std::vector<LinearArgs> split_weights(const char* op, const std::vector<at::Tensor>& weights,
+LayerLinears split_weights(const char* op, const std::vector<at::Tensor>& weights,
                                       size_t* next, const int64_t* kinds,
                                       const int64_t* groupsizes) {
-  std::vector<LinearArgs> out(kLinears);
+  LayerLinears out(kLinears);
   for (int64_t i = 0; i < kLinears; ++i) {
     TORCH_CHECK_VALUE(kinds[i] >= kFloat32 && kinds[i] <= kInt4, op, ": kinds[", i, "] (",
                       kNames[i], ") must be 0 (fp32), 1 (int8) or 2 (int4), got ", kinds[i]);
@@ -52,33 +46,9 @@ void check_all_taken(const char* op, const std::vector<at::Tensor>& weights,
                     " tensors, the kinds ", kinds, " take ", next);
 }
 
-// A linear's out-features, after checking its tensors as its op does and that it takes `in`
-// features. Run for all five linears before any work: the attention writes the KV cache,
-// so a later mismatch would leave it changed.
-int64_t check_linear(const char* op, int64_t i, const LinearArgs& l, int64_t in) {
-  const std::string name = std::string(op) + " (" + kNames[i] + ")";
-  const at::Tensor& w = *l.t[0];
-  const LinearShape shape =
-      l.kind == kInt8   ? int8_linear_shape(name.c_str(), w, *l.t[1])
-      : l.kind == kInt4 ? int4_linear_shape(name.c_str(), w, *l.t[1], l.groupsize)
-                        : dense_linear_shape(name.c_str(), w);
-  TORCH_CHECK_TYPE(l.kind != kFloat32 || w.scalar_type() == at::kFloat, name,
-                   ": the fp32 weight must be float32, got ", w.scalar_type());
-  TORCH_CHECK_VALUE(in >= shape.in_min && in <= shape.in_max, name, ": takes ", shape.in_max,
-                    " in-features", l.kind == kInt4 ? " (padded to its group)" : "",
-                    ", the layer gives it ", in);
-  return shape.out_features;
-}
-
-at::Tensor apply(const LinearArgs& l, const at::Tensor& x) {
-  switch (l.kind) {
-    case kInt8:
-      return cpu::int8_linear(x, *l.t[0], *l.t[1], std::nullopt);
-    case kInt4:
-      return cpu::int4_linear(x, *l.t[0], *l.t[1], l.groupsize, std::nullopt);
-    default:
-      return cpu::linear(x, *l.t[0], std::nullopt);
-  }
+// check_linear with the op's name and the linear's (kNames[i]) in its errors.
+int64_t check_layer_linear(const char* op, int64_t i, const LinearArgs& l, int64_t in) {
+  return check_linear((std::string(op) + " (" + kNames[i] + ")").c_str(), l, in);
 }
 
 // gate and up: one pass when both are int8 or both int4.
@@ -91,13 +61,13 @@ std::tuple<at::Tensor, at::Tensor> apply_pair(const LinearArgs& a, const LinearA
     return cpu::int4_linear_pair(x, *a.t[0], *a.t[1], a.groupsize, *b.t[0], *b.t[1],
                                  b.groupsize);
   }
-  return {apply(a, x), apply(b, x)};
+  return {apply_linear(a, x), apply_linear(b, x)};
 }
 
 // Every argument of one layer checked as decode_layer checks it, before any work: the five
 // linears (shapes chained E -> hidden -> E) and both norms. decode_attention checks the
 // caches, positions and rotations itself, before its cache write.
-std::vector<LinearArgs> check_layer(const char* op, const at::Tensor& x,
+LayerLinears check_layer(const char* op, const at::Tensor& x,
                                     const at::Tensor& attention_norm, const at::Tensor& ffn_norm,
                                     double eps, const std::vector<at::Tensor>& weights,
                                     size_t* next, const int64_t* kinds,
@@ -105,17 +75,17 @@ std::vector<LinearArgs> check_layer(const char* op, const at::Tensor& x,
                                     int64_t n_head) {
   check_rms_norm_args(op, x, attention_norm, eps);
   check_rms_norm_args(op, x, ffn_norm, eps);
-  std::vector<LinearArgs> l = split_weights(op, weights, next, kinds, groupsizes);
+  LayerLinears l = split_weights(op, weights, next, kinds, groupsizes);
   const int64_t E = x.size(2);
-  check_linear(op, 0, l[0], E);  // wqkv's out-features: decode_attention checks them first
+  check_layer_linear(op, 0, l[0], E);  // wqkv's out-features: decode_attention checks them first
   if (k_cache.dim() == 4) {      // else decode_attention's own check fails before its work
-    TORCH_CHECK_VALUE(check_linear(op, 1, l[1], n_head * k_cache.size(3)) == E, op,
+    TORCH_CHECK_VALUE(check_layer_linear(op, 1, l[1], n_head * k_cache.size(3)) == E, op,
                       ": wo must map back to E = ", E, " features");
   }
-  const int64_t hidden = check_linear(op, 2, l[2], E);
-  TORCH_CHECK_VALUE(check_linear(op, 3, l[3], E) == hidden, op,
+  const int64_t hidden = check_layer_linear(op, 2, l[2], E);
+  TORCH_CHECK_VALUE(check_layer_linear(op, 3, l[3], E) == hidden, op,
                     ": w1 and w3 must have the same out-features");
-  TORCH_CHECK_VALUE(check_linear(op, 4, l[4], hidden) == E, op, ": w2 must map back to E = ",
+  TORCH_CHECK_VALUE(check_layer_linear(op, 4, l[4], hidden) == E, op, ": w2 must map back to E = ",
                     E, " features");
   return l;
 }
@@ -128,14 +98,14 @@ void check_x(const char* op, const at::Tensor& x) {
 }
 
 // The layer's arithmetic on checked arguments; writes the caches at input_pos.
-at::Tensor run_layer(const std::vector<LinearArgs>& l, const at::Tensor& x,
+at::Tensor run_layer(const LayerLinears& l, const at::Tensor& x,
                      const at::Tensor& attention_norm, const at::Tensor& ffn_norm, double eps,
                      at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& input_pos,
                      const at::Tensor& rope, int64_t n_head, int64_t n_kv_head) {
   const at::Tensor xc = x.contiguous();
   const int64_t n = xc.numel();
-  const at::Tensor qkv = apply(l[0], rms_norm(xc, attention_norm, eps));
-  const at::Tensor attn = apply(
+  const at::Tensor qkv = apply_linear(l[0], rms_norm(xc, attention_norm, eps));
+  const at::Tensor attn = apply_linear(
       l[1], decode_attention(qkv, k_cache, v_cache, input_pos, rope, n_head, n_kv_head));
   at::Tensor h = at::empty_like(xc);
   kernels::add_rows(xc.data_ptr<float>(), attn.data_ptr<float>(), n, h.data_ptr<float>());
@@ -145,21 +115,21 @@ at::Tensor run_layer(const std::vector<LinearArgs>& l, const at::Tensor& x,
   std::tie(gate, up) = apply_pair(l[2], l[3], normed);
   kernels::silu_mul(gate.data_ptr<float>(), up.data_ptr<float>(), gate.numel(),
                     gate.data_ptr<float>());
-  const at::Tensor down = apply(l[4], gate);
+  const at::Tensor down = apply_linear(l[4], gate);
   kernels::add_rows(h.data_ptr<float>(), down.data_ptr<float>(), n, h.data_ptr<float>());
   return h;
 }
 
 }  // namespace
 
-at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& norms, double eps,
-                         const std::vector<at::Tensor>& weights,
-                         const std::vector<int64_t>& kinds,
-                         const std::vector<int64_t>& groupsizes,
-                         std::vector<at::Tensor> k_caches, std::vector<at::Tensor> v_caches,
-                         const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
-                         int64_t n_kv_head) {
-  constexpr const char* op = "fastdecode::decode_layers";
+std::vector<LayerLinears> check_decode_layers(const char* op, const at::Tensor& x,
+                                              const std::vector<at::Tensor>& norms, double eps,
+                                              const std::vector<at::Tensor>& weights,
+                                              const std::vector<int64_t>& kinds,
+                                              const std::vector<int64_t>& groupsizes,
+                                              const std::vector<at::Tensor>& k_caches,
+                                              const std::vector<at::Tensor>& v_caches,
+                                              int64_t n_head) {
   check_x(op, x);
   const int64_t layers = static_cast<int64_t>(k_caches.size());
   TORCH_CHECK_VALUE(layers >= 1 && v_caches.size() == k_caches.size() &&
@@ -184,7 +154,7 @@ at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& nor
     for (int64_t i = 0; i < layers; ++i) caches.insert(caches.end(), {&k_caches[i], &v_caches[i]});
     check_caches_disjoint(op, caches);
   }
-  std::vector<std::vector<LinearArgs>> checked(layers);
+  std::vector<LayerLinears> checked(layers);
   size_t next = 0;
   for (int64_t i = 0; i < layers; ++i) {
     checked[i] = check_layer(op, x, norms[2 * i], norms[2 * i + 1], eps, weights, &next,
@@ -192,13 +162,39 @@ at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& nor
                              k_caches[i], n_head);
   }
   check_all_taken(op, weights, kinds, next);
+  return checked;
+}
+
+at::Tensor run_decode_layers(const std::vector<LayerLinears>& layers, const at::Tensor& x,
+                             const std::vector<at::Tensor>& norms, double eps,
+                             std::vector<at::Tensor>& k_caches, std::vector<at::Tensor>& v_caches,
+                             const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
+                             int64_t n_kv_head) {
   at::Tensor h = x;
-  for (int64_t i = 0; i < layers; ++i) {
-    h = run_layer(checked[i], h, norms[2 * i], norms[2 * i + 1], eps, k_caches[i], v_caches[i],
+  for (size_t i = 0; i < layers.size(); ++i) {
+    h = run_layer(layers[i], h, norms[2 * i], norms[2 * i + 1], eps, k_caches[i], v_caches[i],
                   input_pos, rope, n_head, n_kv_head);
   }
   return h;
 }
+
+namespace {
+
+at::Tensor decode_layers(const at::Tensor& x, const std::vector<at::Tensor>& norms, double eps,
+                         const std::vector<at::Tensor>& weights,
+                         const std::vector<int64_t>& kinds,
+                         const std::vector<int64_t>& groupsizes,
+                         std::vector<at::Tensor> k_caches, std::vector<at::Tensor> v_caches,
+                         const at::Tensor& input_pos, const at::Tensor& rope, int64_t n_head,
+                         int64_t n_kv_head) {
+  const std::vector<LayerLinears> layers =
+      check_decode_layers("fastdecode::decode_layers", x, norms, eps, weights, kinds,
+                          groupsizes, k_caches, v_caches, n_head);
+  return run_decode_layers(layers, x, norms, eps, k_caches, v_caches, input_pos, rope, n_head,
+                           n_kv_head);
+}
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(fastdecode, CPU, m) {
   m.impl("decode_layers", &decode_layers);

@@ -47,6 +47,9 @@ using Dequantise = std::function<void(int64_t, int64_t, float*)>;
 // it: no fp32 copy of the whole weight (113 MB for the default model's head), no page
 // faults per call.
 at::Tensor dequantized_gemm(const at::Tensor& xa, int64_t N, const Dequantise& dequantise);
+// x [rows, n] contiguous fp32 -> index[r]: the first maximum of row r (torch.argmax's rule
+// over its non-NaN entries), has_nan[r]: whether the row holds NaN. Rows in parallel.
+void first_max_rows(const float* x, int64_t rows, int64_t n, int32_t* index, char* has_nan);
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void check_rms_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
                          double eps);

@@ -263,22 +263,24 @@ at::Tensor multinomial_sample_one_no_sync(const at::Tensor& probs,
   return out.view(shape);
 }
 
+void first_max_rows(const float* x, int64_t rows, int64_t n, int32_t* index, char* has_nan) {
+  parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const kernels::RowMax m = kernels::row_max(x + r * n, n);
+      has_nan[r] = m.has_nan;
+      index[r] = static_cast<int32_t>(m.index);
+    }
+  });
+}
+
 at::Tensor argmax_token(const at::Tensor& scores) {
   constexpr const char* op = "fastdecode::argmax_token";
   check_sampling_input(op, "scores", scores);
   const at::Tensor x = as_rows_f32(scores);
   const int64_t rows = x.size(0), vocab = x.size(1);
   at::Tensor out = at::empty({rows, 1}, x.options().dtype(at::kInt));
-  const float* xp = x.data_ptr<float>();
-  int32_t* outp = out.data_ptr<int32_t>();
   std::vector<char> nan_rows(rows, 0);
-  parallel_for(rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const kernels::RowMax m = kernels::row_max(xp + r * vocab, vocab);
-      nan_rows[r] = m.has_nan;
-      outp[r] = static_cast<int32_t>(m.index);
-    }
-  });
+  first_max_rows(x.data_ptr<float>(), rows, vocab, out.data_ptr<int32_t>(), nan_rows.data());
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK_VALUE(!nan_rows[r], op, ": scores row ", r, " contains NaN");
   }

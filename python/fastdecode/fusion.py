@@ -1,6 +1,8 @@
 """Fusion as an explicit step: ``fastdecode.fuse(model)`` decides once whether a model's
-decode steps run the fused C++ step (``ops.decode_layers``: every layer in one call) or
-module by module, and the model says which (``model.decode_path``, its repr).
+decode steps run the fused C++ step (``ops.decode_step``: every layer, the final norm, the
+head and the greedy tokens in one call; ``ops.decode_layers``, the layers alone, for a
+prompt's chunks that need no logits) or module by module, and the model says which
+(``model.decode_path``, its repr).
 
 The loader fuses what it loads, ``quantize_model`` keeps the decision it found, tensor
 parallelism un-fuses (the fused op has no collective inside). A fused model watches its
@@ -14,13 +16,14 @@ A model fuses when every layer is exactly ``model.TransformerBlock`` with exactl
 class that itself defines ``decode_layer_args`` (``model.Linear`` and the quantized linears:
 a subclass that does not redefine it may compute something else in ``forward``) and gives
 arguments (no bias, fp32 weights), with one eps and one pair of head counts throughout, on
-the CPU in float32.
+the CPU in float32. The final norm and the output head join the call when they are
+``RMSNorm`` (the layers' eps) and such a linear; otherwise they run as modules after it.
 """
 from __future__ import annotations
 
 import warnings
 import weakref
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -36,9 +39,10 @@ from .op_args import LinearKind  # (importing op_args loads _C: torch.ops.fastde
 FUSED_MAX_POSITIONS = 32
 FP32_FUSED_POSITIONS = 16
 
-__all__ = ["fuse", "unfuse", "FusedStep", "FusionWatched"]
+__all__ = ["fuse", "unfuse", "FusedStep", "FusedHead", "FusionWatched"]
 
 _decode_layers = torch.ops.fastdecode.decode_layers
+_decode_step = torch.ops.fastdecode.decode_step
 
 # module -> the fused models it belongs to (a draft may share layers with its target); kept
 # beside the modules, so a deep copy or a pickle of a module carries none of it
@@ -61,14 +65,28 @@ class FusionWatched:
                 model._edited(f"{type(self).__name__}.{name}")
 
 
-class FusedStep:
-    """One model's arguments of ``ops.decode_layers`` (all but x, the positions, the rotations
-    and the caches, which are read from the layers at every step)."""
+class FusedHead:
+    """The final norm's weight and the output head's tensors, kind and groupsize, as
+    ``ops.decode_step`` takes them."""
 
-    def __init__(self, norms, eps, weights, kinds, groupsizes, attentions, n_head, n_kv_head):
+    def __init__(self, norm, tensors, kind, groupsize):
+        self.norm, self.tensors, self.kind, self.groupsize = norm, tensors, kind, groupsize
+
+
+class FusedStep:
+    """One model's arguments of ``ops.decode_layers`` and ``ops.decode_step`` (all but x, the
+    positions, the rotations and the caches, which are read from the layers at every step).
+    ``head``: the final norm and output head ``decode_step`` runs after the layers, or None
+    when the model's norm or head cannot join it (``head_reason`` says why): the layers run
+    fused and the head module by module."""
+
+    def __init__(self, norms, eps, weights, kinds, groupsizes, attentions, n_head, n_kv_head,
+                 head: Union["FusedHead", str]):
         self.norms, self.eps = norms, eps
         self.weights, self.kinds, self.groupsizes = weights, kinds, groupsizes
         self.attentions, self.n_head, self.n_kv_head = attentions, n_head, n_kv_head
+        self.head = head if isinstance(head, FusedHead) else None
+        self.head_reason = head if isinstance(head, str) else None
         self._caches = (None, [], [])  # (the cache module they came from, k list, v list)
         # positions per fused call; with every linear quantized, whole prompts are read in
         # such calls too (the integer GEMV beats dequantise-then-GEMM at every prompt length
@@ -95,6 +113,17 @@ class FusedStep:
         return _decode_layers(x, self.norms, self.eps, self.weights, self.kinds,
                               self.groupsizes, k_caches, v_caches, input_pos, rope,
                               self.n_head, self.n_kv_head)
+
+    def step(self, x: torch.Tensor, input_pos: torch.Tensor, rope: torch.Tensor,
+             last_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``run``, the final norm and the head in one call (``ops.decode_step``; needs
+        ``self.head``) -> ``(logits [B, S', V], hidden [B, S', E], greedy tokens int32
+        [B, S'], -1 where a row's logits hold NaN)``, S' = 1 with ``last_only``."""
+        k_caches, v_caches = self.caches()
+        head = self.head
+        return _decode_step(x, self.norms, self.eps, self.weights, self.kinds, self.groupsizes,
+                            k_caches, v_caches, input_pos, rope, self.n_head, self.n_kv_head,
+                            head.norm, head.tensors, head.kind, head.groupsize, last_only)
 
 
 def _linear_args(mod: nn.Module):
@@ -142,7 +171,21 @@ def plan(model) -> Union[FusedStep, str]:
     if shared is None:
         return "the model has no layers"
     return FusedStep(norms, shared[0], weights, kinds, groupsizes, attentions, shared[1],
-                     shared[2])
+                     shared[2], _plan_head(model, shared[0]))
+
+
+def _plan_head(model, eps: float) -> Union[FusedHead, str]:
+    """The model's final norm and output head as ``ops.decode_step`` reads them, or why
+    they cannot join it."""
+    from .model import RMSNorm
+
+    norm = model._modules.get("norm")
+    if type(norm) is not RMSNorm or norm.eps != eps:
+        return "the final norm is not fastdecode's RMSNorm with the layers' eps"
+    args = _linear_args(model._modules.get("output"))
+    if isinstance(args, str):
+        return f"the output head: {args}"
+    return FusedHead(norm._parameters["weight"], args[0], int(args[1]), args[2])
 
 
 def _transformers(model: nn.Module) -> List[nn.Module]:

@@ -356,6 +356,28 @@ class Transformer(FusionWatched, nn.Module):
         return self.forward_embeddings(self.tok_embeddings(idx), input_pos, last_only,
                                        head=head)[0]
 
+    def logits_and_greedy(self, idx: torch.Tensor, input_pos: torch.Tensor
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A decode step's logits ``[B, S, V]`` (as ``forward``) and each position's greedy
+        token, int32 ``[B, S]``: the first maximum of its logits, -1 where they hold NaN. A
+        fused model computes both in its one C++ call (``ops.decode_step``)."""
+        x = self.tok_embeddings(idx)
+        fused = self.__dict__.get("_fused")
+        if (fused is not None and fused.head is not None and self.freqs_cis is not None
+                and x.dtype == torch.float32 and x.device.type == "cpu"
+                and x.shape[1] <= fused.positions):
+            logits, _, tokens = fused.step(x, input_pos, self.rope_table, False)
+            return logits, tokens
+        logits = self.forward_embeddings(x, input_pos)[0]
+        if logits.device.type == "cpu":
+            try:  # the library's argmax (ATen's would wake OpenMP's spinning threads)
+                rows = ops.argmax_token(logits.reshape(-1, logits.shape[-1]))
+                return logits, rows.view(logits.shape[:-1])
+            except ValueError:  # a row holds NaN: -1 there, as ops.decode_step gives
+                pass
+        tokens = logits.argmax(-1).to(torch.int32)
+        return logits, tokens.masked_fill_(logits.isnan().any(-1), -1)
+
     def _in_chunks(self, x: torch.Tensor, input_pos: torch.Tensor, last_only: bool,
                    chunk: int, head: bool) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         """``forward_embeddings`` over ``chunk`` positions at a time, each attending to the
@@ -397,6 +419,10 @@ class Transformer(FusionWatched, nn.Module):
         if seqlen > FUSED_MAX_POSITIONS and seqlen > (chunk := self._chunk_positions()):
             return self._in_chunks(x, input_pos, last_only, chunk, head)
         if fused is not None and seqlen <= fused.positions:
+            if head and fused.head is not None:
+                # the layers, final norm and head in one C++ call
+                logits, hidden, _ = fused.step(x, input_pos, self.rope_table, last_only)
+                return logits, hidden
             x = fused.run(x, input_pos, self.rope_table)  # every layer in one C++ call
         else:
             # queries 0..S-1 (a prompt's first chunk) need no mask: the layers attend

@@ -16,7 +16,7 @@ __all__ = ["check_sampling_params", "logits_to_probs", "multinomial_sample_one_n
            "argmax_token",
            "linear", "quantize_int8_per_channel", "quantize_int4_grouped", "dequantize_gguf",
            "repack_gguf", "int8_linear", "tile_int8", "tile_int8_", "untile_int8", "int8_embedding", "int4_embedding", "int4_linear", "rms_norm", "decode_attention",
-           "decode_layers",
+           "decode_layers", "decode_step",
            "speculative_accept", "shard", "shard_int4"]
 
 _ops = torch.ops.fastdecode
@@ -395,6 +395,39 @@ def decode_layers(x: torch.Tensor, norms: List[torch.Tensor], eps: float,
 def _decode_layers_fake(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
                         input_pos, rope, n_head, n_kv_head):
     return torch.empty_like(x)
+
+
+def decode_step(x: torch.Tensor, norms: List[torch.Tensor], eps: float,
+                weights: List[torch.Tensor], kinds: List[int], groupsizes: List[int],
+                k_caches: List[torch.Tensor], v_caches: List[torch.Tensor],
+                input_pos: torch.Tensor, rope: torch.Tensor, n_head: int, n_kv_head: int,
+                final_norm: torch.Tensor, head: List[torch.Tensor], head_kind: int,
+                head_groupsize: int, last_only: bool = False
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A whole decode step in one call: ``decode_layers`` (same arguments), then the final
+    norm (``final_norm [E]``, the layers' ``eps``) and the output head, given as one linear
+    of ``decode_layers`` (``head_kind`` 0 fp32 ``[weight]``, 1 int8 ``[q, scales]``, 2 int4
+    ``[packed, scales_and_zeros]`` with ``head_groupsize``), over the last position
+    (``last_only``) or all S. Returns ``(logits [B, S', V], hidden [B, S', E], tokens
+    int32 [B, S'])``: hidden is the last layer's output before the final norm, tokens each
+    logits row's first maximum (the greedy token; -1 where the row holds NaN); S' = 1 with
+    ``last_only``. Every argument is checked before the first cache write."""
+    require_tensors("decode_step", x=x, input_pos=input_pos, rope=rope, final_norm=final_norm)
+    require_int64("decode_step", kinds=kinds, groupsizes=groupsizes, n_head=n_head,
+                   n_kv_head=n_kv_head, head_kind=head_kind, head_groupsize=head_groupsize)
+    return _ops.decode_step(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
+                            input_pos, rope, n_head, n_kv_head, final_norm, head, head_kind,
+                            head_groupsize, last_only)
+
+
+@torch.library.register_fake("fastdecode::decode_step")
+def _decode_step_fake(x, norms, eps, weights, kinds, groupsizes, k_caches, v_caches,
+                      input_pos, rope, n_head, n_kv_head, final_norm, head, head_kind,
+                      head_groupsize, last_only):
+    rows = 1 if last_only else x.shape[1]
+    vocab = head[0].shape[0]  # out-features lead every kind's first tensor
+    return (x.new_empty((x.shape[0], rows, vocab)), x.new_empty((x.shape[0], rows, x.shape[2])),
+            x.new_empty((x.shape[0], rows), dtype=torch.int32))
 
 
 def shard(t: torch.Tensor, dim: int, offsets: Sequence[int], lengths: Sequence[int]

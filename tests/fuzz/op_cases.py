@@ -190,6 +190,16 @@ def _decode_layers(g, d):
     return args, lambda a: OPS.decode_layers(*a)
 
 
+def _decode_step(g, d):
+    args, _ = _decode_layers(g, d)
+    kind = (d["seed"] // 3) % 3  # the head's kind: fp32, int8, int4
+    w = _rand(g, (d["V"], d["E"]), scale=0.1)
+    head = ([w] if kind == 0 else list(OPS.quantize_int8_per_channel(w)) if kind == 1
+            else list(OPS.quantize_int4_grouped(w, 32)))
+    args += [_rand(g, (d["E"],)), head, kind, 32 if kind == 2 else 0, bool(d["seed"] % 2)]
+    return args, lambda a: OPS.decode_step(*a)
+
+
 def _argmax_token(g, d):
     return [_rand(g, (d["B"], d["V"]))], lambda a: OPS.argmax_token(*a)
 
@@ -223,7 +233,8 @@ BUILDERS: Dict[str, Callable] = {
     "int8_linear_tiled": _int8_linear_tiled, "int8_embedding_tiled": _int8_embedding_tiled,
     "tile_int8": _tile_int8, "tile_int8_": _tile_int8_in_place, "untile_int8": _untile_int8,
     "decode_attention": _decode_attention,
-    "decode_layers": _decode_layers, "speculative_accept": _speculative_accept,
+    "decode_layers": _decode_layers, "decode_step": _decode_step,
+    "speculative_accept": _speculative_accept,
     "argmax_token": _argmax_token, "shard": _shard, "shard_int4": _shard_int4,
 }
 

@@ -1,5 +1,6 @@
 """Shared fixtures: the default model is loaded once per session (a few seconds), and the
 Hugging Face peer on the same GGUF once for the parity tests."""
+import contextlib
 import sys
 from pathlib import Path
 
@@ -59,5 +60,21 @@ def tiny_model(seed=0, **overrides):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
-    fastdecode.fuse(model)  # as the loader does: decode steps run ops.decode_layers
+    fastdecode.fuse(model)  # as the loader does: decode steps run ops.decode_step
     return model.eval()
+
+
+@contextlib.contextmanager
+def fused_calls():
+    """Records the fused C++ calls models make inside the block: yields a list that fills
+    with ("step" or "layers", x.shape) per call of ops.decode_step (layers, final norm and
+    head) or ops.decode_layers (the layers alone), as fastdecode.fusion calls them."""
+    from fastdecode import fusion
+
+    seen, step, layers = [], fusion._decode_step, fusion._decode_layers
+    fusion._decode_step = lambda *a: seen.append(("step", tuple(a[0].shape))) or step(*a)
+    fusion._decode_layers = lambda *a: seen.append(("layers", tuple(a[0].shape))) or layers(*a)
+    try:
+        yield seen
+    finally:
+        fusion._decode_step, fusion._decode_layers = step, layers

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import fused_calls, tiny_model
 
 import fastdecode
 from fastdecode import fusion, ops
@@ -29,17 +29,12 @@ def _decode(model, ids, steps, fused):
 
 
 def _runs_fused(model, ids, monkeypatch=None):
-    """Whether a decode step of `model` (as it is) calls ops.decode_layers."""
-    seen = []
-    real = fusion._decode_layers  # the op the fused step calls
-    fusion._decode_layers = lambda *a: seen.append(1) or real(*a)
-    try:
+    """Whether a decode step of `model` (as it is) calls ops.decode_step or decode_layers."""
+    with fused_calls() as seen:
         with torch.no_grad():
             model.setup_caches(ids.shape[0], ids.shape[1] + 1)
             model(ids, torch.arange(ids.shape[1]))
             model(ids[:, -1:], torch.tensor([ids.shape[1]]))
-    finally:
-        fusion._decode_layers = real
     return bool(seen)
 
 

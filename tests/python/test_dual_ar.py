@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from reference import dual_ar as ref
+from conftest import fused_calls
 
 import fastdecode
 from fastdecode.compat.fish_speech import codebook_decode as cd
@@ -126,13 +127,10 @@ def test_slow_logits_and_naive_codebook_logits_equal_the_oracle():
 
 
 def test_fast_steps_run_the_fused_decode_step():
-    model, calls = dual_ar(), []
-    real = fastdecode.fusion._decode_layers  # the op the fused step calls
-    fastdecode.fusion._decode_layers = lambda *a: calls.append(a[0].shape[-1]) or real(*a)
-    try:
+    model = dual_ar()
+    with fused_calls() as seen:
         long_form.generate(model=model, prompt=prompt(), max_new_tokens=3, temperature=0)
-    finally:
-        fastdecode.fusion._decode_layers = real
+    calls = [shape[-1] for op, shape in seen if op == "step"]  # layers, norm and head fused
     assert 64 in calls and 48 in calls  # slow (dim 64) and fast (fast_dim 48) steps fused
 
 

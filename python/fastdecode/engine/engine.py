@@ -34,7 +34,6 @@ from typing import Deque, List, Optional
 import torch
 
 from ..decode_lock import decoding_here, take
-from .. import ops
 from ..detokenize import TextOutput
 from ..sampling import sample
 from .request import (ErrorEvent, FinishEvent, GenerationRequest, QueueFull, RequestHandle,
@@ -298,13 +297,14 @@ class Engine:
         rows = list(self._decoding)  # the step's row order (ending rows reorder _decoding)
         x = torch.tensor([[s.last_token] for s in rows], dtype=torch.int64, device=self.device)
         pos = torch.tensor([[s.fed] for s in rows], dtype=torch.int64, device=self.device)
-        logits = self.model(x, pos)[:, -1]  # [B, V]
+        logits, greedy = self.model.logits_and_greedy(x, pos)  # one C++ call when fused
+        logits, greedy = logits[:, -1], greedy[:, -1]  # [B, V], [B]
         self.steps += 1
         self.metrics.step(len(rows), self.max_batch)
         for s in rows:
             self.slots.tokens[s.row].append(s.last_token)
             s.fed += 1
-        tokens = self._draw_rows(rows, logits)
+        tokens = self._draw_rows(rows, logits, greedy)
         ended = []
         for i, (s, token) in enumerate(zip(rows, tokens)):
             reason = self._accept(s, token, logits[i], first=False)
@@ -320,19 +320,17 @@ class Engine:
         """One row's token, as a single decode draws it: its knobs, its generator."""
         return int(sample(logits[None], seq.history, **seq.knobs)[0])
 
-    def _draw_rows(self, rows: List[_Sequence], logits: torch.Tensor) -> List[int]:
-        """Greedy rows without a penalty: one argmax over them (each row's argmax is its
-        own: the first maximum, the token a one-hot at temperature 0 gives, without building
-        the one-hot); every other row drawn alone with its own generator."""
-        picked = [i for i, s in enumerate(rows) if s.argmax]
-        tokens = [0] * len(rows)
-        if picked:
-            scores = logits if len(picked) == len(rows) else logits[picked]
-            for i, t in zip(picked, ops.argmax_token(scores).view(-1).tolist()):
-                tokens[i] = t
+    def _draw_rows(self, rows: List[_Sequence], logits: torch.Tensor,
+                   greedy: torch.Tensor) -> List[int]:
+        """Greedy rows without a penalty take the step's greedy token (``greedy [B]``, each
+        row's first maximum: the token a one-hot at temperature 0 gives, without building
+        the one-hot); every other row is drawn alone with its own generator."""
+        tokens = greedy.tolist()
         for i, s in enumerate(rows):
             if not s.argmax:
                 tokens[i] = self._draw(s, logits[i])
+            elif tokens[i] < 0:  # as argmax_token refuses it
+                raise ValueError(f"the logits of row {i} contain NaN")
         return tokens
 
     # -- one token in, a request out ------------------------------------------------------
