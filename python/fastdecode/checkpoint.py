@@ -303,7 +303,8 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
     The model is in eval mode, on ``device``, with floating tensors in ``precision`` (the
     quantized scales stay fp32).
     """
-    from .quantize import cast_float_tensors, tile_int8_weights
+    from .huge_pages import place_weights
+    from .quantize import cast_float_tensors, has_float_linears, tile_int8_weights
 
     if not isinstance(precision, torch.dtype) or not precision.is_floating_point:
         raise ValueError(f"precision must be a floating torch.dtype, got {precision!r}")
@@ -332,6 +333,8 @@ def load(checkpoint: PathLike = "default", device: Union[str, torch.device] = "c
     model = cast_float_tensors(model.to(device), precision).eval()
     if torch.device(device).type == "cpu":  # the layout the CPU kernels stream
         tile_int8_weights(model)
+        if not has_float_linears(model):  # quantized weights on 2 MiB pages (huge_pages.py)
+            place_weights(model)
     fuse(model, warn=False)  # the decision: model.decode_path says which (and why not)
     return model, tokenizer
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from . import _C, ops
 from .fusion import FusionWatched, fuse, unfuse
+from .huge_pages import place_weights
 from .model import LinearKind
 from .gguf_file import BLOCK_BYTES
 
@@ -216,6 +217,7 @@ def quantize_model(model: nn.Module, mode: str, groupsize: Optional[int] = 32,
             new = WeightOnlyInt4Linear.from_float(linear, groupsize)
         replace_module(model, name, new.to(linear.weight.device))
     tile_int8_weights(model)
+    place_weights(model)  # the new weights on 2 MiB pages, as the loader places its own
     for t in fused:  # what was fused is fused again, over the quantized linears
         fuse(t)
     return model

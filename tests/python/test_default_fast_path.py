@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fused_calls
 
 import fastdecode
 from fastdecode import cli
@@ -81,19 +82,17 @@ def test_a_prompt_in_chunks_runs_the_head_once_for_its_last_position(gguf_defaul
     ids = torch.tensor([tok.encode(" ".join(["word"] * 70))])
     T = ids.shape[1]
     assert T > 2 * 32
-    rows = []
-    handle = model.output.register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[1]))
-    try:
-        with torch.no_grad():
-            model.setup_caches(1, T)
+    chunks = -(-T // 32)
+    with torch.no_grad():
+        model.setup_caches(1, T)
+        with fused_calls() as seen:  # the head runs inside ops.decode_step only
             last = model(ids, torch.arange(T), last_only=True)
-            assert rows == [1]
-            cache = model.layers[-1].attention.kv_cache.k_cache.clone()
-            rows.clear()
+        assert [op for op, _ in seen] == ["layers"] * (chunks - 1) + ["step"]
+        assert last.shape == (1, 1, model.config.vocab_size)
+        cache = model.layers[-1].attention.kv_cache.k_cache.clone()
+        with fused_calls() as seen:
             assert model(ids[:, :40], torch.arange(40), head=False) is None
-            assert rows == []
-            again = model(ids[:, 40:], torch.arange(40, T), last_only=True)
-    finally:
-        handle.remove()
+        assert [op for op, _ in seen] == ["layers", "layers"]
+        again = model(ids[:, 40:], torch.arange(40, T), last_only=True)
     assert torch.equal(model.layers[-1].attention.kv_cache.k_cache, cache)
     assert torch.equal(last, again)
