@@ -30,17 +30,18 @@ def read_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
 def weight_bytes_per_token(model: torch.nn.Module) -> int:
     """Bytes of weights one decode step reads: every linear's weight (and its scales), the
     norms, and the embedding table only when the output head is tied to it (the lookup
-    itself reads one row); each storage once."""
+    itself reads one row); each tensor's bytes once (by address: the weights of a model on
+    huge pages are views of one buffer, fastdecode.huge_pages)."""
     seen, total = set(), 0
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if not name.endswith((".weight", ".scales", ".scales_and_zeros")):
             continue  # the KV cache, RoPE tables, masks
-        ptr = t.untyped_storage().data_ptr()
+        ptr = t.data_ptr()
         if ptr in seen:
             continue
         if name.startswith("tok_embeddings."):
             head = getattr(getattr(model, "output", None), "weight", None)
-            if head is None or head.untyped_storage().data_ptr() != ptr:
+            if head is None or head.data_ptr() != ptr:
                 continue
         seen.add(ptr)
         total += t.numel() * t.element_size()
