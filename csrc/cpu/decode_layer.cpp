@@ -22,9 +22,8 @@ constexpr const char* kNames[kLinears] = {"wqkv", "wo", "w1", "w3", "w2"};
 
 // One layer's five linears: kinds / groupsizes [5] (wqkv, wo, w1, w3, w2), their tensors
 // from weights[*next] on; *next advances past them. LinearArgs point into `weights`.
-LayerLinears split_weights(const char* op, const std::vector<at::Tensor>& weights,
-                                      size_t* next, const int64_t* kinds,
-                                      const int64_t* groupsizes) {
+LayerLinears split_weights(const char* op, const std::vector<at::Tensor>& weights, size_t* next,
+                           const int64_t* kinds, const int64_t* groupsizes) {
   LayerLinears out(kLinears);
   for (int64_t i = 0; i < kLinears; ++i) {
     TORCH_CHECK_VALUE(kinds[i] >= kFloat32 && kinds[i] <= kInt4, op, ": kinds[", i, "] (",
@@ -67,12 +66,11 @@ std::tuple<at::Tensor, at::Tensor> apply_pair(const LinearArgs& a, const LinearA
 // Every argument of one layer checked as decode_layer checks it, before any work: the five
 // linears (shapes chained E -> hidden -> E) and both norms. decode_attention checks the
 // caches, positions and rotations itself, before its cache write.
-LayerLinears check_layer(const char* op, const at::Tensor& x,
-                                    const at::Tensor& attention_norm, const at::Tensor& ffn_norm,
-                                    double eps, const std::vector<at::Tensor>& weights,
-                                    size_t* next, const int64_t* kinds,
-                                    const int64_t* groupsizes, const at::Tensor& k_cache,
-                                    int64_t n_head) {
+LayerLinears check_layer(const char* op, const at::Tensor& x, const at::Tensor& attention_norm,
+                         const at::Tensor& ffn_norm, double eps,
+                         const std::vector<at::Tensor>& weights, size_t* next,
+                         const int64_t* kinds, const int64_t* groupsizes,
+                         const at::Tensor& k_cache, int64_t n_head) {
   check_rms_norm_args(op, x, attention_norm, eps);
   check_rms_norm_args(op, x, ffn_norm, eps);
   LayerLinears l = split_weights(op, weights, next, kinds, groupsizes);
