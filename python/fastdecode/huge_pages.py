@@ -124,7 +124,7 @@ def _move(libc, t: torch.Tensor, dst: torch.Tensor, release: bool) -> None:
     pages of t already copied are given back at once (MADV_DONTNEED; t is dropped after its
     move and nothing else reads it), so a large tensor is never held twice (the load's
     peak memory)."""
-    src = t.view(-1).view(torch.uint8) if t.dim() else t.view(1).view(torch.uint8)
+    src = t.view(-1).view(torch.uint8)
     base = src.data_ptr()
     for begin in range(0, src.numel(), HUGE_PAGE):
         end = min(begin + HUGE_PAGE, src.numel())

@@ -356,15 +356,21 @@ class Transformer(FusionWatched, nn.Module):
         return self.forward_embeddings(self.tok_embeddings(idx), input_pos, last_only,
                                        head=head)[0]
 
+    def _fused_step(self, x: torch.Tensor):
+        """The fused step (fastdecode.fusion.FusedStep) activations ``x`` may take: the
+        model's, for fp32 activations on the CPU; else None."""
+        fused = self.__dict__.get("_fused")
+        ok = fused is not None and x.dtype == torch.float32 and x.device.type == "cpu"
+        return fused if ok else None
+
     def logits_and_greedy(self, idx: torch.Tensor, input_pos: torch.Tensor
                           ) -> Tuple[torch.Tensor, torch.Tensor]:
         """A decode step's logits ``[B, S, V]`` (as ``forward``) and each position's greedy
         token, int32 ``[B, S]``: the first maximum of its logits, -1 where they hold NaN. A
         fused model computes both in its one C++ call (``ops.decode_step``)."""
         x = self.tok_embeddings(idx)
-        fused = self.__dict__.get("_fused")
+        fused = self._fused_step(x)
         if (fused is not None and fused.head is not None and self.freqs_cis is not None
-                and x.dtype == torch.float32 and x.device.type == "cpu"
                 and x.shape[1] <= fused.positions):
             logits, _, tokens = fused.step(x, input_pos, self.rope_table, False)
             return logits, tokens
@@ -408,9 +414,7 @@ class Transformer(FusionWatched, nn.Module):
         if self.freqs_cis is None:
             raise RuntimeError("call model.setup_caches(max_batch_size, max_seq_length) first")
         seqlen = x.shape[1]
-        fused = self.__dict__.get("_fused")
-        if fused is not None and (x.dtype != torch.float32 or x.device.type != "cpu"):
-            fused = None
+        fused = self._fused_step(x)
         if fused is not None and fused.reads_prompts and seqlen > fused.positions:
             # a prompt in fused calls of fused.positions: for quantized linears the integer
             # GEMV beats dequantise-then-GEMM at every prompt length (docs/benchmarks.md)
