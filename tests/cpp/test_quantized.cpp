@@ -11,18 +11,10 @@
 #include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
 #include "kernels/quantize.h"
+#include "quantized_weights.h"
 
 using namespace fastdecode::kernels;
 
-namespace {
-std::vector<float> normal(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-}  // namespace
 
 TEST_CASE("int8 quantizer is symmetric and within half a step", "[quant]") {
   const auto w = normal(300, 1);
@@ -53,34 +45,7 @@ TEST_CASE("int4 quantizer packs GGML nibble order and bounds the error", "[quant
   CHECK((packed[0] >> 4) == unpack_int4(packed.data(), 16));
 }
 
-// Row-major int4 values of a tiled weight, and the reference sums of the GEMV path:
-// activations rounded to 8-bit integers per 32-block, exact integer dot products, fp32
-// scales.
 namespace {
-struct Int4Weight {
-  std::vector<uint8_t> packed;
-  std::vector<float> sz;
-};
-
-Int4Weight quantize_int4_tiled(const std::vector<float>& w, int64_t N, int64_t K, int64_t G) {
-  std::vector<uint8_t> rows(N * K / 2);
-  std::vector<float> rows_sz(N * (K / G) * 2);
-  for (int64_t n = 0; n < N; ++n) {
-    quantize_int4_row(w.data() + n * K, K, G, rows.data() + n * K / 2,
-                      rows_sz.data() + n * (K / G) * 2);
-  }
-  Int4Weight out{std::vector<uint8_t>(rows.size()), std::vector<float>(rows_sz.size())};
-  std::vector<uint32_t> words(rows.size() / 4), tiled(rows.size() / 4);
-  std::memcpy(words.data(), rows.data(), rows.size());
-  tile_words(words.data(), N, K / 8, tiled.data());
-  std::memcpy(out.packed.data(), tiled.data(), rows.size());
-  std::vector<uint32_t> sz_words(rows_sz.size()), sz_tiled(rows_sz.size());
-  std::memcpy(sz_words.data(), rows_sz.data(), rows_sz.size() * 4);
-  tile_words(sz_words.data(), N, (K / G) * 2, sz_tiled.data());
-  std::memcpy(out.sz.data(), sz_tiled.data(), rows_sz.size() * 4);
-  return out;
-}
-
 // sum_k |w_hat[k]| * step(k) / 2 for one output: the activation rounding's error bound.
 double rounding_bound(const std::vector<float>& xscale, int64_t m, int64_t K,
                       const std::vector<double>& w_hat_abs) {
