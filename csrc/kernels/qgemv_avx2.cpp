@@ -7,9 +7,10 @@
 //   int4: the tiled layout's lanes are output rows (8 of a tile's 16 per register); each
 //   row's word holds 4 low and 4 high nibbles, which vpmaddubsw multiplies with a broadcast
 //   quad of activation bytes into two 16-bit sums per lane; a block's sums stay in 16 bits
-//   (at most 4 * 2 * 2 * 15 * 127 = 30480) until one vpmaddwd by ones widens them. Blocks
-//   of 4 activation rows take a whole tile at a time (each broadcast feeds 16 rows), the
-//   others half a tile; both round every row the same way.
+//   (at most 4 * 2 * 2 * 15 * 127 = 30480) until one vpmaddwd by ones widens them.
+//   Tiled int8 and int4: blocks of 2 (int8) or 4 (int4) activation rows take a whole tile at
+//   a time (each broadcast feeds 16 rows), the other rows half a tile; both round every row
+//   the same way.
 #include "kernels/qgemv.h"
 
 #if FASTDECODE_X86_CLONES
@@ -185,7 +186,9 @@ FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
 // apart: each block's widened integer sums go to an L1 scratch, and per chunk of
 // kTileChunkBlocks blocks a second loop scales them into the rows' accumulators. On Zen 4
 // at 8 rows, weights in L2: 25.5 products a cycle against the half tiles' 19.5.
-constexpr int64_t kTileChunkBlocks = 8;  // a multiple of every group's block count (<= 8)
+// blocks per chunk: a multiple of every int4 group's block count (<= 8); an int8 channel's
+// group (G == K) may span chunks
+constexpr int64_t kTileChunkBlocks = 8;
 
 template <bool kOneBlock>
 FASTDECODE_AVX2 void int4_full_tile(const QuantizedActivations& a, int64_t m0,
@@ -341,6 +344,119 @@ FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
   for (int m = 0; m < MB; ++m) _mm256_maskstore_ps(y + (m0 + m) * ldy + n, valid, acc[m]);
 }
 
+// int8, a whole 16-row tile against 2 activation rows [m0, m0 + 2): int8_half_tile's
+// arithmetic for each half, bit for bit, with each broadcast quad feeding 16 rows; the 16-bit
+// sums (low and high nibbles, two halves, two rows) take 8 registers, so the float part runs
+// apart as in int4_full_tile. On Zen 4 at 8 rows, weights in L2: 12.5 against 11.1
+// products a cycle.
+template <bool kOneBlock>
+FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, int64_t m0,
+                                    const int32_t* bsum, const uint8_t* words, const float* st,
+                                    int64_t G, float* y, int64_t ldy, int64_t n, bool prefetch) {
+  constexpr int MB = 2, kRows = static_cast<int>(kInt4TileRows);
+  const int64_t K = a.K, blocks = K / kActBlock;
+  const int64_t blocks_per_group = kOneBlock ? 1 : G / kActBlock;  // G == K: per channel
+  alignas(32) int32_t dots[kTileChunkBlocks][MB][kRows];
+  // a group may span chunks (per channel): its partial sum waits here with the total's
+  alignas(32) float acc_between_chunks[MB][kRows], gacc_between_chunks[MB][kRows];
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1), sixteens = _mm256_set1_epi16(16);
+  for (int64_t c0 = 0; c0 < blocks; c0 += kTileChunkBlocks) {
+    const int64_t c1 = std::min(blocks, c0 + kTileChunkBlocks);
+    for (int64_t b = c0; b < c1; ++b) {
+      __m256i lo16[MB][2], hi16[MB][2];
+      for (int m = 0; m < MB; ++m) {
+        for (int h = 0; h < 2; ++h) lo16[m][h] = hi16[m][h] = _mm256_setzero_si256();
+      }
+      for (int64_t j = 0; j < 8; ++j) {
+        const uint8_t* wp = words + (b * 8 + j) * kRows * 4;
+        if (prefetch) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
+        }
+        __m256i lo[2], hi[2];
+        for (int h = 0; h < 2; ++h) {
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 32 * h));
+          lo[h] = _mm256_and_si256(w, nibble);
+          hi[h] = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+        }
+        for (int m = 0; m < MB; ++m) {
+          int32_t quad;
+          std::memcpy(&quad, a.q + (m0 + m) * K + b * kActBlock + 4 * j, 4);
+          const __m256i x = _mm256_set1_epi32(quad);
+          for (int h = 0; h < 2; ++h) {
+            lo16[m][h] = _mm256_add_epi16(lo16[m][h], _mm256_maddubs_epi16(lo[h], x));
+            hi16[m][h] = _mm256_add_epi16(hi16[m][h], _mm256_maddubs_epi16(hi[h], x));
+          }
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        const __m256i offset = _mm256_set1_epi32(128 * bsum[(m0 + m) * blocks + b]);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(lo16[m][h], ones),
+                                               _mm256_madd_epi16(hi16[m][h], sixteens));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(&dots[b - c0][m][8 * h]),
+                             _mm256_sub_epi32(dot, offset));
+        }
+      }
+    }
+    if (prefetch) {  // this chunk's scales, as int8_half_tile
+      for (int64_t g = c0 / blocks_per_group; g <= (c1 - 1) / blocks_per_group; ++g) {
+        _mm_prefetch(reinterpret_cast<const char*>(st + g * kRows) + kPrefetchBytes / 8,
+                     _MM_HINT_T0);
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      __m256 acc[MB], gacc[MB];
+      for (int m = 0; m < MB; ++m) {
+        const bool first = c0 == 0;
+        acc[m] = first ? _mm256_setzero_ps() : _mm256_load_ps(&acc_between_chunks[m][8 * h]);
+        gacc[m] = first ? _mm256_setzero_ps() : _mm256_load_ps(&gacc_between_chunks[m][8 * h]);
+      }
+      for (int64_t b = c0; b < c1; ++b) {
+        for (int m = 0; m < MB; ++m) {
+          const __m256 dot = _mm256_cvtepi32_ps(
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(&dots[b - c0][m][8 * h])));
+          const __m256 xs = _mm256_set1_ps(a.scale[(m0 + m) * blocks + b]);
+          gacc[m] = kOneBlock ? _mm256_mul_ps(dot, xs) : _mm256_fmadd_ps(dot, xs, gacc[m]);
+        }
+        if ((b + 1) % blocks_per_group == 0) {  // the group's last block
+          const __m256 scale = _mm256_loadu_ps(st + (b / blocks_per_group) * kRows + 8 * h);
+          for (int m = 0; m < MB; ++m) {
+            acc[m] = _mm256_fmadd_ps(scale, gacc[m], acc[m]);
+            gacc[m] = _mm256_setzero_ps();
+          }
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        if (c1 == blocks) {
+          _mm256_storeu_ps(y + (m0 + m) * ldy + n + 8 * h, acc[m]);
+        } else {
+          _mm256_store_ps(&acc_between_chunks[m][8 * h], acc[m]);
+          _mm256_store_ps(&gacc_between_chunks[m][8 * h], gacc[m]);
+        }
+      }
+    }
+  }
+}
+
+// One weight tile (`rows` <= 16 of them) against every activation row: blocks of kFullRows
+// rows through full(m0, prefetch) where the tile is whole, the rows left through
+// half(h, m0, mb, one_block, prefetch) on each 8-row half (for_row_blocks). Only the first
+// block of rows streams the weights (prefetch); the others find them in L1.
+template <int kFullRows, typename Full, typename Half>
+FASTDECODE_AVX2 void tile_by_row_blocks(int64_t M, int64_t rows, bool one_block,
+                                        const Full& full, const Half& half) {
+  int64_t m_done = 0;
+  if (rows == kInt4TileRows) {
+    for (; m_done + kFullRows <= M; m_done += kFullRows) full(m_done, m_done == 0);
+  }
+  for (int64_t h = 0; h * 8 < rows; ++h) {
+    for_row_blocks<4>(M - m_done, one_block, [&](int64_t m0, auto mb, auto ob) {
+      half(h, m_done + m0, mb, ob, m_done + m0 == 0);
+    });
+  }
+}
+
 }  // namespace
 
 FASTDECODE_AVX2 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q,
@@ -362,35 +478,26 @@ FASTDECODE_AVX2 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t*
 FASTDECODE_AVX2 void int4_gemv_avx2(const QuantizedActivations& a, const float* xsum,
                                     const uint8_t* packed, const float* sz, int64_t N, int64_t G,
                                     int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
-  // a tile's (half) at a time for every block of activation rows: its words stay in L1
-  // between the blocks
+  // a tile at a time for every block of activation rows: its words stay in L1 between them
   const int64_t words = a.K / 8, groups = a.K / G;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const uint8_t* pt = packed + n0 * words * 4;
     const float* st = sz + n0 * groups * 2;
-    int64_t m_done = 0;  // a full tile: blocks of 4 rows take int4_full_tile
-    if (r == kInt4TileRows) {
-      for (; m_done + 4 <= a.M; m_done += 4) {
-        if (G == kActBlock) {
-          int4_full_tile<true>(a, m_done, xsum, pt, st, G, y, ldy, n0, m_done == 0);
-        } else {
-          int4_full_tile<false>(a, m_done, xsum, pt, st, G, y, ldy, n0, m_done == 0);
-        }
-      }
-    }
-    const QuantizedActivations rest{a.q + m_done * a.K, a.scale + m_done * (a.K / kActBlock),
-                                    a.M - m_done, a.K};
-    const float* rest_xsum = xsum + m_done * groups * 2;
-    float* rest_y = y + m_done * ldy;
-    for (int64_t h = 0; h * 8 < r; ++h) {
-      const int64_t rows = std::min<int64_t>(8, r - 8 * h);
-      for_row_blocks<4>(rest.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
-        int4_half_tile<mb.value, one_block.value>(rest, m0, rest_xsum, pt + 8 * h * 4,
-                                                  st + 8 * h, r, rows, G, rest_y, ldy,
-                                                  n0 + 8 * h, m0 == 0 && m_done == 0);
-      });
-    }
+    tile_by_row_blocks<4>(
+        a.M, r, G == kActBlock,
+        [&](int64_t m0, bool prefetch) {
+          if (G == kActBlock) {
+            int4_full_tile<true>(a, m0, xsum, pt, st, G, y, ldy, n0, prefetch);
+          } else {
+            int4_full_tile<false>(a, m0, xsum, pt, st, G, y, ldy, n0, prefetch);
+          }
+        },
+        [&](int64_t h, int64_t m0, auto mb, auto one_block, bool prefetch) {
+          const int64_t rows = std::min<int64_t>(8, r - 8 * h);
+          int4_half_tile<mb.value, one_block.value>(a, m0, xsum, pt + 8 * h * 4, st + 8 * h, r,
+                                                    rows, G, y, ldy, n0 + 8 * h, prefetch);
+        });
   }
 }
 
@@ -398,19 +505,26 @@ FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const i
                                           const uint8_t* packed, const float* scales, int64_t N,
                                           int64_t G, int64_t t_begin, int64_t t_end, float* y,
                                           int64_t ldy) {
-  // as int4_gemv_avx2: a tile's half at a time for every block of activation rows
+  // as int4_gemv_avx2, whole tiles for blocks of 2 rows
   const int64_t K = a.K, groups = K / G;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const uint8_t* pt = packed + n0 * K;
     const float* st = scales + n0 * groups;
-    for (int64_t h = 0; h * 8 < r; ++h) {
-      const int64_t rows = std::min<int64_t>(8, r - 8 * h);
-      for_row_blocks<4>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
-        int8_half_tile<mb.value, one_block.value>(a, m0, bsum, pt + 8 * h * 4, st + 8 * h, r,
-                                                  rows, G, y, ldy, n0 + 8 * h, m0 == 0);
-      });
-    }
+    tile_by_row_blocks<2>(
+        a.M, r, G == kActBlock,
+        [&](int64_t m0, bool prefetch) {
+          if (G == kActBlock) {
+            int8_full_tile<true>(a, m0, bsum, pt, st, G, y, ldy, n0, prefetch);
+          } else {
+            int8_full_tile<false>(a, m0, bsum, pt, st, G, y, ldy, n0, prefetch);
+          }
+        },
+        [&](int64_t h, int64_t m0, auto mb, auto one_block, bool prefetch) {
+          const int64_t rows = std::min<int64_t>(8, r - 8 * h);
+          int8_half_tile<mb.value, one_block.value>(a, m0, bsum, pt + 8 * h * 4, st + 8 * h, r,
+                                                    rows, G, y, ldy, n0 + 8 * h, prefetch);
+        });
   }
 }
 

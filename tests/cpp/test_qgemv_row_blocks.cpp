@@ -8,6 +8,7 @@
 #include <functional>
 #include <vector>
 
+#include "kernels/int4_layout.h"
 #include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
 #include "quantized_weights.h"
@@ -43,12 +44,14 @@ Activations quantize_rows(const std::vector<float>& x, int64_t m0, int64_t M, in
 
 TEST_CASE("quantized GEMVs: every row of a batched call equals that row alone, bit for bit",
           "[qgemv]") {
-  // K = 512: 16 blocks, two of the AVX2 tile kernel's 8-block chunks; N = 37: two whole
-  // tiles and a partial one; M up to 13: blocks of 8 / 4, then 2 and 1 rows.
+  // K = 512: 16 blocks, two of the AVX2 whole-tile kernels' 8-block chunks (int8 per
+  // channel, G = K, carries its group's sum across them); N = 37: two whole tiles and a
+  // partial one; M up to 13: blocks of 8 / 4 / 2, then 1 row.
   const int64_t K = 512, N = 37, tiles = (N + 15) / 16, max_rows = 13;
   const auto x = normal(max_rows * K, 21), w = normal(N * K, 22);
-  for (int64_t G : {32, 64, 256}) {
-    const Int4Weight w4 = quantize_int4_tiled(w, N, K, G);
+  for (int64_t G : {32, 64, 256, 512}) {
+    const bool int4_groups = is_int4_groupsize(G);  // int8 also per channel (G == K)
+    const Int4Weight w4 = quantize_int4_tiled(w, N, K, int4_groups ? G : 32);
     std::vector<int8_t> q8(N * K);
     std::vector<float> s8(N * (K / G));
     for (int64_t n = 0; n < N; ++n) {
@@ -85,13 +88,15 @@ TEST_CASE("quantized GEMVs: every row of a batched call equals that row alone, b
         }
       }
     };
-    rows_alone_equal_batch("int4 dispatched", int4(int4_gemv));
-    rows_alone_equal_batch("int4 portable", int4(int4_gemv_portable));
+    if (int4_groups) {
+      rows_alone_equal_batch("int4 dispatched", int4(int4_gemv));
+      rows_alone_equal_batch("int4 portable", int4(int4_gemv_portable));
+    }
     rows_alone_equal_batch("int8 dispatched", int8(int8_tiled_gemv));
     rows_alone_equal_batch("int8 portable", int8(int8_tiled_gemv_portable));
 #if FASTDECODE_X86_CLONES
     if (qgemv_avx2_available()) {
-      rows_alone_equal_batch("int4 avx2", int4(int4_gemv_avx2));
+      if (int4_groups) rows_alone_equal_batch("int4 avx2", int4(int4_gemv_avx2));
       rows_alone_equal_batch("int8 avx2", int8(int8_tiled_gemv_avx2));
     }
 #endif
