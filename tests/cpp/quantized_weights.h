@@ -1,5 +1,5 @@
-// Test inputs shared by the quantized-GEMV tests: normal samples and an int4 weight in the
-// kernels' tiled layout, quantized per group by quantize_int4_row.
+// Test inputs shared by the quantized-GEMV tests: normal samples, int8 weights quantized per
+// group (row-major) and int4 weights in the kernels' tiled layout.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,24 @@ inline std::vector<float> normal(size_t n, uint32_t seed) {
   std::vector<float> v(n);
   for (auto& x : v) x = d(rng);
   return v;
+}
+
+// q: [N, K] row-major, scales: [N, K / G] (G == K: per channel), by quantize_int8_row.
+struct Int8Weight {
+  std::vector<int8_t> q;
+  std::vector<float> scales;
+};
+
+inline Int8Weight quantize_int8_grouped(const std::vector<float>& w, int64_t N, int64_t K,
+                                        int64_t G) {
+  Int8Weight out{std::vector<int8_t>(N * K), std::vector<float>(N * (K / G))};
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t g = 0; g < K / G; ++g) {
+      out.scales[n * (K / G) + g] = quantize_int8_row(w.data() + n * K + g * G, G,
+                                                      out.q.data() + n * K + g * G);
+    }
+  }
+  return out;
 }
 
 // packed: [N, K / 2] tiled words; sz: [N, K / G, 2] tiled scales and zeros.

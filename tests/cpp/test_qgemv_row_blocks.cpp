@@ -52,17 +52,10 @@ TEST_CASE("quantized GEMVs: every row of a batched call equals that row alone, b
   for (int64_t G : {32, 64, 256, 512}) {
     const bool int4_groups = is_int4_groupsize(G);  // int8 also per channel (G == K)
     const Int4Weight w4 = quantize_int4_tiled(w, N, K, int4_groups ? G : 32);
-    std::vector<int8_t> q8(N * K);
-    std::vector<float> s8(N * (K / G));
-    for (int64_t n = 0; n < N; ++n) {
-      for (int64_t g = 0; g < K / G; ++g) {
-        s8[n * (K / G) + g] = quantize_int8_row(w.data() + n * K + g * G, G,
-                                                q8.data() + n * K + g * G);
-      }
-    }
+    const Int8Weight w8 = quantize_int8_grouped(w, N, K, G);
     std::vector<uint8_t> p8(N * K);
-    std::vector<float> t8(s8.size());
-    tile_int8(q8.data(), s8.data(), N, K, G, p8.data(), t8.data());
+    std::vector<float> t8(w8.scales.size());
+    tile_int8(w8.q.data(), w8.scales.data(), N, K, G, p8.data(), t8.data());
 
     const auto int4 = [&](auto kernel) {
       return [&, kernel](const Activations& r, float* y) {

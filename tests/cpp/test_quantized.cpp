@@ -176,14 +176,8 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
           REQUIRE(std::fabs(xsum[2 * g + 1] - s_hat) <= 1e-5 * (1 + std::fabs(s_hat)));
         }
 
-        std::vector<int8_t> q(N * K);
-        std::vector<float> scales(N * (K / G)), y8(M * N), y8p(M * N);
-        for (int64_t n = 0; n < N; ++n) {
-          for (int64_t g = 0; g < K / G; ++g) {
-            scales[n * (K / G) + g] = quantize_int8_row(w.data() + n * K + g * G, G,
-                                                        q.data() + n * K + g * G);
-          }
-        }
+        const auto [q, scales] = quantize_int8_grouped(w, N, K, G);
+        std::vector<float> y8(M * N), y8p(M * N);
         int8_gemv(a, q.data(), scales.data(), K, G, 0, N, y8.data(), N);
         int8_gemv_portable(a, q.data(), scales.data(), K, G, 0, N, y8p.data(), N);
         std::vector<float> y8a = y8p;  // the AVX2 kernel, also where VNNI is dispatched
@@ -270,14 +264,7 @@ TEST_CASE("int8 tiled layout: round trip, dequantisation and the GEMV on every p
     for (int64_t G : std::vector<int64_t>{32, K % 64 == 0 ? 64 : 32, K}) {
       for (int64_t N : {1, 5, 16, 37}) {
         const auto w = normal(N * K, 7);
-        std::vector<int8_t> q(N * K);
-        std::vector<float> scales(N * (K / G));
-        for (int64_t n = 0; n < N; ++n) {
-          for (int64_t g = 0; g < K / G; ++g) {
-            scales[n * (K / G) + g] = quantize_int8_row(w.data() + n * K + g * G, G,
-                                                        q.data() + n * K + g * G);
-          }
-        }
+        auto [q, scales] = quantize_int8_grouped(w, N, K, G);
         q[0] = -128;  // the full int8 range, which the sign trick of vpmaddubsw could not take
         std::vector<uint8_t> packed(N * K);
         std::vector<float> tiled_scales(scales.size()), back_scales(scales.size());
