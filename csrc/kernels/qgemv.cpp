@@ -216,6 +216,14 @@ bool qgemv_vnni_available() {
   return selected_isa() == Isa::avx512 && cpu_has_avx512_vnni();
 }
 
+bool qgemv_avx2_available() {
+#if FASTDECODE_X86_CLONES
+  return selected_isa() == Isa::avx2 || selected_isa() == Isa::avx512;
+#else
+  return false;
+#endif
+}
+
 void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scales, int64_t K,
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
 #if FASTDECODE_X86_CLONES

@@ -22,8 +22,8 @@
 // earlier choice, cost two int4 products per weight byte.
 //
 // A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them,
-// else the AVX2 kernels (qgemv_avx2.cpp) where it has AVX2 and FMA, and the portable ones
-// otherwise; all compute the same integer dot products per block.
+// else the AVX2 kernels (qgemv_avx2_int4.cpp, qgemv_avx2_int8.cpp) where it has AVX2 and
+// FMA, and the portable ones otherwise; all compute the same integer dot products per block.
 #pragma once
 
 #include <cstdint>
