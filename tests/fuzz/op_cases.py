@@ -277,7 +277,8 @@ def _alias(args: List[Any], i: int, pick: int) -> None:
     """args[i] (a tensor, or an entry of a tensor list) becomes another tensor of the same
     shape among the arguments, when there is one."""
     a = args[i]
-    if isinstance(a, list) and a and isinstance(a[0], torch.Tensor):
+    # (an entry an earlier mutation made None stays as it is)
+    if isinstance(a, list) and a and isinstance(a[pick % len(a)], torch.Tensor):
         j = pick % len(a)
         same = [t for t in a if isinstance(t, torch.Tensor) and t is not a[j]
                 and t.shape == a[j].shape]
