@@ -20,18 +20,22 @@ of load, the load's peak memory unchanged) and ``quantize_model`` the weights it
 float model's are left where they are: the default's 538 MB took 0.9 s more to load here
 (the kernel assembling free 2 MiB pages), past the 1 s cold-start budget; ``place_weights``
 does it on request.
+
+``zeros_on_huge_pages`` gives ``setup_caches(..., huge_pages=True)`` (the serving engine's
+call) the KV caches on 2 MiB pages the same way.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import sys
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ["place_weights", "huge_pages_on_request", "huge_page_bytes"]
+__all__ = ["place_weights", "zeros_on_huge_pages", "huge_pages_on_request", "huge_page_bytes"]
 
 HUGE_PAGE = 2 << 20       # bytes
 MIN_BYTES = 64 << 10      # smaller tensors stay where they are (norms, biases)
@@ -135,6 +139,42 @@ def _move(libc, t: torch.Tensor, dst: torch.Tensor, release: bool) -> None:
             libc.madvise(lo, hi - lo, _MADV_DONTNEED)
 
 
+def _advised_buffer(libc, nbytes: int) -> Optional[Tuple[torch.Tensor, int]]:
+    """(buffer, start): an untouched uint8 buffer whose bytes from ``start`` (2 MiB aligned)
+    on hold ``nbytes``, advised for huge pages before any page exists; None where madvise
+    refuses."""
+    total = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    buffer = torch.empty(total + HUGE_PAGE, dtype=torch.uint8)  # untouched: no page yet
+    start = -buffer.data_ptr() % HUGE_PAGE
+    if libc.madvise(buffer.data_ptr() + start, total, _MADV_HUGEPAGE) != 0:
+        return None
+    return buffer, start
+
+
+def zeros_on_huge_pages(shapes: List[Tuple[int, ...]], dtype: torch.dtype
+                        ) -> Optional[List[torch.Tensor]]:
+    """Zeroed CPU tensors of ``shapes`` in one buffer on 2 MiB pages (each starting on a
+    cache line), or None where the system gives no huge pages on request (then allocate as
+    usual). ``setup_caches(..., huge_pages=True)`` (the serving engine's) puts the KV caches
+    here: a batched decode step reads each row's keys and values, tens of MB a step, in runs
+    of a few KiB, one page-table walk per 4 KiB page otherwise (docs/benchmarks.md, session
+    14). Zeroing them assembles the pages: ~0.55 s for the engine's 377 MB here."""
+    if not huge_pages_on_request():
+        return None
+    item = torch.empty((), dtype=dtype).element_size()
+    sizes = [-(-math.prod(shape) * item // _ALIGN) * _ALIGN for shape in shapes]
+    advised = _advised_buffer(_libc(), sum(sizes))
+    if advised is None:
+        return None
+    buffer, offset = advised
+    out = []
+    for shape, size in zip(shapes, sizes):
+        nbytes = math.prod(shape) * item
+        out.append(buffer[offset:offset + nbytes].view(dtype).view(shape).zero_())
+        offset += size
+    return out
+
+
 @torch.no_grad()
 def place_weights(model: nn.Module) -> int:
     """Move ``model``'s large weights onto 2 MiB pages (module docstring); returns the bytes
@@ -146,12 +186,11 @@ def place_weights(model: nn.Module) -> int:
     if not tensors:
         return 0
     sizes = [-(-t.numel() * t.element_size() // _ALIGN) * _ALIGN for t, _ in tensors]
-    total = -(-sum(sizes) // HUGE_PAGE) * HUGE_PAGE
-    buffer = torch.empty(total + HUGE_PAGE, dtype=torch.uint8)  # untouched: no page yet
-    start = -buffer.data_ptr() % HUGE_PAGE
     libc = _libc()
-    if libc.madvise(buffer.data_ptr() + start, total, _MADV_HUGEPAGE) != 0:
+    advised = _advised_buffer(libc, sum(sizes))
+    if advised is None:
         return 0
+    buffer, start = advised
     trim = getattr(libc, "malloc_trim", None)  # glibc: freed heap pages back to the system
     if trim is not None:
         trim(0)  # what the load freed goes back before the buffer's pages come

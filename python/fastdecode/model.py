@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from . import ops
 from .config import ModelArgs, find_multiple  # noqa: F401 (re-exported)
 from .fusion import FUSED_MAX_POSITIONS, FusionWatched
+from .huge_pages import zeros_on_huge_pages
 from .op_args import LinearKind  # noqa: F401 (re-exported: fastdecode.model.LinearKind)
 
 __all__ = ["ModelArgs", "KVCache", "Transformer", "find_multiple", "empty_weights",
@@ -103,11 +104,16 @@ class KVCache(nn.Module):
     """Static cache ``[B, Hkv, L, D]`` for keys and values, written in place."""
 
     def __init__(self, max_batch_size: int, max_seq_length: int, n_heads: int, head_dim: int,
-                 dtype=torch.float32):
+                 dtype=torch.float32, storage: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        """storage: zeroed (keys, values) of the cache's shape and dtype to use (the model's
+        caches on huge pages, ``setup_caches``); new tensors otherwise."""
         super().__init__()
         shape = (max_batch_size, n_heads, max_seq_length, head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        k, v = storage if storage is not None else (torch.zeros(shape, dtype=dtype),
+                                                    torch.zeros(shape, dtype=dtype))
+        assert k.shape == v.shape == shape and k.dtype == v.dtype == dtype
+        self.register_buffer("k_cache", k, persistent=False)
+        self.register_buffer("v_cache", v, persistent=False)
 
     def rows(self, start: int, stop: int) -> "KVCache":
         """A cache over rows ``[start, stop)`` of this one: views, so writes land here (the
@@ -295,11 +301,17 @@ class Transformer(FusionWatched, nn.Module):
             from .fusion import fuse
             fuse(self)
 
-    def setup_caches(self, max_batch_size: int, max_seq_length: int) -> None:
+    def setup_caches(self, max_batch_size: int, max_seq_length: int, *,
+                     huge_pages: bool = False) -> None:
         """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
 
         Re-allocates only when a larger batch or a different length is asked for; the caches
         live on the device and in the dtype of the embedding table (the activation dtype).
+        huge_pages: CPU caches in one buffer on 2 MiB pages where the system gives them on
+        request (``huge_pages.zeros_on_huge_pages``): a batched step reads them faster, but
+        the kernel takes ~1.5 s a GB to assemble the pages, so the serving engine asks for
+        it (one allocation at start) and ``generate``, which sizes the caches per call,
+        does not.
         """
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
@@ -315,10 +327,16 @@ class Transformer(FusionWatched, nn.Module):
             layer.attention.kv_cache = None
         self.max_seq_length = max_seq_length
         self.max_batch_size = max_batch_size
-        for layer in self.layers:
+        shapes = [(max_batch_size, layer.attention.n_local_heads, max_seq_length,
+                   layer.attention.head_dim) for layer in self.layers]
+        # on the CPU, all of them in one buffer on 2 MiB pages where the system gives them
+        placed = (zeros_on_huge_pages([s for s in shapes for _ in "kv"], dtype)
+                  if huge_pages and device.type == "cpu" else None)
+        for i, layer in enumerate(self.layers):
             att = layer.attention  # its own head counts: tensor parallelism keeps a part
+            storage = None if placed is None else (placed[2 * i], placed[2 * i + 1])
             att.kv_cache = KVCache(max_batch_size, max_seq_length, att.n_local_heads,
-                                   att.head_dim, dtype).to(device)
+                                   att.head_dim, dtype, storage).to(device)
         # rotations for the cache's positions only: a config may allow far more (2^31)
         self.freqs_cis = precompute_freqs_cis(max_seq_length, self.config.head_dim,
                                               self.config.rope_base).to(device)

@@ -101,6 +101,41 @@ def test_a_chat_turn_reuses_the_cached_prefix(served):
     assert c.finish.cached_tokens == 0 and c.text == b.text
 
 
+def test_requests_sharing_a_prompt_copy_a_running_rows_prefix(served):
+    """Four requests with one prompt (greedy and seeded), waiting together on an empty
+    cache: the first is prefilled; the others take a copy of its row's keys and values for
+    all but the last prompt token, which their first step reads (no prefill call of their
+    own), and each gets the tokens it gets alone on a cold engine."""
+    model, tok = served
+    prompt = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" \
+        "Name three rivers.<|im_end|>\n<|im_start|>assistant\n"
+    knobs = [{"temperature": 0}, {"temperature": 0.8, "seed": 1}, {"temperature": 0},
+             {"temperature": 0.9, "top_p": 0.9, "seed": 2, "repetition_penalty": 1.1}]
+    requests = [_request(tok, prompt, max_tokens=6, **k) for k in knobs]
+    alone = []
+    for r in requests:  # each on a cold engine: its whole prompt read
+        with Engine(model, tok, max_batch=1, ctx=256) as engine:
+            alone.append(_run(engine, [r])[0])
+    assert all(o.finish.cached_tokens == 0 for o in alone)
+    engine = Engine(model, tok, max_batch=4, ctx=256)
+    reads = []
+    prefill_chunk = engine._prefill_chunk
+    engine._prefill_chunk = lambda seq, end: (reads.append(end - seq.fed),
+                                              prefill_chunk(seq, end))
+    outs = [Collector() for _ in requests]
+    for r, o in zip(requests, outs):
+        engine.submit(r, o)
+    with engine:
+        for o in outs:
+            assert o.done.wait(120)
+    assert reads == [len(requests[0].prompt_ids)]  # one prefill, of the first request
+    assert [o.finish.cached_tokens for o in outs] == [0] + [len(requests[0].prompt_ids) - 1] * 3
+    assert [o.ids for o in outs] == [a.ids for a in alone]
+    # the first request's first token came from its prefill, the others' from step 1:
+    # 6 tokens each, the last three requests one step behind the first
+    assert engine.steps == 6
+
+
 def test_a_long_prompt_is_read_in_chunks_between_decode_steps(served):
     model, tok = served
     long_prompt = "word " * 1100  # three chunks of 512 positions

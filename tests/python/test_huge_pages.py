@@ -90,3 +90,42 @@ def test_tensors_held_outside_the_model_keep_their_values(monkeypatch):
     assert held_param is model[0].weight and torch.equal(held_param, want["0.weight"])
     assert torch.equal(held_view, want_view) and torch.equal(held_buffer, want_buffer)
     assert model[3].table is not held_buffer  # the model's own moved; the caller's kept
+
+
+def test_kv_caches_on_huge_pages_decode_the_same_logits(monkeypatch):
+    """setup_caches(..., huge_pages=True) (the serving engine's call): every layer's keys and
+    values are zeroed views of one 2 MiB-aligned buffer, the kernel backs it with huge
+    pages where the system gives them on request, and a prompt and two decode steps give
+    the logits they give on plain caches."""
+    on_request = huge_pages.huge_pages_on_request()  # this system's answer
+    model = tiny_model(seed=24)
+    ids = torch.randint(0, 101, (2, 9))
+
+    def logits():
+        out = [model(ids, torch.arange(9))]
+        for p in (9, 10):
+            out.append(model(out[-1][:, -1:].argmax(-1), torch.tensor([p])))
+        return out
+    model.setup_caches(2, 64)
+    plain = model.layers[0].attention.kv_cache.k_cache
+    want = logits()
+    monkeypatch.setattr(huge_pages, "huge_pages_on_request", lambda: True)
+    model.max_seq_length = None  # allocate again
+    before = huge_pages.huge_page_bytes()
+    model.setup_caches(2, 64, huge_pages=True)
+    after = huge_pages.huge_page_bytes()
+    caches = [b for layer in model.layers
+              for b in (layer.attention.kv_cache.k_cache, layer.attention.kv_cache.v_cache)]
+    base = caches[0].untyped_storage().data_ptr()
+    assert all(c.untyped_storage().data_ptr() == base for c in caches)  # one buffer
+    assert caches[0].data_ptr() % huge_pages.HUGE_PAGE == 0
+    assert all(c.data_ptr() % 64 == 0 and not c.any() for c in caches)
+    assert caches[0].shape == plain.shape and caches[0].dtype == plain.dtype
+    if on_request:  # (elsewhere madvise is honoured or not as the kernel decides)
+        assert after - before >= huge_pages.HUGE_PAGE
+    assert all(torch.equal(g, w) for g, w in zip(logits(), want))
+    monkeypatch.setattr(huge_pages, "huge_pages_on_request", lambda: False)
+    model.max_seq_length = None
+    model.setup_caches(2, 64, huge_pages=True)  # nothing on request: plain tensors
+    k = model.layers[0].attention.kv_cache.k_cache
+    assert k.untyped_storage().nbytes() == k.numel() * k.element_size()

@@ -5,13 +5,14 @@ Each iteration:
 1. requests whose client cancelled are ended (their slot is free for this very step);
 2. prompts are read, at most one chunk's worth of positions (``model.prefill_chunk()``)
    an iteration: while slots are free, the oldest waiting request takes one (the free row
-   with the longest cached prefix of its prompt) and its prompt is prefilled chunk by chunk
-   (each chunk the one ``decode`` would read) as long as the iteration's budget holds the
-   next chunk (the first chunk of an iteration always runs). So a long prompt holds the
-   running streams back by one chunk per step, never for the whole prompt, and requests
-   arriving together with short prompts are all read before the next step (they join one
-   batch at once instead of one a step); a request's first token is sampled when its last
-   chunk is read;
+   with the longest cached prefix of its prompt, or a copy of a running row's longer one:
+   ``SlotTable.acquire``) and its prompt is prefilled chunk by chunk (each chunk the one
+   ``decode`` would read) as long as the iteration's budget holds the next chunk (the first
+   chunk of an iteration always runs). So a long prompt holds the running streams back by
+   one chunk per step, never for the whole prompt, and requests arriving together with
+   short prompts are all read before the next step (they join one batch at once instead of
+   one a step); a request's first token is sampled when its last chunk is read, or, when
+   all its prompt but the last token was cached, in the step that reads that token;
 3. one decode step for all decoding rows: tokens ``[B, 1]`` at per-row positions
    ``[B, 1]``, one call of the model (the fused C++ step), then each row sampled with its
    own parameters and generator; the rows that end (an end id, a stop string, max_tokens,
@@ -132,7 +133,7 @@ class Engine:
         # the engine's thread (a sink calling generate) raises ReentrantDecodeError
         self._release_model = take(model)
         try:
-            model.setup_caches(max_batch, ctx)  # the memory check first
+            model.setup_caches(max_batch, ctx, huge_pages=True)  # the memory check first
         except BaseException:
             self._release_model()
             raise
@@ -246,6 +247,9 @@ class Engine:
             seq = self._prefilling
             if seq is None:
                 break
+            if seq.fed == len(seq.prompt) - 1:  # all but the last token cached: no prefill
+                self._start_decoding(seq, seq.prompt[-1])
+                continue
             end = self._chunk_end(seq)
             if read and read + end - seq.fed > budget:
                 break
@@ -285,13 +289,22 @@ class Engine:
         seq.fed = end
         if not last:
             return
+        self._start_decoding(seq, None)
+        reason = self._accept(seq, self._draw(seq, logits[0, -1]), logits[0, -1])
+        if reason:
+            self._end(seq, reason=reason)
+
+    def _start_decoding(self, seq: _Sequence, unread: Optional[int]) -> None:
+        """The prefilling ``seq`` joins the decoding rows. unread: its last prompt token when
+        every other one is cached; the next step reads it and samples the first token (the
+        fused step computes a row as a one-token prefill of it does), so such requests
+        arriving together cost no call of their own."""
         self._prefilling = None
         self.slots.prefilled()
         self._decoding.append(seq)
         assert seq.row == len(self._decoding) - 1
-        reason = self._accept(seq, self._draw(seq, logits[0, -1]), logits[0, -1], first=True)
-        if reason:
-            self._end(seq, reason=reason)
+        if unread is not None:
+            seq.last_token = unread
 
     def _decode_step(self) -> None:
         rows = list(self._decoding)  # the step's row order (ending rows reorder _decoding)
@@ -307,7 +320,7 @@ class Engine:
         tokens = self._draw_rows(rows, logits, greedy)
         ended = []
         for i, (s, token) in enumerate(zip(rows, tokens)):
-            reason = self._accept(s, token, logits[i], first=False)
+            reason = self._accept(s, token, logits[i])
             if reason:
                 ended.append((s, reason))
         # the highest row first: ending the last decoding row moves nothing, so the rows
@@ -334,12 +347,11 @@ class Engine:
         return tokens
 
     # -- one token in, a request out ------------------------------------------------------
-    def _accept(self, seq: _Sequence, token: int, logits: torch.Tensor,
-                first: bool) -> Optional[str]:
+    def _accept(self, seq: _Sequence, token: int, logits: torch.Tensor) -> Optional[str]:
         """Take ``token`` as ``seq``'s next and send its event; the finish reason when it
         ends the request (the caller frees the row), else None."""
         now = time.perf_counter()
-        if first:
+        if not seq.generated:
             self.metrics.first_token(now - seq.submitted)
         else:
             self.metrics.next_token(now - seq.last_time)

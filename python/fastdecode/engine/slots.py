@@ -9,7 +9,9 @@ kept in three runs:
 A request that ends gives its row back by swapping rows (the KV of the rows up to their
 lengths is copied) so that the runs stay contiguous. A free row keeps the tokens whose KV it
 holds: a new request takes the free row sharing the longest prefix with its prompt and
-prefills only the rest (a chat's next turn re-reads nothing it has already read).
+prefills only the rest (a chat's next turn re-reads nothing it has already read); a running
+row sharing a longer prefix lends a copy of its keys and values instead (a prefix's keys and
+values depend on its tokens alone: every kernel computes a row from that row alone).
 """
 from __future__ import annotations
 
@@ -69,19 +71,38 @@ class SlotTable:
             if self.owners[r] is not None:
                 self.owners[r].row = r
 
-    def acquire(self, owner, prompt: Sequence[int]) -> Tuple[int, int]:
-        """A row for ``owner`` to prefill ``prompt`` into: the free row with the longest
-        cached prefix of it (at most ``len(prompt) - 1``: the last prompt token is read
-        again for its logits), moved to the prefilling position. Returns (row, reused)."""
-        assert not self.prefilling and self.free > 0
-        best, reused = self.decoding, -1
-        for r in range(self.decoding, self.max_batch):
+    def _longest_prefix(self, rows: range, prompt: Sequence[int]) -> Tuple[int, int]:
+        """(row, n): the row of ``rows`` holding the longest prefix of ``prompt``, at most
+        ``len(prompt) - 1`` positions (the last prompt token is read again for its logits);
+        (-1, -1) for no rows."""
+        best, longest = -1, -1
+        for r in rows:
             n = min(_common_prefix(self.tokens[r], prompt), len(prompt) - 1)
-            if n > reused:
-                best, reused = r, n
+            if n > longest:
+                best, longest = r, n
+        return best, longest
+
+    def _copy_prefix(self, source: int, target: int, n: int) -> None:
+        """Row ``target`` takes the keys and values of row ``source``'s first n positions."""
+        for cache in self._caches():
+            for buf in (cache.k_cache, cache.v_cache):
+                buf[target, :, :n] = buf[source, :, :n]
+        self.tokens[target] = list(self.tokens[source][:n])
+
+    def acquire(self, owner, prompt: Sequence[int]) -> Tuple[int, int]:
+        """A row for ``owner`` to prefill ``prompt`` into, moved to the prefilling position:
+        the free row with the longest cached prefix of it; when a running row holds a longer
+        one (requests sharing a system prompt, ``n`` samples of one prompt), a copy of that
+        row's prefix. Returns (row, reused): the prefix's positions are not read again."""
+        assert not self.prefilling and self.free > 0
+        best, reused = self._longest_prefix(range(self.decoding, self.max_batch), prompt)
         row = self.decoding
         self.swap(row, best)
         del self.tokens[row][reused:]
+        donor, shared = self._longest_prefix(range(self.decoding), prompt)
+        if shared > reused:
+            self._copy_prefix(donor, row, shared)
+            reused = shared
         self.owners[row] = owner
         owner.row = row
         self.prefilling = True
