@@ -309,8 +309,8 @@ class Transformer(FusionWatched, nn.Module):
         live on the device and in the dtype of the embedding table (the activation dtype).
         huge_pages: CPU caches in one buffer on 2 MiB pages where the system gives them on
         request (``huge_pages.zeros_on_huge_pages``): a batched step reads them faster, but
-        the kernel takes ~1.5 s a GB to assemble the pages, so the serving engine asks for
-        it (one allocation at start) and ``generate``, which sizes the caches per call,
+        the kernel takes ~1.5 s a GB to assemble the pages, so the server's engine asks
+        for it (one allocation at start) and ``generate``, which sizes the caches per call,
         does not.
         """
         if max_seq_length > self.config.block_size:

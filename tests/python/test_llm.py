@@ -42,9 +42,9 @@ def test_n_samples_are_one_batch_and_distinct(llm, monkeypatch):
     batches = []
     real = llm.model.setup_caches
     monkeypatch.setattr(llm.model, "setup_caches",
-                        lambda max_batch_size, max_seq_length: (batches.append(max_batch_size),
-                                                                real(max_batch_size,
-                                                                     max_seq_length)))
+                        lambda max_batch_size, max_seq_length, **kw: (
+                            batches.append(max_batch_size),
+                            real(max_batch_size, max_seq_length, **kw)))
     outs = llm.generate(PROMPT, max_tokens=16, temperature=1.0, n=4, seed=0)
     assert batches == [4]
     assert isinstance(outs, list) and len(outs) == 4

@@ -4,8 +4,8 @@ inside ``decode_core.decode`` (fish-speech's ``decode_n_tokens``: inside the cor
 ``LLM.generate``, ``generate_samples``, gpt-fast's ``generate`` without a draft), inside
 the serving engine's iteration; and a
 codebook model decodes every position after its prefill in the core loop, whatever API
-style drove it. Traced from the model's own forward hook, so a second loop anywhere would
-show up."""
+style drove it. Traced from the model's own forward hook and its ``logits_and_greedy`` (a
+decode step's call), so a second loop anywhere would show up."""
 import queue
 import sys
 
@@ -55,7 +55,14 @@ def traced(default_model):
     model, tokenizer = default_model
     seen = []
     handle = model.register_forward_pre_hook(lambda _m, _a: seen.append(_core_frame()))
+    step = model.logits_and_greedy  # a decode step's other way in (no forward call)
+
+    def traced_step(*args, **kwargs):
+        seen.append(_core_frame())
+        return step(*args, **kwargs)
+    model.logits_and_greedy = traced_step
     yield model, tokenizer, seen
+    del model.logits_and_greedy
     handle.remove()
 
 
@@ -156,15 +163,22 @@ def test_codebook_models_decode_their_positions_in_the_core_loop(entry):
                                   for w in seen[prefill:]), seen
 
 
-def test_the_queues_run_inside_the_core():
+def test_the_queues_run_inside_the_core(monkeypatch):
     """The worker thread loads its own model: traced through a global forward hook on every
-    Transformer (test-only), for both queues: the text queue's segments and the agent
-    queue's token requests (gpt-fast's generate) on the engine."""
+    Transformer and its class's ``logits_and_greedy`` (test-only), for both queues: the
+    text queue's segments and the agent queue's token requests (gpt-fast's generate) on
+    the engine."""
     seen = []
 
     def hook(module, _args):
         if isinstance(module, fastdecode.Transformer):
             seen.append(_core_frame())
+    step = fastdecode.Transformer.logits_and_greedy
+
+    def traced_step(self, *args, **kwargs):
+        seen.append(_core_frame())
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(fastdecode.Transformer, "logits_and_greedy", traced_step)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
     try:

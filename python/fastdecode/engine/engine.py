@@ -119,11 +119,15 @@ class Engine:
     tokenizer: gives each request its text and stop strings; None for token ids only.
     max_batch: rows decoded together (KV slots, <= 32). ctx: positions per slot (a prompt
     plus its max_tokens must fit). max_waiting: requests queued for a slot before ``submit``
-    raises ``QueueFull``.
+    raises ``QueueFull``. huge_pages: the KV caches on 2 MiB pages
+    (``setup_caches(..., huge_pages=True)``), for a long-lived engine (the server's): the
+    kernel takes ~0.55 s to assemble 377 MB of them, which the engines ``LLM.generate``
+    makes per call would pay each time.
     """
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, ctx: int = 2048,
-                 max_waiting: int = 64, metrics: Optional[EngineMetrics] = None):
+                 max_waiting: int = 64, metrics: Optional[EngineMetrics] = None,
+                 huge_pages: bool = False):
         check_engine_sizes(max_batch, ctx, max_waiting, model.config.block_size)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.ctx, self.max_waiting = max_batch, ctx, max_waiting
@@ -133,7 +137,7 @@ class Engine:
         # the engine's thread (a sink calling generate) raises ReentrantDecodeError
         self._release_model = take(model)
         try:
-            model.setup_caches(max_batch, ctx, huge_pages=True)  # the memory check first
+            model.setup_caches(max_batch, ctx, huge_pages=huge_pages)  # memory check first
         except BaseException:
             self._release_model()
             raise

@@ -37,7 +37,7 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
             llm = LLM(checkpoint, quantize=quantize)
             engine = Engine(llm.model, llm.tokenizer, max_batch=max_batch,
                             ctx=min(ctx, llm.model.config.block_size),
-                            max_waiting=max_waiting, metrics=metrics)
+                            max_waiting=max_waiting, metrics=metrics, huge_pages=True)
             state.tokenizer = llm.tokenizer
             state.engine = engine.start()
             print(f"fastdecode serving {state.model_id} on http://{host}:{port} "
