@@ -155,6 +155,61 @@ FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
   for (int m = 0; m < MB; ++m) _mm256_maskstore_ps(y + (m0 + m) * ldy + n, valid, acc[m]);
 }
 
+// One block (32 columns) of a whole tile against 2 activation rows: lo16[m][h] and
+// hi16[m][h], the 16-bit sums of row m's products with the low and high nibbles of rows
+// 8h..8h+7 of the tile, as int8_half_tile's. wp: the block's 8 quads of 16 words; xb: row
+// 0's 32 activation bytes (row 1 at xb + K). One asm block: the 8 sums, 4 unpacked weight
+// registers, the broadcast and a product take 15 of the 16 ymm registers, and GCC's code
+// for the same intrinsics rotated the sums through register copies and a stack slot (a
+// loop of these instructions with the sums in registers does 18.8 products a cycle, GCC's
+// 12.9). The sums wrap, so their order is free: the same integers as int8_half_tile's.
+FASTDECODE_AVX2 inline void int8_tile_block_sums(const uint8_t* wp, const int8_t* xb,
+                                                 int64_t K, __m256i nibble,
+                                                 __m256i (&lo16)[2][2],
+                                                 __m256i (&hi16)[2][2]) {
+  const int8_t *x0 = xb, *x1 = xb + K;
+  __m256i lo0, lo1, hi0, hi1, x, t;
+#define FASTDECODE_ROW(j, xp, l0, l1, h0, h1)               \
+  "vpbroadcastd " #j "*4(%[" xp "]), %[x]\n\t"              \
+  "vpmaddubsw %[x], %[lo0], %[t]\n\t"                       \
+  "vpaddw %[t], %[" l0 "], %[" l0 "]\n\t"                   \
+  "vpmaddubsw %[x], %[lo1], %[t]\n\t"                       \
+  "vpaddw %[t], %[" l1 "], %[" l1 "]\n\t"                   \
+  "vpmaddubsw %[x], %[hi0], %[t]\n\t"                       \
+  "vpaddw %[t], %[" h0 "], %[" h0 "]\n\t"                   \
+  "vpmaddubsw %[x], %[hi1], %[t]\n\t"                       \
+  "vpaddw %[t], %[" h1 "], %[" h1 "]\n\t"
+#define FASTDECODE_QUAD(j)                                  \
+  "vmovdqu " #j "*64(%[wp]), %[lo0]\n\t"                    \
+  "vmovdqu " #j "*64+32(%[wp]), %[lo1]\n\t"                 \
+  "vpsrlw $4, %[lo0], %[hi0]\n\t"                           \
+  "vpsrlw $4, %[lo1], %[hi1]\n\t"                           \
+  "vpand %[nib], %[lo0], %[lo0]\n\t"                        \
+  "vpand %[nib], %[lo1], %[lo1]\n\t"                        \
+  "vpand %[nib], %[hi0], %[hi0]\n\t"                        \
+  "vpand %[nib], %[hi1], %[hi1]\n\t"                        \
+  FASTDECODE_ROW(j, "x0", "l00", "l01", "h00", "h01")       \
+  FASTDECODE_ROW(j, "x1", "l10", "l11", "h10", "h11")
+  asm("vpxor %[l00], %[l00], %[l00]\n\t"
+      "vpxor %[l01], %[l01], %[l01]\n\t"
+      "vpxor %[h00], %[h00], %[h00]\n\t"
+      "vpxor %[h01], %[h01], %[h01]\n\t"
+      "vpxor %[l10], %[l10], %[l10]\n\t"
+      "vpxor %[l11], %[l11], %[l11]\n\t"
+      "vpxor %[h10], %[h10], %[h10]\n\t"
+      "vpxor %[h11], %[h11], %[h11]\n\t"
+      FASTDECODE_QUAD(0) FASTDECODE_QUAD(1) FASTDECODE_QUAD(2) FASTDECODE_QUAD(3)
+      FASTDECODE_QUAD(4) FASTDECODE_QUAD(5) FASTDECODE_QUAD(6) FASTDECODE_QUAD(7)
+      : [l00] "=&x"(lo16[0][0]), [l01] "=&x"(lo16[0][1]), [h00] "=&x"(hi16[0][0]),
+        [h01] "=&x"(hi16[0][1]), [l10] "=&x"(lo16[1][0]), [l11] "=&x"(lo16[1][1]),
+        [h10] "=&x"(hi16[1][0]), [h11] "=&x"(hi16[1][1]), [lo0] "=&x"(lo0),
+        [lo1] "=&x"(lo1), [hi0] "=&x"(hi0), [hi1] "=&x"(hi1), [x] "=&x"(x), [t] "=&x"(t)
+      : [wp] "r"(wp), [x0] "r"(x0), [x1] "r"(x1), [nib] "x"(nibble)
+      : "memory");
+#undef FASTDECODE_QUAD
+#undef FASTDECODE_ROW
+}
+
 // int8, a whole 16-row tile against 2 activation rows [m0, m0 + 2): int8_half_tile's
 // arithmetic for each half, bit for bit, with each broadcast quad feeding 16 rows; the 16-bit
 // sums (low and high nibbles, two halves, two rows) take 8 registers, so the float part runs
@@ -175,31 +230,15 @@ FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, int64_t m0,
   for (int64_t c0 = 0; c0 < blocks; c0 += kTileChunkBlocks) {
     const int64_t c1 = std::min(blocks, c0 + kTileChunkBlocks);
     for (int64_t b = c0; b < c1; ++b) {
+      const uint8_t* wp = words + b * 8 * kRows * 4;  // the block's 8 quads x 16 rows
+      if (prefetch) {
+        for (int j = 0; j < 8; ++j) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + 64 * j + kPrefetchBytes,
+                       _MM_HINT_T0);
+        }
+      }
       __m256i lo16[MB][2], hi16[MB][2];
-      for (int m = 0; m < MB; ++m) {
-        for (int h = 0; h < 2; ++h) lo16[m][h] = hi16[m][h] = _mm256_setzero_si256();
-      }
-      for (int64_t j = 0; j < 8; ++j) {
-        const uint8_t* wp = words + (b * 8 + j) * kRows * 4;
-        if (prefetch) {
-          _mm_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes, _MM_HINT_T0);
-        }
-        __m256i lo[2], hi[2];
-        for (int h = 0; h < 2; ++h) {
-          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 32 * h));
-          lo[h] = _mm256_and_si256(w, nibble);
-          hi[h] = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
-        }
-        for (int m = 0; m < MB; ++m) {
-          int32_t quad;
-          std::memcpy(&quad, a.q + (m0 + m) * K + b * kActBlock + 4 * j, 4);
-          const __m256i x = _mm256_set1_epi32(quad);
-          for (int h = 0; h < 2; ++h) {
-            lo16[m][h] = _mm256_add_epi16(lo16[m][h], _mm256_maddubs_epi16(lo[h], x));
-            hi16[m][h] = _mm256_add_epi16(hi16[m][h], _mm256_maddubs_epi16(hi[h], x));
-          }
-        }
-      }
+      int8_tile_block_sums(wp, a.q + m0 * K + b * kActBlock, K, nibble, lo16, hi16);
       for (int m = 0; m < MB; ++m) {
         const __m256i offset = _mm256_set1_epi32(128 * bsum[(m0 + m) * blocks + b]);
         for (int h = 0; h < 2; ++h) {
