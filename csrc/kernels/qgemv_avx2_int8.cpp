@@ -5,8 +5,9 @@
 //   to float (exact: |lane| < 2^24) and scaled into a float accumulator; several weight rows
 //   and activation rows share each load.
 //   Tiled weights (bytes q + 128): vpmaddubsw on their nibbles, as the int4 kernel
-//   (qgemv_avx2_int4.cpp); blocks of 2 activation rows take a whole tile at a time, the other
-//   rows half a tile; both round every row the same way.
+//   (qgemv_avx2_int4.cpp); blocks of 2 activation rows take a whole tile at a time (its
+//   integer loop one asm block: int8_tile_block_sums), the other rows half a tile; both
+//   round every row the same way.
 #include "kernels/qgemv.h"
 
 #if FASTDECODE_X86_CLONES
