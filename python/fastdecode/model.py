@@ -311,7 +311,8 @@ class Transformer(FusionWatched, nn.Module):
         request (``huge_pages.zeros_on_huge_pages``): a batched step reads them faster, but
         the kernel takes ~1.5 s a GB to assemble the pages, so the server's engine asks
         for it (one allocation at start) and ``generate``, which sizes the caches per call,
-        does not.
+        does not. It applies when the call allocates: caches of the size asked for are kept
+        as they are.
         """
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
@@ -330,7 +331,8 @@ class Transformer(FusionWatched, nn.Module):
         shapes = [(max_batch_size, layer.attention.n_local_heads, max_seq_length,
                    layer.attention.head_dim) for layer in self.layers]
         # on the CPU, all of them in one buffer on 2 MiB pages where the system gives them
-        placed = (zeros_on_huge_pages([s for s in shapes for _ in "kv"], dtype)
+        # (two tensors a layer: its keys, then its values)
+        placed = (zeros_on_huge_pages([s for s in shapes for _ in range(2)], dtype)
                   if huge_pages and device.type == "cpu" else None)
         for i, layer in enumerate(self.layers):
             att = layer.attention  # its own head counts: tensor parallelism keeps a part

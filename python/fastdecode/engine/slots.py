@@ -96,13 +96,14 @@ class SlotTable:
         row's prefix. Returns (row, reused): the prefix's positions are not read again."""
         assert not self.prefilling and self.free > 0
         best, reused = self._longest_prefix(range(self.decoding, self.max_batch), prompt)
-        row = self.decoding
-        self.swap(row, best)
-        del self.tokens[row][reused:]
         donor, shared = self._longest_prefix(range(self.decoding), prompt)
-        if shared > reused:
+        row = self.decoding
+        if shared > reused:  # the first free row takes the copy: no swap moves a cache
             self._copy_prefix(donor, row, shared)
             reused = shared
+        else:
+            self.swap(row, best)
+            del self.tokens[row][reused:]
         self.owners[row] = owner
         owner.row = row
         self.prefilling = True
