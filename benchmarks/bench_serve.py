@@ -4,7 +4,9 @@
 count), in the same run. Each client streams one completion of a fixed prompt with a fixed
 number of new tokens (temperature 0, end of sequence ignored); per N: aggregate generated
 tokens/s (all tokens / wall time from the first request to the last token), time to first
-token p50 / p99 and inter-token latency p50 / p99 over every client's tokens. Both servers
+token p50 / p99 and inter-token latency p50 / p99 over every client's tokens. Our server runs
+the client counts in turn within each round (1, 2, 4, 8, 16, then again), so the ratio of two
+counts compares rounds run side by side on a host whose speed drifts. Both servers
 bind 127.0.0.1 on a free port and are stopped at the end.
 
     python benchmarks/bench_serve.py --llama-bin .peers/llama.cpp-build/bin [--tokens 64]
@@ -110,6 +112,18 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def interleaved(one_round, rounds: int) -> dict:
+    """{n: [one_round(n) for each round]}, the client counts taken in turn within each round
+    (1, 2, 4, 8, 16, 1, 2, ...): on a shared host whose speed drifts over tens of seconds, a
+    ratio between client counts then compares rounds that ran side by side, not minutes
+    apart."""
+    out = {n: [] for n in CLIENTS}
+    for _ in range(rounds):
+        for n in CLIENTS:
+            out[n].append(one_round(n))
+    return out
+
+
 def ours(tokens: int, rounds: int) -> dict:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fastdecode", "serve", "--port", str(port),
@@ -118,8 +132,7 @@ def ours(tokens: int, rounds: int) -> dict:
     try:
         wait_healthy(port, proc)
         run_clients(port, "default", 1, 8)  # warm up
-        return {n: [run_clients(port, "default", n, tokens) for _ in range(rounds)]
-                for n in CLIENTS}
+        return interleaved(lambda n: run_clients(port, "default", n, tokens), rounds)
     finally:
         stop(proc)
 
@@ -152,13 +165,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-bin", type=Path, default=None)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    mine = {n: summary(r) for n, r in ours(args.tokens, args.rounds).items()}
+    rounds = ours(args.tokens, args.rounds)
+    mine = {n: summary(r) for n, r in rounds.items()}
     theirs = ({n: summary(r) for n, r in llama(args.llama_bin, args.tokens, args.rounds).items()}
               if args.llama_bin else {})
     print(f"\nserving: {args.tokens} tokens per client, temperature 0, {THREADS} threads, "
-          f"median of {args.rounds} rounds (latencies over all of them), "
+          f"median of {args.rounds} rounds (ours: the client counts interleaved within each "
+          f"round; latencies over all of them), "
           f"kernel path {fastdecode.build_info()['active_isa']}")
     print("| clients | fastdecode tok/s | llama-server tok/s | ratio | TTFT p50 / p99 ms "
           "(ours) | (llama) | ITL p50 / p99 ms (ours) | (llama) |")
@@ -172,7 +187,9 @@ def main() -> int:
               f"{m['tps'] / t['tps'] if t else float('nan'):.2f}x | {lat(m, 'ttft')} | "
               f"{lat(t, 'ttft') if t else '-'} | {lat(m, 'itl')} | "
               f"{lat(t, 'itl') if t else '-'} |")
-    print(f"\nours at 8 clients / ours at 1: {mine[8]['tps'] / mine[1]['tps']:.2f}x")
+    per_round = [a["tps"] / b["tps"] for a, b in zip(rounds[8], rounds[1])]
+    print(f"\nours at 8 clients / ours at 1: {mine[8]['tps'] / mine[1]['tps']:.2f}x (medians); "
+          f"per round {', '.join(f'{r:.2f}x' for r in per_round)}")
     return 0
 
 

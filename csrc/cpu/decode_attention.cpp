@@ -1,5 +1,5 @@
-// fastdecode::decode_attention on the CPU: checks, then the cache writes (one task) and the
-// per-(query, head) attention in parallel.
+// fastdecode::decode_attention on the CPU (fp32 or fp16 caches): checks, then the cache writes
+// (one task) and the per-(query, head) attention in parallel.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -17,6 +17,42 @@ namespace {
 
 // Multiply-adds below which a batch of (row, head) tasks is not split across threads.
 constexpr int64_t kMinWorkPerTask = 1 << 16;
+
+// The new keys and values of every query (b, s) written, then every (query, head) attended:
+// x [B, S, (H + 2 Hkv) D], caches [B_max, Hkv, L, D] of T (float or fp16 bits), y [B, S, H D].
+template <typename T>
+void attend_rows(const at::Tensor& x, const at::Tensor& r, T* kp, T* vp,
+                 const std::vector<int64_t>& row_pos, const kernels::DecodeAttentionShape& shape,
+                 int64_t S, at::Tensor& y) {
+  const int64_t B = x.size(0), n_head = shape.n_head, n_kv_head = shape.n_kv_head;
+  const int64_t D = shape.head_dim, L = shape.cache_len;
+  const float* xp = x.data_ptr<float>();
+  const float* rp = r.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t row_cache = n_kv_head * L * D;
+  const int64_t row_qkv = (n_head + 2 * n_kv_head) * D;
+  // every new key and value first: query s of a row attends to the positions <= its own,
+  // the row's earlier new positions included (causal among the S new positions)
+  for (int64_t i = 0; i < B * S; ++i) {
+    const int64_t b = i / S;
+    kernels::write_rotated_kv(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], shape,
+                              kp + b * row_cache, vp + b * row_cache);
+  }
+  // (query, head) tasks cost ~2 (pos + 1) D multiply-adds each: early in a sequence a whole
+  // step is a few thousand, less than waking the thread pool costs, so it runs on one thread
+  int64_t max_pos = 0;
+  for (int64_t p : row_pos) max_pos = std::max(max_pos, p);
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerTask / (2 * (max_pos + 1) * D));
+  parallel_for(B * S * n_head, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(L);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t / n_head, h = t % n_head, b = i / S;
+      kernels::attend_one_head(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], h, shape,
+                               kp + b * row_cache, vp + b * row_cache, scores.data(),
+                               yp + i * n_head * D + h * D);
+    }
+  });
+}
 
 }  // namespace
 
@@ -67,10 +103,17 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   const int64_t B = qkv.size(0), S = qkv.size(1);
   TORCH_CHECK_VALUE(B <= k_cache.size(0), op, ": batch ", B, " exceeds the cache's ",
                     k_cache.size(0));
+  for (const at::Tensor* t : {&qkv, &rope}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat, op, ": qkv and rope must be float32, got ",
+                     t->scalar_type());
+  }
+  // the caches: both float32, or both float16 (half the bytes a step reads)
+  TORCH_CHECK_TYPE((k_cache.scalar_type() == at::kFloat || k_cache.scalar_type() == at::kHalf) &&
+                       v_cache.scalar_type() == k_cache.scalar_type(),
+                   op, ": k_cache and v_cache must both be float32 or both float16, got ",
+                   k_cache.scalar_type(), " and ", v_cache.scalar_type());
   for (const at::Tensor* t : {&qkv, static_cast<const at::Tensor*>(&k_cache),
                               static_cast<const at::Tensor*>(&v_cache), &rope}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat, op,
-                     ": qkv, caches and rope must be float32, got ", t->scalar_type());
     TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": qkv, caches and rope must be CPU tensors");
   }
   TORCH_CHECK_VALUE(k_cache.is_contiguous() && v_cache.is_contiguous(), op,
@@ -103,34 +146,14 @@ at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tens
   const at::Tensor r = rope.contiguous();
   at::Tensor y = at::empty({B, S, n_head * D}, x.options());
   const kernels::DecodeAttentionShape shape{n_head, n_kv_head, D, L};
-  const float* xp = x.data_ptr<float>();
-  const float* rp = r.data_ptr<float>();
-  float* kp = k_cache.data_ptr<float>();
-  float* vp = v_cache.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const int64_t row_cache = n_kv_head * L * D;
-  const int64_t row_qkv = (n_head + 2 * n_kv_head) * D;
-  // every new key and value first: query s of a row attends to the positions <= its own,
-  // the row's earlier new positions included (causal among the S new positions)
-  for (int64_t i = 0; i < B * S; ++i) {
-    const int64_t b = i / S;
-    kernels::write_rotated_kv(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], shape,
-                              kp + b * row_cache, vp + b * row_cache);
+  if (k_cache.scalar_type() == at::kHalf) {
+    // fp16 bits: torch's Half is IEEE binary16, the kernels' uint16_t cache element
+    attend_rows(x, r, static_cast<uint16_t*>(k_cache.data_ptr()),
+                static_cast<uint16_t*>(v_cache.data_ptr()), row_pos, shape, S, y);
+  } else {
+    attend_rows(x, r, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), row_pos, shape, S,
+                y);
   }
-  // (query, head) tasks cost ~2 (pos + 1) D multiply-adds each: early in a sequence a whole
-  // step is a few thousand, less than waking the thread pool costs, so it runs on one thread
-  int64_t max_pos = 0;
-  for (int64_t p : row_pos) max_pos = std::max(max_pos, p);
-  const int64_t grain = std::max<int64_t>(1, kMinWorkPerTask / (2 * (max_pos + 1) * D));
-  parallel_for(B * S * n_head, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(L);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t / n_head, h = t % n_head, b = i / S;
-      kernels::attend_one_head(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], h, shape,
-                               kp + b * row_cache, vp + b * row_cache, scores.data(),
-                               yp + i * n_head * D + h * D);
-    }
-  });
   return y;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/fast_exp.h"
@@ -15,16 +16,80 @@ namespace {
 // Positions whose scores are computed and reduced together (pair_sums' tree spells out 8).
 constexpr int kBlock = 8;
 
-// Cache lines [p, min(p + floats, end)) requested ahead of their use.
-inline void prefetch_rows(const float* p, const float* end, int64_t floats) {
-  const float* stop = std::min(p + floats, end);
-  for (; p < stop; p += 16) __builtin_prefetch(p);
+// Cache lines [p, min(p + count, end)) requested ahead of their use (count elements).
+template <typename T>
+inline void prefetch_rows(const T* p, const T* end, int64_t count) {
+  const T* stop = std::min(p + count, end);
+  for (; p < stop; p += 64 / sizeof(T)) __builtin_prefetch(p);
 }
 
 // Lanes 0-3: x's neighbouring pairs summed (x0 + x1, x2 + x3, ...), lanes 4-7: y's.
 FASTDECODE_VEC_INLINE vf8 pair_sums(vf8 x, vf8 y) {
   return __builtin_shufflevector(x, y, 0, 2, 4, 6, 8, 10, 12, 14) +
          __builtin_shufflevector(x, y, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+
+// fp16 cache elements (IEEE binary16 bits) widened to float, and floats rounded to them (to
+// nearest, ties to even). kF16C: F16C's vcvtph2ps / vcvtps2ph, 8 values an instruction (the
+// AVX2 and AVX-512 clones); otherwise _Float16 conversions, which GCC 12 lowers lane by lane
+// without AVX512-FP16 (exact: libgcc's software conversions on the x86-64 baseline, the
+// hardware's on aarch64). Both give the same bits.
+typedef _Float16 vh8 __attribute__((vector_size(16)));
+typedef uint16_t vu8 __attribute__((vector_size(16)));
+
+FASTDECODE_VEC_INLINE float to_float(float x) { return x; }
+FASTDECODE_VEC_INLINE float to_float(uint16_t bits) {
+  _Float16 h;
+  std::memcpy(&h, &bits, sizeof(h));
+  return static_cast<float>(h);
+}
+
+#if FASTDECODE_X86_CLONES
+// F16C's conversions as asm: an intrinsic (or any function with a target attribute) cannot be
+// inlined through the always-inline bodies, which carry no target of their own; these are
+// only reached from the AVX2 and AVX-512 clones (kF16C), which simd.cpp selects only where
+// the CPU has F16C (x86-64-v3 and v4 include it).
+FASTDECODE_VEC_INLINE vf8 widen8_f16c(const uint16_t* p) {
+  vf8 out;
+  vu8 in;
+  std::memcpy(&in, p, sizeof(in));
+  asm("vcvtph2ps %1, %0" : "=x"(out) : "x"(in));
+  return out;
+}
+FASTDECODE_VEC_INLINE void narrow8_f16c(vf8 v, uint16_t* p) {
+  vu8 out;
+  asm("vcvtps2ph $0, %1, %0" : "=x"(out) : "x"(v));  // imm 0: to nearest, ties to even
+  std::memcpy(p, &out, sizeof(out));
+}
+#endif
+
+template <bool kF16C>
+FASTDECODE_VEC_INLINE vf8 widen8(const uint16_t* p) {
+#if FASTDECODE_X86_CLONES
+  if constexpr (kF16C) return widen8_f16c(p);
+#endif
+  vu8 u;
+  std::memcpy(&u, p, sizeof(u));
+  return __builtin_convertvector(reinterpret_cast<vh8>(u), vf8);
+}
+
+template <bool kF16C>
+FASTDECODE_VEC_INLINE void narrow8(vf8 v, uint16_t* p) {
+#if FASTDECODE_X86_CLONES
+  if constexpr (kF16C) return narrow8_f16c(v, p);
+#endif
+  const vu8 u = reinterpret_cast<vu8>(__builtin_convertvector(v, vh8));
+  std::memcpy(p, &u, sizeof(u));
+}
+
+// 16 cache values as floats: fp32 loaded, fp16 widened.
+template <bool kF16C>
+FASTDECODE_VEC_INLINE vf16 load16(const float* p) {
+  return ::fastdecode::kernels::load16(p);
+}
+template <bool kF16C>
+FASTDECODE_VEC_INLINE vf16 load16(const uint16_t* p) {
+  return {widen8<kF16C>(p), widen8<kF16C>(p + 8)};
 }
 
 // (re, im) pairs rotated by (cos, sin): one complex multiply per pair.
@@ -51,14 +116,49 @@ void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
   }
 }
 
+// n floats rounded to fp16 bits (8 at a time, the rest one by one: the same rounding).
+template <bool kF16C>
+FASTDECODE_KERNEL_BODY void round_to_half_body(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    vf8 v;
+    std::memcpy(&v, x + i, sizeof(v));
+    narrow8<kF16C>(v, out + i);
+  }
+  for (; i < n; ++i) {
+    const _Float16 h = static_cast<_Float16>(x[i]);
+    std::memcpy(out + i, &h, sizeof(h));
+  }
+}
+FASTDECODE_DISPATCH_F16C(void, round_to_half, (const float* x, int64_t n, uint16_t* out),
+                         (x, n, out))
+
+void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
+                      const DecodeAttentionShape& s, uint16_t* k_cache, uint16_t* v_cache) {
+  // the fp32 write's values (the same rotation), then rounded: an fp16 cache holds exactly
+  // the fp32 cache's values rounded
+  const int64_t D = s.head_dim;
+  const float* k = qkv + s.n_head * D;
+  const float* v = k + s.n_kv_head * D;
+  float rotated[512];  // D <= 512 is checked by the caller
+  for (int64_t hk = 0; hk < s.n_kv_head; ++hk) {
+    rotate(k + hk * D, rope, D, rotated);
+    round_to_half(rotated, D, k_cache + (hk * s.cache_len + pos) * D);
+    round_to_half(v + hk * D, D, v_cache + (hk * s.cache_len + pos) * D);
+  }
+}
+
+// T: the caches' element, float or uint16_t (fp16 bits; load16 and to_float widen them, with
+// F16C where kF16C).
+template <typename T, bool kF16C = false>
 FASTDECODE_KERNEL_BODY
 void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int64_t h,
-                          const DecodeAttentionShape& s, const float* k_cache, const float* v_cache,
+                          const DecodeAttentionShape& s, const T* k_cache, const T* v_cache,
                           float* scores, float* out) {
   const int64_t D = s.head_dim;
   const int64_t hk = h / (s.n_head / s.n_kv_head);
-  const float* kc = k_cache + hk * s.cache_len * D;
-  const float* vc = v_cache + hk * s.cache_len * D;
+  const T* kc = k_cache + hk * s.cache_len * D;
+  const T* vc = v_cache + hk * s.cache_len * D;
   float q[512];  // D <= 512 is checked by the caller
   rotate(qkv + h * D, rope, D, q);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -76,19 +176,21 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   // the activation rounding moves them (test_quantized_model bounds both).
   // a position's partial sums, folded to 8 lanes; four_positions: the same for key rows
   // k0 + j * D (j < 4) side by side, each with the same adds in the same order
-  auto one_position = [&](const float* k, vf8* v) {
+  auto one_position = [&](const T* k, vf8* v) {
     vf16 a = splat16(0.0f);
-    for (int64_t d = 0; d < d_full; d += kLanes) a = madd16(load16(q + d), load16(k + d), a);
+    for (int64_t d = 0; d < d_full; d += kLanes) {
+      a = madd16(load16(q + d), load16<kF16C>(k + d), a);
+    }
     *v = a.lo + a.hi;
   };
-  auto four_positions = [&](const float* k0, vf8* v) {
+  auto four_positions = [&](const T* k0, vf8* v) {
     vf16 a0 = splat16(0.0f), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t d = 0; d < d_full; d += kLanes) {
       const vf16 qd = load16(q + d);
-      a0 = madd16(qd, load16(k0 + d), a0);
-      a1 = madd16(qd, load16(k0 + D + d), a1);
-      a2 = madd16(qd, load16(k0 + 2 * D + d), a2);
-      a3 = madd16(qd, load16(k0 + 3 * D + d), a3);
+      a0 = madd16(qd, load16<kF16C>(k0 + d), a0);
+      a1 = madd16(qd, load16<kF16C>(k0 + D + d), a1);
+      a2 = madd16(qd, load16<kF16C>(k0 + 2 * D + d), a2);
+      a3 = madd16(qd, load16<kF16C>(k0 + 3 * D + d), a3);
     }
     v[0] = a0.lo + a0.hi;
     v[1] = a1.lo + a1.hi;
@@ -97,7 +199,7 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   };
   for (int64_t t = 0; t < n; t += kBlock) {
     const int64_t in_block = std::min<int64_t>(kBlock, n - t);
-    const float* kt = kc + t * D;
+    const T* kt = kc + t * D;
     // the cache rows stream from L3 or memory (a batch-8 step at 64 positions reads ~24 MB
     // of them): the keys two blocks ahead, and the values the value pass will read (a
     // second prefetch there, 16 positions ahead, measured no faster: dropped)
@@ -117,7 +219,9 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
                                pair_sums(pair_sums(v[4], v[5]), pair_sums(v[6], v[7])));
     for (int j = 0; j < in_block; ++j) {
       float dot = sums[j];
-      for (int64_t d = d_full; d < D; ++d) dot += q[d] * kt[j * D + d];
+      // (the tails fused explicitly: left to contraction, GCC fused them in the fp32 body
+      // and not always in the fp16 one, whose outputs then moved by an ulp)
+      for (int64_t d = d_full; d < D; ++d) dot = std::fma(q[d], to_float(kt[j * D + d]), dot);
       scores[t + j] = dot * scale;
     }
   }
@@ -135,11 +239,11 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
     vf16 a0 = splat16(0.0f), a1 = a0, a2 = a0, a3 = a0;
     for (t = 0; t < n; ++t) {
       const vf16 p = splat16(scores[t]);
-      const float* vt = vc + t * D + d;
-      a0 = madd16(p, load16(vt), a0);
-      a1 = madd16(p, load16(vt + kLanes), a1);
-      a2 = madd16(p, load16(vt + 2 * kLanes), a2);
-      a3 = madd16(p, load16(vt + 3 * kLanes), a3);
+      const T* vt = vc + t * D + d;
+      a0 = madd16(p, load16<kF16C>(vt), a0);
+      a1 = madd16(p, load16<kF16C>(vt + kLanes), a1);
+      a2 = madd16(p, load16<kF16C>(vt + 2 * kLanes), a2);
+      a3 = madd16(p, load16<kF16C>(vt + 3 * kLanes), a3);
     }
     const vf16 scale_out = splat16(inv);
     store16(out + d, a0 * scale_out);
@@ -149,12 +253,12 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   }
   for (; d < d_full; d += kLanes) {
     vf16 a = splat16(0.0f);
-    for (t = 0; t < n; ++t) a = madd16(splat16(scores[t]), load16(vc + t * D + d), a);
+    for (t = 0; t < n; ++t) a = madd16(splat16(scores[t]), load16<kF16C>(vc + t * D + d), a);
     store16(out + d, a * splat16(inv));
   }
   for (; d < D; ++d) {
     float acc = 0.0f;
-    for (t = 0; t < n; ++t) acc += scores[t] * vc[t * D + d];
+    for (t = 0; t < n; ++t) acc = std::fma(scores[t], to_float(vc[t * D + d]), acc);
     out[d] = acc * inv;
   }
 }
@@ -163,5 +267,22 @@ FASTDECODE_DISPATCH(void, attend_one_head,
                      const DecodeAttentionShape& s, const float* k_cache, const float* v_cache,
                      float* scores, float* out),
                     (qkv, rope, pos, h, s, k_cache, v_cache, scores, out))
+
+template <bool kF16C>
+FASTDECODE_KERNEL_BODY void attend_one_head_half_body(
+    const float* qkv, const float* rope, int64_t pos, int64_t h, const DecodeAttentionShape& s,
+    const uint16_t* k_cache, const uint16_t* v_cache, float* scores, float* out) {
+  attend_one_head_body<uint16_t, kF16C>(qkv, rope, pos, h, s, k_cache, v_cache, scores, out);
+}
+FASTDECODE_DISPATCH_F16C(void, attend_one_head_half,
+                         (const float* qkv, const float* rope, int64_t pos, int64_t h,
+                          const DecodeAttentionShape& s, const uint16_t* k_cache,
+                          const uint16_t* v_cache, float* scores, float* out),
+                         (qkv, rope, pos, h, s, k_cache, v_cache, scores, out))
+void attend_one_head(const float* qkv, const float* rope, int64_t pos, int64_t h,
+                     const DecodeAttentionShape& s, const uint16_t* k_cache,
+                     const uint16_t* v_cache, float* scores, float* out) {
+  attend_one_head_half(qkv, rope, pos, h, s, k_cache, v_cache, scores, out);
+}
 
 }  // namespace fastdecode::kernels

@@ -16,7 +16,11 @@ Isa best_isa() {
       __builtin_cpu_supports("avx512cd")) {
     return Isa::avx512;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+  // (F16C: the fp16 KV caches' conversions, decode_attention.cpp)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    return Isa::avx2;
+  }
   return Isa::scalar;
 #elif defined(__aarch64__)
   return Isa::neon;

@@ -62,14 +62,24 @@ bool cpu_has_avx512_vnni();
 // them without spilling (32 zmm registers).
 #define FASTDECODE_DISPATCH_ZMM(ret, name, params, args) \
   FASTDECODE_DISPATCH_WIDTH(ret, name, params, args, "arch=x86-64-v4,prefer-vector-width=512")
-#define FASTDECODE_DISPATCH_WIDTH(ret, name, params, args, avx512_target)                   \
+#define FASTDECODE_DISPATCH_WIDTH(ret, name, params, args, avx512_target) \
+  FASTDECODE_DISPATCH_CLONES(ret, name, params, args, avx512_target, name##_body, name##_body)
+// As FASTDECODE_DISPATCH for a body templated on <bool kF16C>: true in the AVX-512 and AVX2
+// clones (both have F16C, whose conversions the body may call), false on the baseline.
+#define FASTDECODE_DISPATCH_F16C(ret, name, params, args)                          \
+  FASTDECODE_DISPATCH_CLONES(ret, name, params, args, "arch=x86-64-v4", name##_body<true>, \
+                             name##_body<false>)
+// The three clones: vector_body compiled for AVX-512 (avx512_target) and AVX2, base_body
+// for the baseline, and `ret name(params)` switching on selected_isa().
+#define FASTDECODE_DISPATCH_CLONES(ret, name, params, args, avx512_target, vector_body,     \
+                                   base_body)                                             \
   __attribute__((target(avx512_target))) static ret name##_avx512 params {                 \
-    return name##_body args;                                                              \
+    return vector_body args;                                                              \
   }                                                                                       \
   __attribute__((target("arch=x86-64-v3"))) static ret name##_avx2 params {                \
-    return name##_body args;                                                              \
+    return vector_body args;                                                              \
   }                                                                                       \
-  static ret name##_scalar params { return name##_body args; }                            \
+  static ret name##_scalar params { return base_body args; }                              \
   ret name params {                                                                       \
     switch (::fastdecode::kernels::selected_isa()) {                                      \
       case ::fastdecode::kernels::Isa::avx512: return name##_avx512 args;                 \
@@ -82,4 +92,6 @@ bool cpu_has_avx512_vnni();
   ret name params { return name##_body args; }
 #define FASTDECODE_DISPATCH_ZMM(ret, name, params, args) \
   FASTDECODE_DISPATCH(ret, name, params, args)
+#define FASTDECODE_DISPATCH_F16C(ret, name, params, args) \
+  ret name params { return name##_body<false> args; }
 #endif

@@ -179,6 +179,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="positions per slot: a prompt plus its max_tokens must fit")
     v.add_argument("--max-waiting", type=int, default=64,
                    help="requests queued for a slot before the server answers 429")
+    v.add_argument("--kv-cache-dtype", choices=["float16", "float32"], default="float16",
+                   help="the KV caches' dtype (default float16: half the memory and the "
+                        "bytes each batched step reads; float32 as generate and chat)")
     v.add_argument("--model-name", default=None,
                    help="the id clients send as 'model' (default: the --checkpoint value)")
     d = sub.add_parser("serve-queue-demo",
@@ -318,7 +321,8 @@ def _cmd_serve(args) -> int:
 
     return serve(args.checkpoint, quantize=args.quantize, host=args.host, port=args.port,
                  api_key=args.api_key, max_batch=args.max_batch, ctx=args.ctx,
-                 max_waiting=args.max_waiting, model_name=args.model_name)
+                 max_waiting=args.max_waiting, model_name=args.model_name,
+                 kv_cache_dtype=args.kv_cache_dtype)
 
 
 def _cmd_serve_queue_demo(args) -> int:

@@ -55,8 +55,10 @@ def available_bytes(device: torch.device) -> Optional[int]:
 
 
 def kv_bytes_per_position(model) -> int:
-    """Bytes of keys and values that one position of one row takes in every layer."""
-    elt = model.tok_embeddings.activation_dtype.itemsize
+    """Bytes of keys and values that one position of one row takes in every layer (in the
+    model's ``kv_cache_dtype``)."""
+    dtype = getattr(model, "kv_cache_dtype", None) or model.tok_embeddings.activation_dtype
+    elt = dtype.itemsize
     return sum(2 * layer.attention.n_local_heads * layer.attention.head_dim * elt
                for layer in model.layers)
 

@@ -131,6 +131,8 @@ class KVCache(nn.Module):
         """
         bsz = k_val.shape[0]
         k_out, v_out = self.k_cache[:bsz], self.v_cache[:bsz]
+        # (fp16 caches under fp32 activations: rounded to nearest-even, as the fused op writes)
+        k_val, v_val = k_val.to(k_out.dtype), v_val.to(v_out.dtype)
         if input_pos.dim() == 1:
             k_out[:, :, input_pos] = k_val
             v_out[:, :, input_pos] = v_val
@@ -204,6 +206,7 @@ class Attention(FusionWatched, nn.Module):
             # first S positions, with no [S, L] mask to build and add and no scores for the
             # cache positions past S
             k, v = k[:, :, :seqlen], v[:, :, :seqlen]
+        k, v = k.to(q.dtype), v.to(q.dtype)  # fp16 caches (kv_cache_dtype): widened
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                            enable_gqa=self.n_head != self.n_local_heads)
         return self.wo(y.transpose(1, 2).reshape(bsz, seqlen, q_size))
@@ -249,6 +252,8 @@ class Transformer(FusionWatched, nn.Module):
             self.output.weight = self.tok_embeddings.weight
         self.max_batch_size = -1
         self.max_seq_length = -1
+        self._kv_cache_dtype: Optional[torch.dtype] = None  # kv_cache_dtype
+        self.cache_dtype: Optional[torch.dtype] = None  # the allocated caches' dtype
         self.freqs_cis: Optional[torch.Tensor] = None
         self.rope_table: Optional[torch.Tensor] = None
         # fastdecode.fuse decides whether decode steps run fused (the loader calls it)
@@ -301,12 +306,33 @@ class Transformer(FusionWatched, nn.Module):
             from .fusion import fuse
             fuse(self)
 
+    @property
+    def kv_cache_dtype(self) -> Optional[torch.dtype]:
+        """The dtype ``setup_caches`` gives the KV caches: None (the default) for the
+        activations' (fp32 on the CPU), or ``torch.float16``: half the bytes, which a batched
+        decode step reads for every row and position (37 MB a step at 8 rows and 100
+        positions of the default model in fp32), at the cost of rounding each key and value
+        to fp16 once, when written (to nearest-even, as ``.to(torch.float16)``; the fused CPU
+        step widens them exactly when it reads them, the module path converts them back to
+        the activations' dtype). Every entry point decoding this model uses it; the server
+        sets it to fp16 (``serve --kv-cache-dtype``)."""
+        return self._kv_cache_dtype
+
+    @kv_cache_dtype.setter
+    def kv_cache_dtype(self, dtype: Optional[torch.dtype]) -> None:
+        if dtype not in (None, self.tok_embeddings.activation_dtype, torch.float16):
+            raise ValueError(f"kv_cache_dtype must be None, "
+                             f"{self.tok_embeddings.activation_dtype} (the activations') or "
+                             f"torch.float16, got {dtype!r}")
+        self._kv_cache_dtype = dtype
+
     def setup_caches(self, max_batch_size: int, max_seq_length: int, *,
                      huge_pages: bool = False) -> None:
-        """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer.
+        """Allocate KV caches ``[max_batch_size, Hkv, max_seq_length, D]`` per layer, in
+        ``kv_cache_dtype``.
 
-        Re-allocates only when a larger batch or a different length is asked for; the caches
-        live on the device and in the dtype of the embedding table (the activation dtype).
+        Re-allocates only when a larger batch, a different length or another dtype is asked
+        for; the caches live on the device of the embedding table.
         huge_pages: CPU caches in one buffer on 2 MiB pages where the system gives them on
         request (``huge_pages.zeros_on_huge_pages``): a batched step reads them faster, but
         the kernel takes ~1.5 s a GB to assemble the pages, so the server's engine asks
@@ -317,17 +343,20 @@ class Transformer(FusionWatched, nn.Module):
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length ({max_seq_length}) exceeds the model's "
                              f"block_size ({self.config.block_size})")
-        if self.max_seq_length == max_seq_length and self.max_batch_size >= max_batch_size:
+        # the activations' dtype (the embedding's output) unless kv_cache_dtype says fp16
+        dtype = self.kv_cache_dtype or self.tok_embeddings.activation_dtype
+        if (self.max_seq_length == max_seq_length and self.max_batch_size >= max_batch_size
+                and self.cache_dtype == dtype):
             return
         from .memory import check_decode_memory
 
         check_decode_memory(self, max_batch_size, max_seq_length)  # before any allocation
-        # the caches take the activations' dtype: the embedding's output
-        dtype, device = self.tok_embeddings.activation_dtype, self.tok_embeddings.device
+        device = self.tok_embeddings.device
         for layer in self.layers:  # the old caches go first: old and new never coexist
             layer.attention.kv_cache = None
         self.max_seq_length = max_seq_length
         self.max_batch_size = max_batch_size
+        self.cache_dtype = dtype
         shapes = [(max_batch_size, layer.attention.n_local_heads, max_seq_length,
                    layer.attention.head_dim) for layer in self.layers]
         # on the CPU, all of them in one buffer on 2 MiB pages where the system gives them

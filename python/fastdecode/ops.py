@@ -311,7 +311,10 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
     Rotates q and k by ``rope [positions, D / 2, 2]`` (cos, sin) at ``input_pos`` (``[S]`` or
     ``[B, S]`` int64), writes k and v into ``k_cache``/``v_cache`` ``[B_max, Hkv, L, D]`` (in
-    place) and attends, causally, over cache positions ``0..pos`` of each query. fp32, CPU.
+    place) and attends, causally, over cache positions ``0..pos`` of each query. qkv and rope
+    fp32; the caches fp32, or fp16 (half the bytes a step reads: each key and value rounded to
+    nearest-even when written, as ``.to(torch.float16)`` rounds it, and widened exactly when
+    read). CPU.
     """
     require_tensors("decode_attention",
                      qkv=qkv, k_cache=k_cache, v_cache=v_cache, input_pos=input_pos, rope=rope)

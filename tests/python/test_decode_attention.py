@@ -124,3 +124,64 @@ def test_bad_input(change, match):
     type_error = match in ("input_pos must be int64", "float32")
     with pytest.raises(TypeError if type_error else ValueError, match=match):
         ops.decode_attention(*change(_args()))
+
+
+@pytest.mark.parametrize("head_dim", [8, 64, 72])  # tails only, vectors only, both
+@pytest.mark.parametrize("pos", [torch.tensor([4]), torch.tensor([[30], [17]])])
+def test_fp16_caches_attend_exactly_as_fp32_caches_of_the_same_values(head_dim, pos):
+    """An fp16 cache holds what an fp32 one does, rounded; the arithmetic after the exact
+    widening is the fp32 path's, so caches of fp16-representable values (and a new key that
+    the rotation keeps exact: cos 1, sin 0 at the new positions) give the same output bit for
+    bit."""
+    qkv, k, v, _, rope, H, Hkv = _args(D=head_dim, L=40)
+    qkv, k, v = (t.half().float() for t in (qkv, k, v))
+    for p in pos.unique().tolist():
+        rope[p] = torch.tensor([1.0, 0.0])
+    k16, v16 = k.half(), v.half()
+    y32 = ops.decode_attention(qkv, k, v, pos, rope, H, Hkv)
+    y16 = ops.decode_attention(qkv, k16, v16, pos, rope, H, Hkv)
+    assert k16.dtype == torch.float16
+    assert torch.equal(k16.float(), k) and torch.equal(v16.float(), v)  # the same writes
+    assert torch.equal(y16, y32)
+
+
+def test_fp16_caches_get_the_fp32_writes_rounded_to_nearest_even():
+    qkv, k, v, pos, rope, H, Hkv = _args()  # any rotation: the new key is rounded
+    k16, v16 = k.half(), v.half()
+    ops.decode_attention(qkv, k, v, pos, rope, H, Hkv)
+    ops.decode_attention(qkv, k16, v16, pos, rope, H, Hkv)
+    assert torch.equal(k16, k.half()) and torch.equal(v16, v.half())
+    assert not torch.equal(k16.float(), k)  # (the fp32 write was not fp16-representable)
+
+
+def test_opcheck_decode_attention_with_fp16_caches():
+    qkv, k, v, _, rope, H, Hkv = _args()
+    torch.library.opcheck(torch.ops.fastdecode.decode_attention.default,
+                          (qkv, k.half(), v.half(), torch.tensor([[2], [9]]), rope, H, Hkv))
+
+
+@pytest.mark.parametrize("k_dtype,v_dtype", [(torch.float16, torch.float32),
+                                             (torch.bfloat16, torch.bfloat16),
+                                             (torch.float64, torch.float64)])
+def test_caches_of_another_dtype_are_refused_before_any_write(k_dtype, v_dtype):
+    qkv, k, v, pos, rope, H, Hkv = _args()
+    k, v = k.to(k_dtype), v.to(v_dtype)
+    k0, v0 = k.clone(), v.clone()
+    with pytest.raises(TypeError, match="k_cache and v_cache must both be float32 or both "
+                                        "float16"):
+        ops.decode_attention(qkv, k, v, pos, rope, H, Hkv)
+    assert torch.equal(k, k0) and torch.equal(v, v0)
+
+
+@pytest.mark.parametrize("batch,per_row", [(1, False), (2, True)])
+def test_fused_decode_equals_composite_with_fp16_caches(batch, per_row):
+    """Both paths write fp16 caches (the fused op's rounding of its rotation, the module
+    path's .to(float16)) and read them back widened: the same logits within fp32 noise,
+    the same cached values within one fp16 rounding."""
+    model = tiny_model(seed=7)
+    model.kv_cache_dtype = torch.float16
+    ids = torch.randint(0, 101, (batch, 5))
+    outs = _decode_both_ways(model, ids, 6, per_row)
+    assert outs[True][1].dtype == outs[False][1].dtype == torch.float16
+    torch.testing.assert_close(outs[True][0], outs[False][0], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(outs[True][1], outs[False][1], rtol=1e-3, atol=1e-5)

@@ -63,25 +63,31 @@ KNOBS = [{"temperature": 0}, {"temperature": 0.8, "seed": 3},
          {"temperature": 0, "repetition_penalty": 1.2}]
 
 
-def test_a_requests_tokens_do_not_depend_on_the_batch(served):
+@pytest.mark.parametrize("kv_cache_dtype", [None, torch.float16])  # fp32 caches, the server's
+def test_a_requests_tokens_do_not_depend_on_the_batch(served, kv_cache_dtype):
     """Alone, then all six at once with different lengths (slots freed and swapped mid-run,
     so rows move), then in another order: the same tokens for every request, and for the
-    greedy ones the tokens fastdecode.generate gives."""
+    greedy ones the tokens fastdecode.generate gives with the same caches."""
     model, tok = served
     requests = [_request(tok, p, max_tokens=12 + 4 * i, **k)
                 for i, (p, k) in enumerate(zip(PROMPTS, KNOBS))]
-    with Engine(model, tok, max_batch=4, ctx=512) as engine:
-        alone = [_run(engine, [r])[0].ids for r in requests]
-        together = [o.ids for o in _run(engine, requests)]
-        reversed_order = [o.ids for o in _run(engine, requests[::-1])][::-1]
-        steps = engine.steps
-    assert together == alone and reversed_order == alone
-    assert steps < sum(len(a) for a in alone) * 2  # the shared steps were batched
-    for r, ids in zip(requests, alone):
-        if r.params.greedy and not r.params.penalised:
-            ref = fastdecode.generate(model, torch.tensor(r.prompt_ids), len(ids),
-                                      temperature=0)[0].reshape(-1)
-            assert ref[len(r.prompt_ids):].tolist() == ids
+    model.kv_cache_dtype = kv_cache_dtype
+    try:
+        with Engine(model, tok, max_batch=4, ctx=512) as engine:
+            assert model.cache_dtype == (kv_cache_dtype or torch.float32)
+            alone = [_run(engine, [r])[0].ids for r in requests]
+            together = [o.ids for o in _run(engine, requests)]
+            reversed_order = [o.ids for o in _run(engine, requests[::-1])][::-1]
+            steps = engine.steps
+        assert together == alone and reversed_order == alone
+        assert steps < sum(len(a) for a in alone) * 2  # the shared steps were batched
+        for r, ids in zip(requests, alone):
+            if r.params.greedy and not r.params.penalised:
+                ref = fastdecode.generate(model, torch.tensor(r.prompt_ids), len(ids),
+                                          temperature=0)[0].reshape(-1)
+                assert ref[len(r.prompt_ids):].tolist() == ids
+    finally:
+        model.kv_cache_dtype = None
 
 
 def test_a_chat_turn_reuses_the_cached_prefix(served):

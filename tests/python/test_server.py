@@ -115,11 +115,38 @@ def test_completion_stream_equals_whole_equals_generate(server, gguf_model):
     assert parts[0] == whole.choices[0].text
     assert finish[0] == whole.choices[0].finish_reason == "length"
     ids = tok.encode(PROMPT)
-    ref = fastdecode.generate(model, torch.tensor(ids), 24, temperature=0)[0].reshape(-1)
-    assert whole.choices[0].text == tok.decode(ref[len(ids):].tolist(), skip_special_tokens=True)
+    assert whole.choices[0].text == _generated_text(model, tok, ids, 24, torch.float16)
     assert (whole.usage.prompt_tokens, whole.usage.completion_tokens,
             whole.usage.total_tokens) == (len(ids), 24, len(ids) + 24)
     assert (usage.prompt_tokens, usage.completion_tokens) == (len(ids), 24)
+
+
+def _generated_text(model, tok, ids, n: int, kv_cache_dtype) -> str:
+    """``fastdecode.generate``'s greedy continuation with the model's KV caches in
+    ``kv_cache_dtype`` (the server's default is fp16, generate's the activations' dtype)."""
+    model.kv_cache_dtype = kv_cache_dtype
+    try:
+        ref = fastdecode.generate(model, torch.tensor(ids), n, temperature=0)[0].reshape(-1)
+    finally:
+        model.kv_cache_dtype = None
+    return tok.decode(ref[len(ids):].tolist(), skip_special_tokens=True)
+
+
+def test_a_float32_kv_cache_server_equals_generate_and_float16_differs_from_it(gguf_model):
+    """--kv-cache-dtype float32 serves what generate decodes by default; the default fp16
+    caches round each key and value, which moves this quantized model's greedy text."""
+    model, tok = gguf_model
+    prompt = "The three most important inventions of the last century are"
+    ids = tok.encode(prompt)
+    s = Server("--kv-cache-dtype", "float32", "--max-batch", "2", "--ctx", "256")
+    try:
+        got = s.client().completions.create(model="default", prompt=prompt, max_tokens=40,
+                                            temperature=0, extra_body={"ignore_eos": True}
+                                            ).choices[0].text
+    finally:
+        assert s.stop() == 0
+    assert got == _generated_text(model, tok, ids, 40, None)
+    assert got != _generated_text(model, tok, ids, 40, torch.float16)
 
 
 def test_chat_stream_equals_whole_and_uses_the_template(server, gguf_model):
@@ -153,7 +180,7 @@ def test_n_choices_stop_strings_and_seeds(server):
     assert [ch.text for ch in other.choices] != [ch.text for ch in r.choices]
     full = c.completions.create(model="default", prompt=PROMPT, max_tokens=24, temperature=0)
     text = full.choices[0].text
-    stop = text[text.index("answer"):][:6]  # a stop string inside the greedy text
+    stop = next(w for w in text.split()[1:] if len(w) >= 4)  # a word inside the greedy text
     cut = c.completions.create(model="default", prompt=PROMPT, max_tokens=24, temperature=0,
                                stop=[stop, "zzzz"])
     assert cut.choices[0].text == text[:text.index(stop)]
@@ -345,7 +372,8 @@ def test_health_is_503_while_the_model_loads():
 
 
 def test_serve_refuses_bad_flags_before_loading():
-    for flags in (["--max-batch", "64"], ["--port", "70000"], ["--ctx", "0"]):
+    for flags in (["--max-batch", "64"], ["--port", "70000"], ["--ctx", "0"],
+                  ["--kv-cache-dtype", "bfloat16"]):
         done = subprocess.run([sys.executable, "-m", "fastdecode", "serve", *flags],
                               capture_output=True, text=True, timeout=60,
                               env={**os.environ})

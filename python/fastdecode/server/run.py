@@ -18,7 +18,11 @@ log = logging.getLogger("fastdecode.server")
 def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
           host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None,
           max_batch: int = 8, ctx: int = 2048, max_waiting: int = 64,
-          model_name: Optional[str] = None) -> int:
+          model_name: Optional[str] = None, kv_cache_dtype: str = "float16") -> int:
+    """kv_cache_dtype: "float16" (half the KV memory and the bytes a batched step reads; each
+    key and value rounded once, ``Transformer.kv_cache_dtype``) or "float32" (the dtype
+    ``generate`` and ``LLM.generate`` use by default)."""
+    import torch
     import uvicorn
 
     from ..compat.llm_utils import LLM
@@ -28,6 +32,10 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
     from .metrics import PrometheusMetrics
 
     check_engine_sizes(max_batch, ctx, max_waiting)  # before anything loads or binds
+    kv_dtypes = {"float16": torch.float16, "float32": None}
+    if kv_cache_dtype not in kv_dtypes:
+        raise ValueError(f"kv_cache_dtype must be 'float16' or 'float32', got "
+                         f"{kv_cache_dtype!r}")
     metrics = PrometheusMetrics()
     state = ServerState(model_name or checkpoint, api_key, metrics)
     server: Optional[uvicorn.Server] = None
@@ -35,14 +43,16 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
     def load() -> None:
         try:
             llm = LLM(checkpoint, quantize=quantize)
+            llm.model.kv_cache_dtype = kv_dtypes[kv_cache_dtype]
             engine = Engine(llm.model, llm.tokenizer, max_batch=max_batch,
                             ctx=min(ctx, llm.model.config.block_size),
                             max_waiting=max_waiting, metrics=metrics, huge_pages=True)
             state.tokenizer = llm.tokenizer
             state.engine = engine.start()
             print(f"fastdecode serving {state.model_id} on http://{host}:{port} "
-                  f"(max batch {max_batch}, context {engine.ctx}, "
-                  f"decode path {llm.model.decode_path})", file=sys.stderr, flush=True)
+                  f"(max batch {max_batch}, context {engine.ctx}, KV caches "
+                  f"{llm.model.cache_dtype}, decode path {llm.model.decode_path})",
+                  file=sys.stderr, flush=True)
         except Exception as e:  # the server cannot serve: say why and exit
             state.load_error = f"{type(e).__name__}: {e}"
             print(f"error: cannot load {checkpoint!r}: {state.load_error}", file=sys.stderr,
