@@ -145,8 +145,11 @@ def _rms_norm(g, d):
 
 
 def _attention_parts(g, d):
+    """Heads, caches (fp32, or fp16 for odd seeds: both dtypes the attention takes), the
+    rotations and a position."""
     B, H, Hkv, D, L = d["B"], d["H"] * d["Hkv"], d["Hkv"], d["D"], d["L"]
-    caches = [_rand(g, (B, Hkv, L, D)) for _ in range(2)]
+    cache_dtype = torch.float16 if d["seed"] % 2 else torch.float32
+    caches = [_rand(g, (B, Hkv, L, D), cache_dtype) for _ in range(2)]
     angles = torch.rand((L, D // 2), generator=g) * 6.28
     rope = torch.stack([angles.cos(), angles.sin()], -1)
     return H, Hkv, D, caches, rope, torch.tensor([min(d["T"], L - 1)])
