@@ -122,7 +122,8 @@ class Engine:
     raises ``QueueFull``. huge_pages: the KV caches on 2 MiB pages
     (``setup_caches(..., huge_pages=True)``), for a long-lived engine (the server's): the
     kernel takes ~0.55 s to assemble 377 MB of them, which the engines ``LLM.generate``
-    makes per call would pay each time.
+    makes per call would pay each time. The caches take the model's ``kv_cache_dtype`` (the
+    server sets fp16).
     """
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, ctx: int = 2048,
