@@ -176,14 +176,15 @@ void attend_one_head_body(const float* qkv, const float* rope, int64_t pos, int6
   // the activation rounding moves them (test_quantized_model bounds both).
   // a position's partial sums, folded to 8 lanes; four_positions: the same for key rows
   // k0 + j * D (j < 4) side by side, each with the same adds in the same order
-  auto one_position = [&](const T* k, vf8* v) {
+  // (always inlined, as the helpers: the F16C asm needs the clone's target around it)
+  auto one_position = [&](const T* k, vf8* v) __attribute__((always_inline)) {
     vf16 a = splat16(0.0f);
     for (int64_t d = 0; d < d_full; d += kLanes) {
       a = madd16(load16(q + d), load16<kF16C>(k + d), a);
     }
     *v = a.lo + a.hi;
   };
-  auto four_positions = [&](const T* k0, vf8* v) {
+  auto four_positions = [&](const T* k0, vf8* v) __attribute__((always_inline)) {
     vf16 a0 = splat16(0.0f), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t d = 0; d < d_full; d += kLanes) {
       const vf16 qd = load16(q + d);
