@@ -179,9 +179,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="positions per slot: a prompt plus its max_tokens must fit")
     v.add_argument("--max-waiting", type=int, default=64,
                    help="requests queued for a slot before the server answers 429")
-    v.add_argument("--kv-cache-dtype", choices=["float16", "float32"], default="float16",
-                   help="the KV caches' dtype (default float16: half the memory and the "
-                        "bytes each batched step reads; float32 as generate and chat)")
+    v.add_argument("--kv-cache-dtype", choices=["auto", "float16", "float32"], default="auto",
+                   help="the KV caches' dtype: float16 halves their memory and the bytes "
+                        "each batched step reads; float32 as generate and chat; auto "
+                        "(default) float16 where the kernel path converts it in hardware")
     v.add_argument("--model-name", default=None,
                    help="the id clients send as 'model' (default: the --checkpoint value)")
     d = sub.add_parser("serve-queue-demo",

@@ -99,3 +99,17 @@ def test_fp16_caches_keep_the_default_models_perplexity(default_model, fused):
         fastdecode.fuse(model)
     assert fp16 != fp32  # the caches did change the arithmetic
     assert abs(fp16 / fp32 - 1) < 0.02, (fp32, fp16)
+
+
+def test_the_servers_auto_kv_cache_dtype_is_fp16_where_the_path_converts_in_hardware():
+    from fastdecode.server.run import kv_cache_dtype_of
+
+    for isa in ("avx512", "avx2", "neon"):
+        assert kv_cache_dtype_of("auto", isa) == torch.float16
+        assert kv_cache_dtype_of("float32", isa) is None
+    # the portable path converts in software: attention over fp16 caches ~18x slower there
+    assert kv_cache_dtype_of("auto", "scalar") is None
+    assert kv_cache_dtype_of("float16", "scalar") == torch.float16
+    with pytest.raises(ValueError, match="kv_cache_dtype must be one of auto, float16, "
+                                         "float32, got 'bfloat16'"):
+        kv_cache_dtype_of("bfloat16", "avx2")

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import fastdecode
+from fastdecode.server.run import kv_cache_dtype_of
 
 openai = pytest.importorskip("openai", reason="the server's test client (requirements-dev)")
 
@@ -115,7 +116,8 @@ def test_completion_stream_equals_whole_equals_generate(server, gguf_model):
     assert parts[0] == whole.choices[0].text
     assert finish[0] == whole.choices[0].finish_reason == "length"
     ids = tok.encode(PROMPT)
-    assert whole.choices[0].text == _generated_text(model, tok, ids, 24, torch.float16)
+    served_dtype = kv_cache_dtype_of("auto", fastdecode.build_info()["active_isa"])
+    assert whole.choices[0].text == _generated_text(model, tok, ids, 24, served_dtype)
     assert (whole.usage.prompt_tokens, whole.usage.completion_tokens,
             whole.usage.total_tokens) == (len(ids), 24, len(ids) + 24)
     assert (usage.prompt_tokens, usage.completion_tokens) == (len(ids), 24)
@@ -123,7 +125,8 @@ def test_completion_stream_equals_whole_equals_generate(server, gguf_model):
 
 def _generated_text(model, tok, ids, n: int, kv_cache_dtype) -> str:
     """``fastdecode.generate``'s greedy continuation with the model's KV caches in
-    ``kv_cache_dtype`` (the server's default is fp16, generate's the activations' dtype)."""
+    ``kv_cache_dtype`` (the server's default is fp16 where the kernel path converts it in
+    hardware, generate's the activations' dtype)."""
     model.kv_cache_dtype = kv_cache_dtype
     try:
         ref = fastdecode.generate(model, torch.tensor(ids), n, temperature=0)[0].reshape(-1)

@@ -10,19 +10,36 @@ import sys
 import threading
 from typing import Optional
 
-__all__ = ["serve"]
+__all__ = ["serve", "kv_cache_dtype_of", "KV_CACHE_DTYPES"]
 
 log = logging.getLogger("fastdecode.server")
+
+
+KV_CACHE_DTYPES = ("auto", "float16", "float32")
+
+
+def kv_cache_dtype_of(name: str, active_isa: str):
+    """The ``Transformer.kv_cache_dtype`` a ``--kv-cache-dtype`` value gives on a kernel path:
+    "float16" (half the KV memory and the bytes a batched step reads; each key and value
+    rounded once), "float32" (None: the activations' dtype, what ``generate`` and
+    ``LLM.generate`` use by default), or "auto": float16 where the path converts fp16 in
+    hardware (avx2, avx512: F16C; neon), float32 on the portable path, whose software
+    conversions would make attention over fp16 caches ~18x slower than over fp32 ones."""
+    import torch
+
+    if name not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got "
+                         f"{name!r}")
+    if name == "auto":
+        name = "float32" if active_isa == "scalar" else "float16"
+    return torch.float16 if name == "float16" else None
 
 
 def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
           host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None,
           max_batch: int = 8, ctx: int = 2048, max_waiting: int = 64,
-          model_name: Optional[str] = None, kv_cache_dtype: str = "float16") -> int:
-    """kv_cache_dtype: "float16" (half the KV memory and the bytes a batched step reads; each
-    key and value rounded once, ``Transformer.kv_cache_dtype``) or "float32" (the dtype
-    ``generate`` and ``LLM.generate`` use by default)."""
-    import torch
+          model_name: Optional[str] = None, kv_cache_dtype: str = "auto") -> int:
+    """kv_cache_dtype: "auto", "float16" or "float32" (``kv_cache_dtype_of``)."""
     import uvicorn
 
     from ..compat.llm_utils import LLM
@@ -31,11 +48,10 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
     from .app import ServerState, build_app
     from .metrics import PrometheusMetrics
 
+    from .. import build_info
+
     check_engine_sizes(max_batch, ctx, max_waiting)  # before anything loads or binds
-    kv_dtypes = {"float16": torch.float16, "float32": None}
-    if kv_cache_dtype not in kv_dtypes:
-        raise ValueError(f"kv_cache_dtype must be 'float16' or 'float32', got "
-                         f"{kv_cache_dtype!r}")
+    kv_dtype = kv_cache_dtype_of(kv_cache_dtype, build_info()["active_isa"])
     metrics = PrometheusMetrics()
     state = ServerState(model_name or checkpoint, api_key, metrics)
     server: Optional[uvicorn.Server] = None
@@ -43,7 +59,7 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
     def load() -> None:
         try:
             llm = LLM(checkpoint, quantize=quantize)
-            llm.model.kv_cache_dtype = kv_dtypes[kv_cache_dtype]
+            llm.model.kv_cache_dtype = kv_dtype
             engine = Engine(llm.model, llm.tokenizer, max_batch=max_batch,
                             ctx=min(ctx, llm.model.config.block_size),
                             max_waiting=max_waiting, metrics=metrics, huge_pages=True)
