@@ -12,6 +12,7 @@ from typing import List, Optional
 import torch
 
 from . import _C
+from .server.run import KV_CACHE_DTYPES
 
 _PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -179,7 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="positions per slot: a prompt plus its max_tokens must fit")
     v.add_argument("--max-waiting", type=int, default=64,
                    help="requests queued for a slot before the server answers 429")
-    v.add_argument("--kv-cache-dtype", choices=["auto", "float16", "float32"], default="auto",
+    v.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto",
                    help="the KV caches' dtype: float16 halves their memory and the bytes "
                         "each batched step reads; float32 as generate and chat; auto "
                         "(default) float16 where the kernel path converts it in hardware")
