@@ -103,19 +103,6 @@ inline void rotate(const float* x, const float* rope, int64_t D, float* out) {
 }
 }  // namespace
 
-void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
-                      const DecodeAttentionShape& s, float* k_cache, float* v_cache) {
-  const int64_t D = s.head_dim;
-  const float* k = qkv + s.n_head * D;
-  const float* v = k + s.n_kv_head * D;
-  for (int64_t hk = 0; hk < s.n_kv_head; ++hk) {
-    float* kdst = k_cache + (hk * s.cache_len + pos) * D;
-    float* vdst = v_cache + (hk * s.cache_len + pos) * D;
-    rotate(k + hk * D, rope, D, kdst);
-    for (int64_t d = 0; d < D; ++d) vdst[d] = v[hk * D + d];
-  }
-}
-
 // n floats rounded to fp16 bits (8 at a time, the rest one by one: the same rounding).
 template <bool kF16C>
 FASTDECODE_KERNEL_BODY void round_to_half_body(const float* x, int64_t n, uint16_t* out) {
@@ -133,19 +120,38 @@ FASTDECODE_KERNEL_BODY void round_to_half_body(const float* x, int64_t n, uint16
 FASTDECODE_DISPATCH_F16C(void, round_to_half, (const float* x, int64_t n, uint16_t* out),
                          (x, n, out))
 
-void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
-                      const DecodeAttentionShape& s, uint16_t* k_cache, uint16_t* v_cache) {
-  // the fp32 write's values (the same rotation), then rounded: an fp16 cache holds exactly
-  // the fp32 cache's values rounded
+namespace {
+// n cache values from floats: copied into an fp32 cache, rounded into an fp16 one.
+void store_values(const float* x, int64_t n, float* out) {
+  std::memcpy(out, x, n * sizeof(float));
+}
+void store_values(const float* x, int64_t n, uint16_t* out) { round_to_half(x, n, out); }
+
+// Both caches' writes: the rotated key and the value in fp32, then stored (an fp16 cache
+// holds exactly the fp32 cache's values rounded).
+template <typename T>
+void write_rotated_kv_as(const float* qkv, const float* rope, int64_t pos,
+                         const DecodeAttentionShape& s, T* k_cache, T* v_cache) {
   const int64_t D = s.head_dim;
   const float* k = qkv + s.n_head * D;
   const float* v = k + s.n_kv_head * D;
   float rotated[512];  // D <= 512 is checked by the caller
   for (int64_t hk = 0; hk < s.n_kv_head; ++hk) {
     rotate(k + hk * D, rope, D, rotated);
-    round_to_half(rotated, D, k_cache + (hk * s.cache_len + pos) * D);
-    round_to_half(v + hk * D, D, v_cache + (hk * s.cache_len + pos) * D);
+    store_values(rotated, D, k_cache + (hk * s.cache_len + pos) * D);
+    store_values(v + hk * D, D, v_cache + (hk * s.cache_len + pos) * D);
   }
+}
+}  // namespace
+
+void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
+                      const DecodeAttentionShape& s, float* k_cache, float* v_cache) {
+  write_rotated_kv_as(qkv, rope, pos, s, k_cache, v_cache);
+}
+
+void write_rotated_kv(const float* qkv, const float* rope, int64_t pos,
+                      const DecodeAttentionShape& s, uint16_t* k_cache, uint16_t* v_cache) {
+  write_rotated_kv_as(qkv, rope, pos, s, k_cache, v_cache);
 }
 
 // T: the caches' element, float or uint16_t (fp16 bits; load16 and to_float widen them, with

@@ -139,6 +139,11 @@ def _move(libc, t: torch.Tensor, dst: torch.Tensor, release: bool) -> None:
             libc.madvise(lo, hi - lo, _MADV_DONTNEED)
 
 
+def _slot_bytes(nbytes: int) -> int:
+    """A tensor's bytes rounded up to the next cache line: where the next one starts."""
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
 def _advised_buffer(libc, nbytes: int) -> Optional[Tuple[torch.Tensor, int]]:
     """(buffer, start): an untouched uint8 buffer whose bytes from ``start`` (2 MiB aligned)
     on hold ``nbytes``, advised for huge pages before any page exists; None where madvise
@@ -162,7 +167,7 @@ def zeros_on_huge_pages(shapes: List[Tuple[int, ...]], dtype: torch.dtype
     if not huge_pages_on_request():
         return None
     item = dtype.itemsize
-    sizes = [-(-math.prod(shape) * item // _ALIGN) * _ALIGN for shape in shapes]
+    sizes = [_slot_bytes(math.prod(shape) * item) for shape in shapes]
     advised = _advised_buffer(_libc(), sum(sizes))
     if advised is None:
         return None
@@ -185,7 +190,7 @@ def place_weights(model: nn.Module) -> int:
     tensors = _movable(model)
     if not tensors:
         return 0
-    sizes = [-(-t.numel() * t.element_size() // _ALIGN) * _ALIGN for t, _ in tensors]
+    sizes = [_slot_bytes(t.numel() * t.element_size()) for t, _ in tensors]
     libc = _libc()
     advised = _advised_buffer(libc, sum(sizes))
     if advised is None:

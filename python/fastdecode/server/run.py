@@ -42,13 +42,12 @@ def serve(checkpoint: str = "default", *, quantize: Optional[str] = None,
     """kv_cache_dtype: "auto", "float16" or "float32" (``kv_cache_dtype_of``)."""
     import uvicorn
 
+    from .. import build_info
     from ..compat.llm_utils import LLM
     from ..engine import Engine
     from ..engine.engine import check_engine_sizes
     from .app import ServerState, build_app
     from .metrics import PrometheusMetrics
-
-    from .. import build_info
 
     check_engine_sizes(max_batch, ctx, max_waiting)  # before anything loads or binds
     kv_dtype = kv_cache_dtype_of(kv_cache_dtype, build_info()["active_isa"])
