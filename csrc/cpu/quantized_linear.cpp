@@ -74,8 +74,8 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 // ~150 of these calls, each allocation costs about half a microsecond).
 struct GemvActivations {
   at::Tensor rows;       // a converted or padded copy of x, when one was needed
-  // q int8 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums fp32 [M, K_x / G, 2]
-  // (of x and of the rounded x) | tiled int8: block sums int32 [M, K_q / 32]
+  // q int8 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums of x fp32 [M, K_x / G] |
+  // tiled int8 and int4: block sums of q int32 [M, K_q / 32]
   at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
@@ -85,7 +85,8 @@ struct GemvActivations {
 
 int64_t aligned64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
-// G: the int4 group size for the sums, 0 for none; block_sums: the tiled int8 kernels' sums.
+// G: the int4 group size for the sums, 0 for none; block_sums: the block sums the tiled
+// int8 and the int4 kernels take.
 GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, int64_t K_q,
                                  int64_t G, bool block_sums = false) {
   GemvActivations a;
@@ -99,7 +100,7 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   }
   const int64_t q_bytes = aligned64(M * K_q);
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
-  const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 2 * 4) : 0;
+  const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 4) : 0;
   const int64_t bsum_bytes = block_sums ? aligned64(M * (K_q / kernels::kActBlock) * 4) : 0;
   a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + bsum_bytes},
                           x.options().dtype(at::kByte));
@@ -111,7 +112,7 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   a.view = {q, scale, M, K_q};
   if (G > 0) {
     auto* xsum = reinterpret_cast<float*>(base + q_bytes + scale_bytes);
-    kernels::group_sums(xp, a.view, K_x, G, xsum);
+    kernels::group_sums(xp, M, K_x, G, xsum);
     a.xsum = xsum;
   }
   if (block_sums) {
@@ -328,15 +329,15 @@ std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<In
 // int4 weights sharing K_pad and the group size: units are 16-row tiles.
 std::vector<at::Tensor> int4_gemv_many(const at::Tensor& x, const std::vector<Int4Weight>& ws) {
   const int64_t K = x.size(-1), K_pad = ws[0].K_pad, G = ws[0].G;
-  const GemvActivations a = gemv_activations(x, K, K_pad, K_pad, G);
+  const GemvActivations a = gemv_activations(x, K, K_pad, K_pad, G, /*block_sums=*/true);
   constexpr int64_t tile = kernels::kInt4TileRows;
   return gemv_many(
       x, ws, a.finite, int4_gemm,
       [](const Int4Weight& w) { return (w.N + tile - 1) / tile; },
       weights_per_task(a.view.M) / (tile * K_pad),
       [&](const Int4Weight& w, int64_t b, int64_t e, at::Tensor& y) {
-        kernels::int4_gemv(a.view, a.xsum, w.packed.data_ptr<uint8_t>(), w.sz.data_ptr<float>(),
-                           w.N, G, b, e, y.data_ptr<float>(), w.N);
+        kernels::int4_gemv(a.view, a.bsum, a.xsum, w.packed.data_ptr<uint8_t>(),
+                           w.sz.data_ptr<float>(), w.N, G, b, e, y.data_ptr<float>(), w.N);
       });
 }
 

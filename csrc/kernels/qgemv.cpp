@@ -52,32 +52,20 @@ FASTDECODE_DISPATCH(bool, quantize_activations,
                     (x, M, K, K_pad, q, scale))
 
 FASTDECODE_KERNEL_BODY
-void group_sums_body(const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
-                     float* sums) {
-  const int64_t blocks = a.K / kActBlock;
-  const int8_t* qa = a.q;
-  for (int64_t m = 0; m < a.M; ++m) {
+void group_sums_body(const float* x, int64_t M, int64_t K, int64_t G, float* sums) {
+  for (int64_t m = 0; m < M; ++m) {
     for (int64_t g = 0; g < K / G; ++g) {
       // four partial sums: one chain of dependent double adds took ~4 cycles a value
-      double part[4] = {0.0, 0.0, 0.0, 0.0}, s_hat = 0.0;
+      double part[4] = {0.0, 0.0, 0.0, 0.0};
       for (int64_t k = g * G; k < (g + 1) * G; k += 4) {
         for (int i = 0; i < 4; ++i) part[i] += x[m * K + k + i];
       }
-      const double s = (part[0] + part[1]) + (part[2] + part[3]);
-      for (int64_t b = g * G / kActBlock; b < (g + 1) * G / kActBlock; ++b) {
-        int32_t q = 0;
-        for (int64_t k = b * kActBlock; k < (b + 1) * kActBlock; ++k) q += qa[m * a.K + k];
-        s_hat += static_cast<double>(a.scale[m * blocks + b]) * q;
-      }
-      sums[(m * (K / G) + g) * 2] = static_cast<float>(s);
-      sums[(m * (K / G) + g) * 2 + 1] = static_cast<float>(s_hat);
+      sums[m * (K / G) + g] = static_cast<float>((part[0] + part[1]) + (part[2] + part[3]));
     }
   }
 }
-FASTDECODE_DISPATCH(void, group_sums,
-                    (const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
-                     float* sums),
-                    (x, a, K, G, sums))
+FASTDECODE_DISPATCH(void, group_sums, (const float* x, int64_t M, int64_t K, int64_t G, float* sums),
+                    (x, M, K, G, sums))
 
 FASTDECODE_KERNEL_BODY
 void int8_gemv_portable_body(const QuantizedActivations& a, const int8_t* q, const float* scales,
@@ -109,16 +97,17 @@ FASTDECODE_DISPATCH(void, int8_gemv_portable,
 
 // Lane-parallel over the (up to) 16 rows of a tile: the loops over i vectorise.
 FASTDECODE_KERNEL_BODY
-void int4_gemv_portable_body(const QuantizedActivations& a, const float* xsum,
-                             const uint8_t* packed, const float* sz, int64_t N, int64_t G,
-                             int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
-  const int64_t K = a.K, words = K / 8, groups = K / G, blocks_per_group = G / kActBlock;
+void int4_gemv_portable_body(const QuantizedActivations& a, const int32_t* bsum,
+                             const float* xsum, const uint8_t* packed, const float* sz, int64_t N,
+                             int64_t G, int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
+  const int64_t K = a.K, words = K / 8, groups = K / G, blocks = K / kActBlock;
+  const int64_t blocks_per_group = G / kActBlock;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const uint8_t* pt = packed + n0 * words * 4;
     const float* st = sz + n0 * groups * 2;
     for (int64_t m = 0; m < a.M; ++m) {
-      float acc[kInt4TileRows] = {};
+      float acc[kInt4TileRows] = {}, zacc[kInt4TileRows] = {};  // scale and zero terms
       for (int64_t g = 0; g < groups; ++g) {
         float gacc[kInt4TileRows] = {};
         for (int64_t bg = 0; bg < blocks_per_group; ++bg) {
@@ -135,24 +124,25 @@ void int4_gemv_portable_body(const QuantizedActivations& a, const float* xsum,
               }
             }
           }
-          const float xs = a.scale[m * (K / kActBlock) + b];
-          for (int64_t i = 0; i < r; ++i) gacc[i] += static_cast<float>(dot[i]) * xs;
+          const float xs = a.scale[m * blocks + b];
+          const int32_t centre = 8 * bsum[m * blocks + b];
+          for (int64_t i = 0; i < r; ++i) gacc[i] += static_cast<float>(dot[i] - centre) * xs;
         }
-        const float gsum = xsum[(m * groups + g) * 2], gsum_hat = xsum[(m * groups + g) * 2 + 1];
+        const float gsum = xsum[m * groups + g];
         for (int64_t i = 0; i < r; ++i) {
-          const float scale = st[(2 * g) * r + i], zero = st[(2 * g + 1) * r + i];
-          acc[i] += scale * (gacc[i] - 8.0f * gsum_hat) + zero * gsum;
+          acc[i] += st[(2 * g) * r + i] * gacc[i];
+          zacc[i] += st[(2 * g + 1) * r + i] * gsum;
         }
       }
-      for (int64_t i = 0; i < r; ++i) y[m * ldy + n0 + i] = acc[i];
+      for (int64_t i = 0; i < r; ++i) y[m * ldy + n0 + i] = acc[i] + zacc[i];
     }
   }
 }
 FASTDECODE_DISPATCH(void, int4_gemv_portable,
-                    (const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-                     const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
-                     float* y, int64_t ldy),
-                    (a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy))
+                    (const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
+                     const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                     int64_t t_begin, int64_t t_end, float* y, int64_t ldy),
+                    (a, bsum, xsum, packed, sz, N, G, t_begin, t_end, y, ldy))
 
 FASTDECODE_KERNEL_BODY
 void activation_block_sums_body(const QuantizedActivations& a, int32_t* sums) {
@@ -233,18 +223,18 @@ void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scal
   int8_gemv_portable(a, q, scales, K, G, n_begin, n_end, y, ldy);
 }
 
-void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-               const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
-               int64_t ldy) {
+void int4_gemv(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
+               const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
+               int64_t t_end, float* y, int64_t ldy) {
 #if FASTDECODE_X86_CLONES
   if (qgemv_vnni_available()) {
-    return int4_gemv_vnni(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+    return int4_gemv_vnni(a, bsum, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
   if (qgemv_avx2_available()) {
-    return int4_gemv_avx2(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+    return int4_gemv_avx2(a, bsum, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
   }
 #endif
-  int4_gemv_portable(a, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
+  int4_gemv_portable(a, bsum, xsum, packed, sz, N, G, t_begin, t_end, y, ldy);
 }
 
 void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const uint8_t* packed,

@@ -10,9 +10,11 @@
 // (VNNI), vpmaddwd on both sign-extended to 16 bits (AVX2). The weight-activation
 // products are exact integer dot products, scaled once per block:
 //   int8: y = sum_b s_b * sw_g(b) * (q_b . xq_b)                 (sw per channel or group)
-//   int4: y = sum_g scale_g * (sum_{b in g} s_b * (q_b . xq_b) - 8 sum(x_hat_g))
-//             + zero_g * sum(x_g)
-// with x_hat = xq * s: the rounded activations meet the centred weights (q - 8) * scale, and
+//   int4: y = sum_g scale_g * sum_{b in g} s_b * ((q_b - 8) . xq_b)  +  sum_g zero_g * sum(x_g)
+// with (q_b - 8) . xq_b = q_b . xq_b - 8 sum(xq_b) exact in integers: the rounded
+// activations x_hat = xq * s meet the centred weights (q - 8) * scale, and the zero point
+// the exact fp32 sum of x over the group; the two sums over g are accumulated apart (two
+// short dependency chains instead of one long one) and added at the end.
 // the zero point the exact fp32 sum of x over the group. (Meeting q * scale, all of one
 // sign, instead, multiplied the rounding error 2.3x on the default model's layers.) The error
 // against the fp32 product is bounded by sum_k |w_hat[n, k]| * s_b(k) / 2 (w_hat: the int8
@@ -54,11 +56,9 @@ struct QuantizedActivations {
 bool quantize_activations(const float* x, int64_t M, int64_t K, int64_t K_pad, int8_t* q,
                           float* scale);
 
-// sums[m, g] = (sum of x[m, g*G : (g+1)*G], sum of the rounded x_hat = q * scale over the
-// same columns), both summed in double: [a.M, K / G, 2]. x: [a.M, K], K a multiple of G and
-// K <= a.K.
-void group_sums(const float* x, const QuantizedActivations& a, int64_t K, int64_t G,
-                float* sums);
+// sums[m, g] = the sum of x[m, g*G : (g+1)*G], summed in double: [M, K / G]. x: [M, K], K a
+// multiple of G.
+void group_sums(const float* x, int64_t M, int64_t K, int64_t G, float* sums);
 
 // int8 weight q: [N, K] row-major (K real in-features, K <= a.K);
 // scales: [N] (G == K, per channel) or [N, K / G] with G a multiple of 32.
@@ -67,14 +67,16 @@ void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scal
                int64_t G, int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
 
 // int4 weight in the tiled layout of int4_layout.h: packed [N, a.K / 2], sz [N, a.K / G, 2];
-// xsum: [M, a.K / G, 2] group_sums of the activations. Writes y[m * ldy + n] for the rows of
+// bsum: [M, a.K / 32] activation_block_sums; xsum: [M, a.K / G] group_sums of the
+// activations. Writes y[m * ldy + n] for the rows of
 // tiles [t_begin, t_end).
-void int4_gemv(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-               const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end, float* y,
-               int64_t ldy);
+void int4_gemv(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
+               const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
+               int64_t t_end, float* y, int64_t ldy);
 
 // The sum of each 32-value block of the quantized activations: sums [a.M, a.K / 32] (the
-// tiled int8 kernels multiply q + 128 and take 128 * sum back out of each block).
+// tiled int8 kernels multiply q + 128 and take 128 * sum back out of each block; the int4
+// kernels multiply q and take 8 * sum out).
 void activation_block_sums(const QuantizedActivations& a, int32_t* sums);
 
 // int8 weight in the tiled layout of int8_layout.h: packed [N, a.K] (u = q + 128, K = a.K
@@ -93,7 +95,7 @@ bool qgemv_avx2_available();
 void int8_gemv_portable(const QuantizedActivations& a, const int8_t* q, const float* scales,
                         int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                         int64_t ldy);
-void int4_gemv_portable(const QuantizedActivations& a, const float* xsum,
+void int4_gemv_portable(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
                         const uint8_t* packed, const float* sz, int64_t N, int64_t G,
                         int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 void int8_tiled_gemv_portable(const QuantizedActivations& a, const int32_t* bsum,
@@ -103,8 +105,9 @@ void int8_tiled_gemv_portable(const QuantizedActivations& a, const int32_t* bsum
 void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q, const float* scales,
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                     int64_t ldy);
-void int4_gemv_avx2(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-                    const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+void int4_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
+                    const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
+                    int64_t t_end,
                     float* y, int64_t ldy);
 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum,
                           const uint8_t* packed, const float* scales, int64_t N, int64_t G,
@@ -112,8 +115,9 @@ void int8_tiled_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum,
 void int8_gemv_vnni(const QuantizedActivations& a, const int8_t* q, const float* scales,
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                     int64_t ldy);
-void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-                    const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
+void int4_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
+                    const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
+                    int64_t t_end,
                     float* y, int64_t ldy);
 void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
                           const uint8_t* packed, const float* scales, int64_t N, int64_t G,

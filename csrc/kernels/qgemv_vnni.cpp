@@ -53,8 +53,8 @@ FASTDECODE_VNNI inline __m512i broadcast_quad(const int8_t* p) {
 // kOneBlock: G == 32, a group is one block, so each block's float sum goes straight into the
 // accumulator (no per-group sum: at 8 rows its 8 registers made the compiler spill).
 template <int MB, bool kOneBlock>
-FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const float* xsum,
-                               const int32_t* wt, const float* st, int64_t r, int64_t G,
+FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const int32_t* bsum,
+                               const float* xsum, const int32_t* wt, const float* st, int64_t r, int64_t G,
                                float* y, int64_t ldy, bool prefetch) {
   const int64_t K = a.K, groups = K / G, blocks_per_group = kOneBlock ? 1 : G / kActBlock;
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
@@ -94,8 +94,12 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
       }
       #pragma GCC unroll 16
       for (int m = 0; m < MB; ++m) {
-        const __m512 xs = _mm512_set1_ps(a.scale[(m0 + m) * (K / kActBlock) + b]);
-        const __m512i sum = C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0];
+        const int64_t xb = (m0 + m) * (K / kActBlock) + b;
+        const __m512 xs = _mm512_set1_ps(a.scale[xb]);
+        // the centred weights' sum (qgemv.h): q . xq - 8 * sum(xq), exact
+        const __m512i sum = _mm512_sub_epi32(
+            C == 2 ? _mm512_add_epi32(dot[m][0], dot[m][C - 1]) : dot[m][0],
+            _mm512_set1_epi32(8 * bsum[xb]));
         // (with one block, fmadd onto zero: the same single rounding as the product)
         gacc[m] = kOneBlock ? _mm512_mul_ps(_mm512_cvtepi32_ps(sum), xs)
                             : _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), xs, gacc[m]);
@@ -107,18 +111,24 @@ FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0, const 
       _mm_prefetch(next + 64, _MM_HINT_T0);
     }
     const __m512 scale = _mm512_maskz_loadu_ps(rows, st + (2 * g) * r);
+    #pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m) acc[m] = _mm512_fmadd_ps(scale, gacc[m], acc[m]);
+  }
+  // the zero points' term, summed from zero in group order and added once (qgemv.h)
+  __m512 zacc[MB];
+  #pragma GCC unroll 16
+  for (int m = 0; m < MB; ++m) zacc[m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
     const __m512 zero = _mm512_maskz_loadu_ps(rows, st + (2 * g + 1) * r);
     #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m) {
-      const float* sums = xsum + ((m0 + m) * groups + g) * 2;  // sum(x), sum(x_hat)
-      const __m512 centred = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), _mm512_set1_ps(sums[1]),
-                                              gacc[m]);
-      acc[m] = _mm512_fmadd_ps(scale, centred, acc[m]);
-      acc[m] = _mm512_fmadd_ps(zero, _mm512_set1_ps(sums[0]), acc[m]);
+      zacc[m] = _mm512_fmadd_ps(zero, _mm512_set1_ps(xsum[(m0 + m) * groups + g]), zacc[m]);
     }
   }
   #pragma GCC unroll 16
-  for (int m = 0; m < MB; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, acc[m]);
+  for (int m = 0; m < MB; ++m) {
+    _mm512_mask_storeu_ps(y + (m0 + m) * ldy, rows, _mm512_add_ps(acc[m], zacc[m]));
+  }
 }
 
 // int8, tiled layout (int8_layout.h): as int4_tile, the 16 lanes are a tile's rows; a
@@ -275,9 +285,9 @@ FASTDECODE_VNNI void int8_rows_all_m(const QuantizedActivations& a, const int8_t
 }  // namespace
 
 FASTDECODE_VNNI
-void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint8_t* packed,
-                    const float* sz, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
-                    float* y, int64_t ldy) {
+void int4_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
+                    const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                    int64_t t_begin, int64_t t_end, float* y, int64_t ldy) {
   const int64_t words = a.K / 8, groups = a.K / G;
   const int64_t n_begin = t_begin * kInt4TileRows;
   const int64_t task_rows = std::min(N, t_end * kInt4TileRows) - n_begin;
@@ -288,7 +298,8 @@ void int4_gemv_vnni(const QuantizedActivations& a, const float* xsum, const uint
     const int32_t* wt = reinterpret_cast<const int32_t*>(packed) + n0 * words;
     const float* st = sz + n0 * groups * 2;
     for_row_blocks<8>(a.M, G == kActBlock, [&](int64_t m0, auto mb, auto one_block) {
-      int4_tile<mb.value, one_block.value>(a, m0, xsum, wt, st, r, G, y + n0, ldy, m0 == 0);
+      int4_tile<mb.value, one_block.value>(a, m0, bsum, xsum, wt, st, r, G, y + n0, ldy,
+                                           m0 == 0);
     });
   }
 }

@@ -31,11 +31,11 @@ Activations quantize_rows(const std::vector<float>& x, int64_t m0, int64_t M, in
   r.x.assign(x.begin() + m0 * K, x.begin() + (m0 + M) * K);
   r.q.resize(M * K);
   r.scale.resize(M * K / kActBlock);
-  r.xsum.resize(M * (K / G) * 2);
+  r.xsum.resize(M * (K / G));
   r.bsum.resize(M * K / kActBlock);
   quantize_activations(r.x.data(), M, K, K, r.q.data(), r.scale.data());
   r.a = QuantizedActivations{r.q.data(), r.scale.data(), M, K};
-  group_sums(r.x.data(), r.a, K, G, r.xsum.data());
+  group_sums(r.x.data(), M, K, G, r.xsum.data());
   activation_block_sums(r.a, r.bsum.data());
   return r;
 }
@@ -59,7 +59,7 @@ TEST_CASE("quantized GEMVs: every row of a batched call equals that row alone, b
 
     const auto int4 = [&](auto kernel) {
       return [&, kernel](const Activations& r, float* y) {
-        kernel(r.a, r.xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y, N);
+        kernel(r.a, r.bsum.data(), r.xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y, N);
       };
     };
     const auto int8 = [&](auto kernel) {

@@ -162,18 +162,23 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         const int64_t K = 2 * 256;
         const auto x = normal(M * K, 3), w = normal(N * K, 4);
         std::vector<int8_t> xq(M * K);
-        std::vector<float> xscale(M * K / 32), xsum(M * (K / G) * 2);
+        std::vector<float> xscale(M * K / 32), xsum(M * (K / G));
+        std::vector<int32_t> bsum(M * K / 32);
         quantize_activations(x.data(), M, K, K, xq.data(), xscale.data());
         QuantizedActivations a{xq.data(), xscale.data(), M, K};
-        group_sums(x.data(), a, K, G, xsum.data());
-        for (int64_t g = 0; g < K / G; ++g) {  // row 0's sums of x and of the rounded x
-          double s = 0, s_hat = 0;
-          for (int64_t k = g * G; k < (g + 1) * G; ++k) {
-            s += x[k];
-            s_hat += double(xq[k]) * xscale[k / 32];
+        group_sums(x.data(), M, K, G, xsum.data());
+        activation_block_sums(a, bsum.data());
+        for (int64_t m = 0; m < M; ++m) {  // the sums of x per group, of xq per block
+          for (int64_t g = 0; g < K / G; ++g) {
+            double s = 0;
+            for (int64_t k = g * G; k < (g + 1) * G; ++k) s += x[m * K + k];
+            REQUIRE(std::fabs(xsum[m * (K / G) + g] - s) <= 1e-5 * (1 + std::fabs(s)));
           }
-          REQUIRE(std::fabs(xsum[2 * g] - s) <= 1e-5 * (1 + std::fabs(s)));
-          REQUIRE(std::fabs(xsum[2 * g + 1] - s_hat) <= 1e-5 * (1 + std::fabs(s_hat)));
+          for (int64_t b = 0; b < K / 32; ++b) {
+            int32_t s = 0;
+            for (int64_t k = 32 * b; k < 32 * (b + 1); ++k) s += xq[m * K + k];
+            REQUIRE(bsum[m * (K / 32) + b] == s);
+          }
         }
 
         const auto [q, scales] = quantize_int8_grouped(w, N, K, G);
@@ -190,13 +195,13 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         const Int4Weight w4 = quantize_int4_tiled(w, N, K, G);
         const int64_t tiles = (N + 15) / 16;
         std::vector<float> y4(M * N), y4p(M * N);
-        int4_gemv(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y4.data(), N);
-        int4_gemv_portable(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
+        int4_gemv(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y4.data(), N);
+        int4_gemv_portable(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
                            y4p.data(), N);
         std::vector<float> y4a = y4p;  // the AVX2 kernel, also where VNNI is dispatched
 #if FASTDECODE_X86_CLONES
         if (qgemv_avx2_available()) {
-          int4_gemv_avx2(a, xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
+          int4_gemv_avx2(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
                          y4a.data(), N);
         }
 #endif

@@ -28,6 +28,30 @@ TOLERANCES = {
 }
 
 
+# Two logits this close are a tie that the 8-bit activations' rounding may break either
+# way: over the 300 teacher-forced positions of test_default_fast_path, the quantized default
+# model moves the gap between its fp32 twin's top two logits by 0.09 (median), 0.23 (p90),
+# 0.42-0.45 (p99), 0.57-0.72 at most, whatever the order of the kernels' float sums.
+NEAR_TIE = 0.5
+
+
+def assert_greedy_agrees_up_to_a_near_tie(model, twin, ids: torch.Tensor, n: int) -> None:
+    """Free-running greedy over n tokens: a quantized model and its fp32 twin pick the same
+    tokens up to the first position where the twin's top two logits are within NEAR_TIE, and
+    there the quantized model takes the twin's second choice (past it the texts differ)."""
+    ours = fastdecode.generate(model, ids, n, temperature=0)[0].reshape(-1)
+    ref = fastdecode.generate(twin, ids, n, temperature=0)[0].reshape(-1)
+    differ = (ours != ref).nonzero()
+    if len(differ):
+        i = int(differ[0])
+        with torch.no_grad():
+            twin.setup_caches(1, i)
+            top2 = twin(ref[None, :i], torch.arange(i), last_only=True)[0, -1].topk(2)
+        gap = float(top2.values[0] - top2.values[1])
+        assert gap < NEAR_TIE, f"token {i - ids.shape[-1]} differs where the twin's gap is {gap}"
+        assert ours[i] == top2.indices[1], (i - ids.shape[-1], top2, ours[i])
+
+
 @pytest.fixture(scope="session")
 def default_model():
     torch.manual_seed(0)

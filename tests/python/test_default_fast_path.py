@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fused_calls
+from conftest import assert_greedy_agrees_up_to_a_near_tie, fused_calls
 
 import fastdecode
 from fastdecode import cli
@@ -47,8 +47,9 @@ def test_requantizing_the_gguf_blocks_says_how(gguf_default):
 
 def test_the_quantized_default_decodes_like_its_fp32_twin(gguf_default, default_model):
     """Greedy: the fp32 twin's 300 tokens, fed to the quantized default one decode step at a
-    time (the GEMV path), are its own argmax at >= 99% of the positions; free-running, the
-    first 48 tokens are identical."""
+    time (the GEMV path), are its own argmax at >= 99% of the positions; free-running over
+    48 tokens, the two agree up to a near tie of the twin's (this prompt holds one, 0.05
+    apart, at the 14th token: which side wins moves with the last bits of the kernels' sums)."""
     quant, tok = gguf_default
     twin = default_model[0]
     ids = torch.tensor(tok.encode(PROMPT))
@@ -62,8 +63,7 @@ def test_the_quantized_default_decodes_like_its_fp32_twin(gguf_default, default_
             logits = quant(ref[None, i:i + 1], torch.tensor([i]))
             agree += int(logits[0, -1].argmax() == ref[i + 1])
     assert agree / 300 >= 0.99, agree
-    ours = fastdecode.generate(quant, ids, 48, temperature=0)[0].reshape(-1)
-    assert torch.equal(ours, ref[:T + 48])
+    assert_greedy_agrees_up_to_a_near_tie(quant, twin, ids, 48)
 
 
 def test_the_quantized_default_perplexity_is_within_half_a_percent(gguf_default, default_model):
