@@ -17,6 +17,8 @@ namespace {
 
 // Multiply-adds below which a batch of (row, head) tasks is not split across threads.
 constexpr int64_t kMinWorkPerTask = 1 << 16;
+// Queries whose new keys and values one parallel task writes.
+constexpr int64_t kWritesPerTask = 2;
 
 // The new keys and values of every query (b, s) written, then every (query, head) attended:
 // x [B, S, (H + 2 Hkv) D], caches [B_max, Hkv, L, D] of T (float or fp16 bits), y [B, S, H D].
@@ -33,11 +35,14 @@ void attend_rows(const at::Tensor& x, const at::Tensor& r, T* kp, T* vp,
   const int64_t row_qkv = (n_head + 2 * n_kv_head) * D;
   // every new key and value first: query s of a row attends to the positions <= its own,
   // the row's earlier new positions included (causal among the S new positions)
-  for (int64_t i = 0; i < B * S; ++i) {
-    const int64_t b = i / S;
-    kernels::write_rotated_kv(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], shape,
-                              kp + b * row_cache, vp + b * row_cache);
-  }
+  // (each query writes its own position of its own row: queries split between threads)
+  parallel_for(B * S, kWritesPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / S;
+      kernels::write_rotated_kv(xp + i * row_qkv, rp + row_pos[i] * D, row_pos[i], shape,
+                                kp + b * row_cache, vp + b * row_cache);
+    }
+  });
   // (query, head) tasks cost ~2 (pos + 1) D multiply-adds each: early in a sequence a whole
   // step is a few thousand, less than waking the thread pool costs, so it runs on one thread
   int64_t max_pos = 0;

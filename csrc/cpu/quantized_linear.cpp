@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -30,6 +31,10 @@ constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
 // are compute bound above one row: a fixed weight count left one thread a 28-tile chunk
 // and the other 8 on a 36-tile int4 layer at 16 rows (the caller spun 20% of the time).
 constexpr int64_t kProductsPerTask = 1 << 18;
+
+// Activation values from which gemv_activations splits its rows between the threads (below,
+// a parallel loop's start costs about what it saves).
+constexpr int64_t kParallelPrepareValues = 2048;
 
 int64_t weights_per_task(int64_t rows) {
   return kProductsPerTask / std::max<int64_t>(rows, 1);
@@ -75,7 +80,8 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 struct GemvActivations {
   at::Tensor rows;       // a converted or padded copy of x, when one was needed
   // q int8 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums of x fp32 [M, K_x / G] |
-  // tiled int8 and int4: block sums of q int32 [M, K_q / 32]
+  // tiled int8 and int4: block sums of q int32 [M, K_q / 32] | tiled int8: split q int8
+  // [M, 2, K_q]
   at::Tensor workspace;
   kernels::QuantizedActivations view;
   const float* xsum = nullptr;
@@ -86,9 +92,9 @@ struct GemvActivations {
 int64_t aligned64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
 // G: the int4 group size for the sums, 0 for none; block_sums: the block sums the tiled
-// int8 and the int4 kernels take.
+// int8 and the int4 kernels take; split: the tiled int8 kernels' split activations.
 GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, int64_t K_q,
-                                 int64_t G, bool block_sums = false) {
+                                 int64_t G, bool block_sums = false, bool split = false) {
   GemvActivations a;
   const int64_t M = x.numel() / K;
   const float* xp;
@@ -102,24 +108,46 @@ GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, in
   const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
   const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 4) : 0;
   const int64_t bsum_bytes = block_sums ? aligned64(M * (K_q / kernels::kActBlock) * 4) : 0;
-  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + bsum_bytes},
+  const int64_t split_bytes = split ? 2 * M * K_q : 0;
+  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + bsum_bytes + split_bytes},
                           x.options().dtype(at::kByte));
   uint8_t* base = a.workspace.data_ptr<uint8_t>();
   auto* q = reinterpret_cast<int8_t*>(base);
   auto* scale = reinterpret_cast<float*>(base + q_bytes);
-  a.finite = kernels::quantize_activations(xp, M, K_x, K_q, q, scale);
+  auto* xsum = G > 0 ? reinterpret_cast<float*>(base + q_bytes + scale_bytes) : nullptr;
+  auto* bsum = block_sums
+                   ? reinterpret_cast<int32_t*>(base + q_bytes + scale_bytes + sum_bytes)
+                   : nullptr;
+  auto* planes = split ? reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes +
+                                                   bsum_bytes)
+                       : nullptr;
+  // rows [b, e): each row's values, scales and sums depend on that row alone, so a batch
+  // splits them between the threads (on the main thread alone they were ~5% of a batch-8
+  // step while the helpers waited)
+  std::atomic<bool> finite{true};
+  const auto prepare = [&](int64_t b, int64_t e) {
+    const int64_t blocks = K_q / kernels::kActBlock;
+    int8_t* qb = q + b * K_q;
+    float* sb = scale + b * blocks;
+    if (!kernels::quantize_activations(xp + b * K_x, e - b, K_x, K_q, qb, sb)) {
+      finite.store(false, std::memory_order_relaxed);
+      return;
+    }
+    const kernels::QuantizedActivations rows{qb, sb, e - b, K_q};
+    if (G > 0) kernels::group_sums(xp + b * K_x, e - b, K_x, G, xsum + b * (K_x / G));
+    if (block_sums) kernels::activation_block_sums(rows, bsum + b * blocks);
+    if (split) kernels::split_activations(rows, planes + 2 * b * K_q);
+  };
+  if (M * K_q >= kParallelPrepareValues) {
+    parallel_for(M, 1, prepare);
+  } else {
+    prepare(0, M);
+  }
+  a.finite = finite.load(std::memory_order_relaxed);
   if (!a.finite) return a;
-  a.view = {q, scale, M, K_q};
-  if (G > 0) {
-    auto* xsum = reinterpret_cast<float*>(base + q_bytes + scale_bytes);
-    kernels::group_sums(xp, M, K_x, G, xsum);
-    a.xsum = xsum;
-  }
-  if (block_sums) {
-    auto* bsum = reinterpret_cast<int32_t*>(base + q_bytes + scale_bytes + sum_bytes);
-    kernels::activation_block_sums(a.view, bsum);
-    a.bsum = bsum;
-  }
+  a.view = {q, scale, M, K_q, planes};
+  a.xsum = xsum;
+  a.bsum = bsum;
   return a;
 }
 
@@ -306,7 +334,8 @@ std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<In
     }
   }
   if (ws[0].tiled) {
-    const GemvActivations a = gemv_activations(x, K, K, K, 0, /*block_sums=*/true);
+    const GemvActivations a = gemv_activations(x, K, K, K, 0, /*block_sums=*/true,
+                                               /*split=*/kernels::int8_tiled_gemv_takes_split());
     return gemv_many(
         x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return (w.N + tile - 1) / tile; },
         weights_per_task(a.view.M) / (tile * K),

@@ -160,6 +160,21 @@ void activation_block_sums_body(const QuantizedActivations& a, int32_t* sums) {
 FASTDECODE_DISPATCH(void, activation_block_sums, (const QuantizedActivations& a, int32_t* sums),
                     (a, sums))
 
+FASTDECODE_KERNEL_BODY
+void split_activations_body(const QuantizedActivations& a, int8_t* planes) {
+  for (int64_t m = 0; m < a.M; ++m) {
+    int8_t* lo_row = planes + 2 * m * a.K;
+    int8_t* hi_row = lo_row + a.K;
+    for (int64_t k = 0; k < a.K; ++k) {
+      const int x = a.q[m * a.K + k], lo = ((x + 8) & 15) - 8;
+      lo_row[k] = static_cast<int8_t>(lo);
+      hi_row[k] = static_cast<int8_t>((x - lo) >> 4);  // exact: x - lo is a multiple of 16
+    }
+  }
+}
+FASTDECODE_DISPATCH(void, split_activations, (const QuantizedActivations& a, int8_t* planes),
+                    (a, planes))
+
 // Lane-parallel over the rows of a tile, in the order of the vector kernels' lanes.
 FASTDECODE_KERNEL_BODY
 void int8_tiled_gemv_portable_body(const QuantizedActivations& a, const int32_t* bsum,
@@ -249,6 +264,14 @@ void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const u
   }
 #endif
   int8_tiled_gemv_portable(a, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
+}
+
+bool int8_tiled_gemv_takes_split() {
+#if FASTDECODE_X86_CLONES
+  return !qgemv_vnni_available() && qgemv_avx2_available();
+#else
+  return false;
+#endif
 }
 
 }  // namespace fastdecode::kernels

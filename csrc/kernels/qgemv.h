@@ -43,10 +43,13 @@ constexpr float kActMax = 127.0f;  // 8-bit values, symmetric
 
 // x quantized per 32-value block. q: [M, K] int8 in [-127, 127], scale: [M, K / 32];
 // K is a multiple of 32 (columns past the real in-features are zero).
+// split (optional): split_activations of q, the operands of the AVX2 tiled int8 kernel
+// (which splits q itself when it is null).
 struct QuantizedActivations {
   const int8_t* q;
   const float* scale;
   int64_t M, K;
+  const int8_t* split = nullptr;
 };
 
 // x: [M, K] fp32 (row stride K) -> q: [M, K_pad], scale: [M, K_pad / 32] (K_pad >= K, a
@@ -79,6 +82,12 @@ void int4_gemv(const QuantizedActivations& a, const int32_t* bsum, const float* 
 // kernels multiply q and take 8 * sum out).
 void activation_block_sums(const QuantizedActivations& a, int32_t* sums);
 
+// xq = 16 * hi + lo with lo = ((xq + 8) & 15) - 8 in [-8, 7] and hi in [-8, 8]: planes
+// [a.M, 2, a.K] (each row's lo values, then its hi values). vpmaddubsw multiplies the tiled int8
+// bytes u = q + 128 (unsigned, up to 255) with these without overflowing its 16-bit pair
+// sums (2 * 255 * 8 < 2^15), where u times xq itself could (2 * 255 * 127).
+void split_activations(const QuantizedActivations& a, int8_t* planes);
+
 // int8 weight in the tiled layout of int8_layout.h: packed [N, a.K] (u = q + 128, K = a.K
 // real in-features, a multiple of 32), scales tiled [N, a.K / G] (G == a.K: per channel);
 // bsum: activation_block_sums. Per 32-value block and row the exact integer
@@ -87,6 +96,9 @@ void activation_block_sums(const QuantizedActivations& a, int32_t* sums);
 void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const uint8_t* packed,
                      const float* scales, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
                      float* y, int64_t ldy);
+// Whether the kernel int8_tiled_gemv dispatches to reads a.split (the AVX2 one), so that a
+// caller computes it once per call instead of the kernel once per task.
+bool int8_tiled_gemv_takes_split();
 
 // The kernels behind the dispatch, for tests. The VNNI and AVX2 ones are compiled on x86-64
 // only and may be called only where qgemv_vnni_available() / qgemv_avx2_available() is true.

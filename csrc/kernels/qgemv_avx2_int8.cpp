@@ -4,10 +4,11 @@
 //   weights and activations sign-extended to two registers of 16 int16, the lanes converted
 //   to float (exact: |lane| < 2^24) and scaled into a float accumulator; several weight rows
 //   and activation rows share each load.
-//   Tiled weights (bytes q + 128): vpmaddubsw on their nibbles, as the int4 kernel
-//   (qgemv_avx2_int4.cpp); blocks of 2 activation rows take a whole tile at a time (its
-//   integer loop one asm block: int8_tile_block_sums), the other rows half a tile; both
-//   round every row the same way.
+//   Tiled weights (bytes q + 128): vpmaddubsw on the bytes as stored against the split
+//   activations (split_activations) where blocks of 2 activation rows take a whole tile at
+//   a time (its integer loop one asm block: int8_tile_block_sums), on the bytes' nibbles
+//   against the activations, as the int4 kernel (qgemv_avx2_int4.cpp), for the other rows'
+//   half tiles; both give the same integers and round every row the same way.
 #include "kernels/qgemv.h"
 
 #if FASTDECODE_X86_CLONES
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/avx2_sum.h"
 #include "kernels/int4_layout.h"
@@ -157,40 +159,37 @@ FASTDECODE_AVX2 void int8_half_tile(const QuantizedActivations& a, int64_t m0,
 }
 
 // One block (32 columns) of a whole tile against 2 activation rows: lo16[m][h] and
-// hi16[m][h], the 16-bit sums of row m's products with the low and high nibbles of rows
-// 8h..8h+7 of the tile, as int8_half_tile's. wp: the block's 8 quads of 16 words; xb: row
-// 0's 32 activation bytes (row 1 at xb + K). One asm block: the 8 sums, 4 unpacked weight
-// registers, the broadcast and a product take 15 of the 16 ymm registers, and GCC's code
-// for the same intrinsics rotated the sums through register copies and a stack slot (a
-// loop of these instructions with the sums in registers does 18.8 products a cycle, GCC's
-// 12.9). The sums wrap, so their order is free: the same integers as int8_half_tile's.
-FASTDECODE_AVX2 inline void int8_tile_block_sums(const uint8_t* wp, const int8_t* xb,
-                                                 int64_t K, __m256i nibble,
-                                                 __m256i (&lo16)[2][2],
-                                                 __m256i (&hi16)[2][2]) {
-  const int8_t *x0 = xb, *x1 = xb + K;
-  __m256i lo0, lo1, hi0, hi1, x, t;
-#define FASTDECODE_ROW(j, xp, l0, l1, h0, h1)               \
-  "vpbroadcastd " #j "*4(%[" xp "]), %[x]\n\t"              \
-  "vpmaddubsw %[x], %[lo0], %[t]\n\t"                       \
+// hi16[m][h], the 16-bit sums of the products of rows 8h..8h+7's bytes u with row m's lo and
+// hi split activations (split_activations, qgemv.h), so that the block's u . xq is
+// madd(lo16, 1) + madd(hi16, 16): the same integers as int8_half_tile's, whose nibble split
+// of u gives the same sum. The bytes go into vpmaddubsw as loaded, with no unpacking (on
+// Zen 4 ~20% faster than splitting u: 16 vector instructions per quad and 2 rows against
+// 22). wp: the block's 8 quads of 16 words; xs: row 0's 32 lo values (its hi values at
+// xs + K, row 1's at xs + 2K and xs + 3K). Each sum stays within 16 bits (8 quads * 2 * 255
+// * 8 = 32640). One asm block, as GCC's code for the same intrinsics rotated the sums
+// through register copies and a stack slot: the 8 sums, 2 weight registers, 2 broadcasts
+// and 2 products take 14 of the 16 ymm registers.
+FASTDECODE_AVX2 __attribute__((always_inline)) inline void int8_tile_block_sums(
+    const uint8_t* wp, const int8_t* xs, int64_t K, __m256i (&lo16)[2][2],
+    __m256i (&hi16)[2][2]) {
+  const int8_t *lo_0 = xs, *hi_0 = xs + K, *lo_1 = xs + 2 * K, *hi_1 = xs + 3 * K;
+  __m256i w0, w1, xl, xh, t, u;
+#define FASTDECODE_ROW(j, lp, hp, l0, l1, h0, h1)           \
+  "vpbroadcastd " #j "*4(%[" lp "]), %[xl]\n\t"             \
+  "vpbroadcastd " #j "*4(%[" hp "]), %[xh]\n\t"             \
+  "vpmaddubsw %[xl], %[w0], %[t]\n\t"                       \
+  "vpmaddubsw %[xl], %[w1], %[u]\n\t"                       \
   "vpaddw %[t], %[" l0 "], %[" l0 "]\n\t"                   \
-  "vpmaddubsw %[x], %[lo1], %[t]\n\t"                       \
-  "vpaddw %[t], %[" l1 "], %[" l1 "]\n\t"                   \
-  "vpmaddubsw %[x], %[hi0], %[t]\n\t"                       \
+  "vpaddw %[u], %[" l1 "], %[" l1 "]\n\t"                   \
+  "vpmaddubsw %[xh], %[w0], %[t]\n\t"                       \
+  "vpmaddubsw %[xh], %[w1], %[u]\n\t"                       \
   "vpaddw %[t], %[" h0 "], %[" h0 "]\n\t"                   \
-  "vpmaddubsw %[x], %[hi1], %[t]\n\t"                       \
-  "vpaddw %[t], %[" h1 "], %[" h1 "]\n\t"
+  "vpaddw %[u], %[" h1 "], %[" h1 "]\n\t"
 #define FASTDECODE_QUAD(j)                                  \
-  "vmovdqu " #j "*64(%[wp]), %[lo0]\n\t"                    \
-  "vmovdqu " #j "*64+32(%[wp]), %[lo1]\n\t"                 \
-  "vpsrlw $4, %[lo0], %[hi0]\n\t"                           \
-  "vpsrlw $4, %[lo1], %[hi1]\n\t"                           \
-  "vpand %[nib], %[lo0], %[lo0]\n\t"                        \
-  "vpand %[nib], %[lo1], %[lo1]\n\t"                        \
-  "vpand %[nib], %[hi0], %[hi0]\n\t"                        \
-  "vpand %[nib], %[hi1], %[hi1]\n\t"                        \
-  FASTDECODE_ROW(j, "x0", "l00", "l01", "h00", "h01")       \
-  FASTDECODE_ROW(j, "x1", "l10", "l11", "h10", "h11")
+  "vmovdqu " #j "*64(%[wp]), %[w0]\n\t"                     \
+  "vmovdqu " #j "*64+32(%[wp]), %[w1]\n\t"                  \
+  FASTDECODE_ROW(j, "lo_0", "hi_0", "l00", "l01", "h00", "h01") \
+  FASTDECODE_ROW(j, "lo_1", "hi_1", "l10", "l11", "h10", "h11")
   asm("vpxor %[l00], %[l00], %[l00]\n\t"
       "vpxor %[l01], %[l01], %[l01]\n\t"
       "vpxor %[h00], %[h00], %[h00]\n\t"
@@ -203,9 +202,9 @@ FASTDECODE_AVX2 inline void int8_tile_block_sums(const uint8_t* wp, const int8_t
       FASTDECODE_QUAD(4) FASTDECODE_QUAD(5) FASTDECODE_QUAD(6) FASTDECODE_QUAD(7)
       : [l00] "=&x"(lo16[0][0]), [l01] "=&x"(lo16[0][1]), [h00] "=&x"(hi16[0][0]),
         [h01] "=&x"(hi16[0][1]), [l10] "=&x"(lo16[1][0]), [l11] "=&x"(lo16[1][1]),
-        [h10] "=&x"(hi16[1][0]), [h11] "=&x"(hi16[1][1]), [lo0] "=&x"(lo0),
-        [lo1] "=&x"(lo1), [hi0] "=&x"(hi0), [hi1] "=&x"(hi1), [x] "=&x"(x), [t] "=&x"(t)
-      : [wp] "r"(wp), [x0] "r"(x0), [x1] "r"(x1), [nib] "x"(nibble)
+        [h10] "=&x"(hi16[1][0]), [h11] "=&x"(hi16[1][1]), [w0] "=&x"(w0), [w1] "=&x"(w1),
+        [xl] "=&x"(xl), [xh] "=&x"(xh), [t] "=&x"(t), [u] "=&x"(u)
+      : [wp] "r"(wp), [lo_0] "r"(lo_0), [hi_0] "r"(hi_0), [lo_1] "r"(lo_1), [hi_1] "r"(hi_1)
       : "memory");
 #undef FASTDECODE_QUAD
 #undef FASTDECODE_ROW
@@ -213,20 +212,21 @@ FASTDECODE_AVX2 inline void int8_tile_block_sums(const uint8_t* wp, const int8_t
 
 // int8, a whole 16-row tile against 2 activation rows [m0, m0 + 2): int8_half_tile's
 // arithmetic for each half, bit for bit, with each broadcast quad feeding 16 rows; the 16-bit
-// sums (low and high nibbles, two halves, two rows) take 8 registers, so the float part runs
-// apart as in int4_full_tile (qgemv_avx2_int4.cpp). On Zen 4 at 8 rows, weights in L2: 12.5
-// against 11.1 products a cycle.
+// sums (lo and hi split activations, two halves, two rows) take 8 registers, so the float
+// part runs apart as in int4_full_tile (qgemv_avx2_int4.cpp). split: split_activations of
+// a.q. On Zen 4 at 8 rows, the default model's head (49152 x 576, weights from memory):
+// 16.7 against 14.5 products a cycle with the bytes' nibbles split instead.
 template <bool kOneBlock>
-FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, int64_t m0,
-                                    const int32_t* bsum, const uint8_t* words, const float* st,
-                                    int64_t G, float* y, int64_t ldy, int64_t n, bool prefetch) {
+FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, const int8_t* split,
+                                    int64_t m0, const int32_t* bsum, const uint8_t* words,
+                                    const float* st, int64_t G, float* y, int64_t ldy, int64_t n,
+                                    bool prefetch) {
   constexpr int MB = 2, kRows = static_cast<int>(kInt4TileRows);
   const int64_t K = a.K, blocks = K / kActBlock;
   const int64_t blocks_per_group = kOneBlock ? 1 : G / kActBlock;  // G == K: per channel
   alignas(32) int32_t dots[kTileChunkBlocks][MB][kRows];
   // a group may span chunks (per channel): its partial sum waits here with the total's
   alignas(32) float acc_between_chunks[MB][kRows], gacc_between_chunks[MB][kRows];
-  const __m256i nibble = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi16(1), sixteens = _mm256_set1_epi16(16);
   for (int64_t c0 = 0; c0 < blocks; c0 += kTileChunkBlocks) {
     const int64_t c1 = std::min(blocks, c0 + kTileChunkBlocks);
@@ -239,7 +239,7 @@ FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, int64_t m0,
         }
       }
       __m256i lo16[MB][2], hi16[MB][2];
-      int8_tile_block_sums(wp, a.q + m0 * K + b * kActBlock, K, nibble, lo16, hi16);
+      int8_tile_block_sums(wp, split + 2 * m0 * K + b * kActBlock, K, lo16, hi16);
       for (int m = 0; m < MB; ++m) {
         const __m256i offset = _mm256_set1_epi32(128 * bsum[(m0 + m) * blocks + b]);
         for (int h = 0; h < 2; ++h) {
@@ -315,6 +315,13 @@ FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const i
                                           int64_t ldy) {
   // as int4_gemv_avx2, whole tiles for blocks of 2 rows
   const int64_t K = a.K, groups = K / G;
+  std::vector<int8_t> own_split;  // where the caller passed no split_activations
+  const int8_t* split = a.split;
+  if (split == nullptr && a.M >= 2) {
+    own_split.resize(2 * a.M * K);
+    split_activations(a, own_split.data());
+    split = own_split.data();
+  }
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
     const uint8_t* pt = packed + n0 * K;
@@ -322,7 +329,8 @@ FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const i
     tile_by_row_blocks<2>(
         a.M, r, G == kActBlock,
         [&](int64_t m0, auto one_block, bool prefetch) {
-          int8_full_tile<one_block.value>(a, m0, bsum, pt, st, G, y, ldy, n0, prefetch);
+          int8_full_tile<one_block.value>(a, split, m0, bsum, pt, st, G, y, ldy, n0,
+                                          prefetch);
         },
         [&](int64_t h, int64_t m0, auto mb, auto one_block, bool prefetch) {
           const int64_t rows = std::min<int64_t>(8, r - 8 * h);

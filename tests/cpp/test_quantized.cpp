@@ -241,6 +241,23 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
   }
 }
 
+TEST_CASE("split_activations: every 8-bit activation is 16 * hi + lo, lo in [-8, 7], "
+          "hi in [-8, 8]", "[qgemv]") {
+  const int64_t K = 256;  // each of the 255 values once, then zeros
+  std::vector<int8_t> xq(K, 0);
+  for (int v = -127; v <= 127; ++v) xq[v + 127] = static_cast<int8_t>(v);
+  std::vector<float> scale(K / 32, 1.0f);
+  const QuantizedActivations a{xq.data(), scale.data(), 1, K};
+  std::vector<int8_t> planes(2 * K);
+  split_activations(a, planes.data());
+  for (int64_t k = 0; k < K; ++k) {
+    const int lo = planes[k], hi = planes[K + k];
+    REQUIRE(16 * hi + lo == xq[k]);
+    REQUIRE((lo >= -8 && lo <= 7));
+    REQUIRE((hi >= -8 && hi <= 8));
+  }
+}
+
 TEST_CASE("int8_gemv per channel (G == K, K not a multiple of 32)", "[qgemv]") {
   const int64_t M = 2, N = 9, K = 37, K_pad = 64;
   const auto x = normal(M * K, 5), w = normal(N * K, 6);
@@ -308,6 +325,16 @@ TEST_CASE("int8 tiled layout: round trip, dequantisation and the GEMV on every p
           if (qgemv_avx2_available()) {
             int8_tiled_gemv_avx2(a, bsum.data(), packed.data(), tiled_scales.data(), N, G, 0,
                                  tiles, ya.data(), N);
+            // the caller's split activations (the CPU op's) give the same bits as the
+            // kernel's own
+            std::vector<int8_t> planes(2 * M * K);
+            split_activations(a, planes.data());
+            QuantizedActivations with_split = a;
+            with_split.split = planes.data();
+            std::vector<float> ys(M * N);
+            int8_tiled_gemv_avx2(with_split, bsum.data(), packed.data(), tiled_scales.data(), N,
+                                 G, 0, tiles, ys.data(), N);
+            REQUIRE(ys == ya);
           }
 #endif
           for (int64_t m = 0; m < M; ++m) {
