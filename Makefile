@@ -87,7 +87,8 @@ clean:
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over the whole extension (csrc/cpu wrappers
 # and csrc/kernels) and the Catch2 tests: build in build/asan, run ctest, then the op tests and
-# the fuzzers in Python with the ASan runtime preloaded (torch itself is not instrumented).
+# the fuzzers in Python with the ASan runtime preloaded (torch itself is not instrumented),
+# then the kernel op tests again on each other ISA path this CPU runs (~30 s each).
 # libstdc++ is preloaded with the ASan runtime: python itself does not link it, and ASan's
 # __cxa_throw interceptor must find the real one (else the first C++ exception aborts).
 ASAN_LIB := $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) \
@@ -96,6 +97,9 @@ ASAN_PKG := build/asan/pkg
 ASAN_ENV := LD_PRELOAD="$(ASAN_LIB)" PYTHONPATH=$(abspath $(ASAN_PKG)) \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:alloc_dealloc_mismatch=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The kernels each ISA path has its own code for, run again on the paths below the best.
+ASAN_ISA_TESTS := tests/python/test_linear_op.py tests/python/test_quant_ops.py \
+  tests/python/test_decode_attention.py tests/python/test_decode_layers.py
 ASAN_TESTS := tests/python/test_sampling_ops.py tests/python/test_sampling_statistics.py \
   tests/python/test_linear_op.py tests/python/test_quant_ops.py tests/python/test_rms_norm.py \
   tests/python/test_decode_attention.py tests/python/test_decode_layers.py \
@@ -116,6 +120,11 @@ test-asan: apt-deps $(STAMP)
 	$(ASAN_ENV) $(PY) -c "import fastdecode, sys; assert '$(ASAN_PKG)' in fastdecode.__file__, fastdecode.__file__"
 	$(ASAN_ENV) FASTDECODE_FUZZ_EXAMPLES=$${FASTDECODE_FUZZ_EXAMPLES:-300} \
 	  $(PY) -m pytest -q -p no:cacheprovider $(ASAN_TESTS)
+	@others=$$($(ASAN_ENV) $(PY) -c "import fastdecode; print(' '.join(fastdecode.build_info()['supported_isas'].split(',')[1:]))"); \
+	for isa in $$others; do \
+	  echo "== ASan: the kernel tests on the $$isa kernel path"; \
+	  $(ASAN_ENV) FASTDECODE_ISA=$$isa $(PY) -m pytest -q -p no:cacheprovider $(ASAN_ISA_TESTS) || exit 1; \
+	done
 
 # Longer fuzzing with a new random seed each run (the bounded, seeded run is part of make test).
 fuzz: build
