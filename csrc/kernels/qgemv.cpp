@@ -64,7 +64,8 @@ void group_sums_body(const float* x, int64_t M, int64_t K, int64_t G, float* sum
     }
   }
 }
-FASTDECODE_DISPATCH(void, group_sums, (const float* x, int64_t M, int64_t K, int64_t G, float* sums),
+FASTDECODE_DISPATCH(void, group_sums,
+                    (const float* x, int64_t M, int64_t K, int64_t G, float* sums),
                     (x, M, K, G, sums))
 
 FASTDECODE_KERNEL_BODY

@@ -121,8 +121,8 @@ FASTDECODE_AVX2 void int4_half_tile(const QuantizedActivations& a, int64_t m0,
 // weight registers, 2 broadcasts and a product take 15 of the 16 ymm registers (the nibble
 // mask is read from memory), where GCC's code for the same intrinsics spilled sums to the
 // stack. The sums do not wrap (at most 4 * 2 * 2 * 15 * 127 = 30480), so their order is free.
-FASTDECODE_AVX2 __attribute__((always_inline)) inline void int4_tile_block_sums(const uint8_t* wp, const int8_t* xb, int64_t K,
-                                                 __m256i (&dot16)[4][2]) {
+FASTDECODE_AVX2 __attribute__((always_inline)) inline void int4_tile_block_sums(
+    const uint8_t* wp, const int8_t* xb, int64_t K, __m256i (&dot16)[4][2]) {
   alignas(32) static const uint8_t kNibble[32] = {
       15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
       15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15};

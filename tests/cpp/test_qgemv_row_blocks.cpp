@@ -59,7 +59,8 @@ TEST_CASE("quantized GEMVs: every row of a batched call equals that row alone, b
 
     const auto int4 = [&](auto kernel) {
       return [&, kernel](const Activations& r, float* y) {
-        kernel(r.a, r.bsum.data(), r.xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y, N);
+        kernel(r.a, r.bsum.data(), r.xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0,
+               tiles, y, N);
       };
     };
     const auto int8 = [&](auto kernel) {

@@ -195,14 +195,15 @@ TEST_CASE("int8_gemv and int4_gemv: the dispatched kernel equals the portable on
         const Int4Weight w4 = quantize_int4_tiled(w, N, K, G);
         const int64_t tiles = (N + 15) / 16;
         std::vector<float> y4(M * N), y4p(M * N);
-        int4_gemv(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles, y4.data(), N);
-        int4_gemv_portable(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
-                           y4p.data(), N);
+        int4_gemv(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
+                  y4.data(), N);
+        int4_gemv_portable(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0,
+                           tiles, y4p.data(), N);
         std::vector<float> y4a = y4p;  // the AVX2 kernel, also where VNNI is dispatched
 #if FASTDECODE_X86_CLONES
         if (qgemv_avx2_available()) {
-          int4_gemv_avx2(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0, tiles,
-                         y4a.data(), N);
+          int4_gemv_avx2(a, bsum.data(), xsum.data(), w4.packed.data(), w4.sz.data(), N, G, 0,
+                         tiles, y4a.data(), N);
         }
 #endif
         std::vector<float> w4_deq(N * K);
