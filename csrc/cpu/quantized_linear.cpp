@@ -1,18 +1,19 @@
-// Weight-only quantized linears on the CPU: input checks, padding and the row-parallel loop
-// around csrc/kernels/qgemv; many rows go to dequantized_gemm (csrc/cpu/dequantized_gemm.cpp;
-// the quantizers: csrc/cpu/quantize_weights.cpp).
+// Weight-only quantized linears on the CPU: input checks and the row-parallel loop around
+// csrc/kernels/qgemv (their activation pass: csrc/cpu/gemv_activations.cpp); many rows go
+// to dequantized_gemm (csrc/cpu/dequantized_gemm.cpp; the quantizers:
+// csrc/cpu/quantize_weights.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <optional>
 #include <tuple>
 #include <vector>
 
-#include "cpu/parallel.h"
+#include "cpu/gemv_activations.h"
 #include "cpu/ops.h"
+#include "cpu/parallel.h"
 #include "kernels/int4_layout.h"
 #include "kernels/int8_layout.h"
 #include "kernels/qgemv.h"
@@ -32,19 +33,8 @@ constexpr int64_t kMaxGemvRows = kernels::kQuantizedGemvMaxRows;
 // and the other 8 on a 36-tile int4 layer at 16 rows (the caller spun 20% of the time).
 constexpr int64_t kProductsPerTask = 1 << 18;
 
-// Activation values from which gemv_activations splits its rows between the threads (below,
-// a parallel loop's start costs about what it saves).
-constexpr int64_t kParallelPrepareValues = 2048;
-
 int64_t weights_per_task(int64_t rows) {
   return kProductsPerTask / std::max<int64_t>(rows, 1);
-}
-
-// x [..., K] -> contiguous fp32 [M, K_pad] (zero columns appended when K < K_pad).
-at::Tensor activations(const at::Tensor& x, int64_t K, int64_t K_pad) {
-  at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
-  if (K_pad > K) x2 = at::constant_pad_nd(x2, {0, K_pad - K}, 0.0);
-  return x2;
 }
 
 at::Tensor finish(at::Tensor y, const at::Tensor& x, const std::optional<at::Tensor>& bias) {
@@ -71,84 +61,6 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
                      bias->scalar_type());
     TORCH_CHECK_VALUE(bias->device().is_cpu(), op, ": bias must be a CPU tensor");
   }
-}
-
-// The GEMV path's activations: x [..., K] as fp32 rows with stride K_x (x itself when it is
-// contiguous fp32 and needs no padding), quantized to K_q columns, and for int4 the group
-// sums; the quantized values, scales and sums share one allocation (a decode step makes
-// ~150 of these calls, each allocation costs about half a microsecond).
-struct GemvActivations {
-  at::Tensor rows;       // a converted or padded copy of x, when one was needed
-  // q int8 [M, K_q] | scale fp32 [M, K_q / 32] | int4: group sums of x fp32 [M, K_x / G] |
-  // tiled int8 and int4: block sums of q int32 [M, K_q / 32] | tiled int8: split q int8
-  // [M, 2, K_q]
-  at::Tensor workspace;
-  kernels::QuantizedActivations view;
-  const float* xsum = nullptr;
-  const int32_t* bsum = nullptr;
-  bool finite = true;  // false: x holds NaN / inf, which the integer path cannot carry
-};
-
-int64_t aligned64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
-
-// G: the int4 group size for the sums, 0 for none; block_sums: the block sums the tiled
-// int8 and the int4 kernels take; split: the tiled int8 kernels' split activations.
-GemvActivations gemv_activations(const at::Tensor& x, int64_t K, int64_t K_x, int64_t K_q,
-                                 int64_t G, bool block_sums = false, bool split = false) {
-  GemvActivations a;
-  const int64_t M = x.numel() / K;
-  const float* xp;
-  if (x.scalar_type() == at::kFloat && x.is_contiguous() && K_x == K) {
-    xp = x.data_ptr<float>();
-  } else {
-    a.rows = activations(x, K, K_x);
-    xp = a.rows.data_ptr<float>();
-  }
-  const int64_t q_bytes = aligned64(M * K_q);
-  const int64_t scale_bytes = aligned64(M * (K_q / kernels::kActBlock) * 4);
-  const int64_t sum_bytes = G > 0 ? aligned64(M * (K_x / G) * 4) : 0;
-  const int64_t bsum_bytes = block_sums ? aligned64(M * (K_q / kernels::kActBlock) * 4) : 0;
-  const int64_t split_bytes = split ? 2 * M * K_q : 0;
-  a.workspace = at::empty({q_bytes + scale_bytes + sum_bytes + bsum_bytes + split_bytes},
-                          x.options().dtype(at::kByte));
-  uint8_t* base = a.workspace.data_ptr<uint8_t>();
-  auto* q = reinterpret_cast<int8_t*>(base);
-  auto* scale = reinterpret_cast<float*>(base + q_bytes);
-  auto* xsum = G > 0 ? reinterpret_cast<float*>(base + q_bytes + scale_bytes) : nullptr;
-  auto* bsum = block_sums
-                   ? reinterpret_cast<int32_t*>(base + q_bytes + scale_bytes + sum_bytes)
-                   : nullptr;
-  auto* planes = split ? reinterpret_cast<int8_t*>(base + q_bytes + scale_bytes + sum_bytes +
-                                                   bsum_bytes)
-                       : nullptr;
-  // rows [b, e): each row's values, scales and sums depend on that row alone, so a batch
-  // splits them between the threads (on the main thread alone they were ~5% of a batch-8
-  // step while the helpers waited)
-  std::atomic<bool> finite{true};
-  const auto prepare = [&](int64_t b, int64_t e) {
-    const int64_t blocks = K_q / kernels::kActBlock;
-    int8_t* qb = q + b * K_q;
-    float* sb = scale + b * blocks;
-    if (!kernels::quantize_activations(xp + b * K_x, e - b, K_x, K_q, qb, sb)) {
-      finite.store(false, std::memory_order_relaxed);
-      return;
-    }
-    const kernels::QuantizedActivations rows{qb, sb, e - b, K_q};
-    if (G > 0) kernels::group_sums(xp + b * K_x, e - b, K_x, G, xsum + b * (K_x / G));
-    if (block_sums) kernels::activation_block_sums(rows, bsum + b * blocks);
-    if (split) kernels::split_activations(rows, planes + 2 * b * K_q);
-  };
-  if (M * K_q >= kParallelPrepareValues) {
-    parallel_for(M, 1, prepare);
-  } else {
-    prepare(0, M);
-  }
-  a.finite = finite.load(std::memory_order_relaxed);
-  if (!a.finite) return a;
-  a.view = {q, scale, M, K_q, planes};
-  a.xsum = xsum;
-  a.bsum = bsum;
-  return a;
 }
 
 // fp32 [..., N] for x [..., K].
@@ -335,7 +247,7 @@ std::vector<at::Tensor> int8_gemv_many(const at::Tensor& x, const std::vector<In
   }
   if (ws[0].tiled) {
     const GemvActivations a = gemv_activations(x, K, K, K, 0, /*block_sums=*/true,
-                                               /*split=*/kernels::int8_tiled_gemv_takes_split());
+                                               /*split=*/true);
     return gemv_many(
         x, ws, a.finite, int8_gemm, [](const Int8Weight& w) { return (w.N + tile - 1) / tile; },
         weights_per_task(a.view.M) / (tile * K),

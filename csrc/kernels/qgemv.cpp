@@ -267,10 +267,11 @@ void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const u
   int8_tiled_gemv_portable(a, bsum, packed, scales, N, G, t_begin, t_end, y, ldy);
 }
 
-bool int8_tiled_gemv_takes_split() {
+bool int8_tiled_gemv_takes_split(int64_t rows) {
 #if FASTDECODE_X86_CLONES
-  return !qgemv_vnni_available() && qgemv_avx2_available();
+  return rows >= 2 && !qgemv_vnni_available() && qgemv_avx2_available();
 #else
+  (void)rows;
   return false;
 #endif
 }

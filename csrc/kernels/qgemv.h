@@ -10,18 +10,17 @@
 // (VNNI), vpmaddwd on both sign-extended to 16 bits (AVX2). The weight-activation
 // products are exact integer dot products, scaled once per block:
 //   int8: y = sum_b s_b * sw_g(b) * (q_b . xq_b)                 (sw per channel or group)
-//   int4: y = sum_g scale_g * sum_{b in g} s_b * ((q_b - 8) . xq_b)  +  sum_g zero_g * sum(x_g)
+//   int4: y = sum_g scale_g * sum_{b in g} s_b * ((q_b - 8) . xq_b) + sum_g zero_g * sum(x_g)
 // with (q_b - 8) . xq_b = q_b . xq_b - 8 sum(xq_b) exact in integers: the rounded
 // activations x_hat = xq * s meet the centred weights (q - 8) * scale, and the zero point
 // the exact fp32 sum of x over the group; the two sums over g are accumulated apart (two
-// short dependency chains instead of one long one) and added at the end.
-// the zero point the exact fp32 sum of x over the group. (Meeting q * scale, all of one
-// sign, instead, multiplied the rounding error 2.3x on the default model's layers.) The error
-// against the fp32 product is bounded by sum_k |w_hat[n, k]| * s_b(k) / 2 (w_hat: the int8
-// weight, or (q - 8) * scale), 0.4% of the block's largest activation per term (tests
-// check the bound). On the default model's text this rounding moves perplexity by 0.06%
-// (tests/python/test_default_fast_path.py keeps it under 0.5%); 15-bit activations, the
-// earlier choice, cost two int4 products per weight byte.
+// short dependency chains instead of one long one) and added at the end. (Meeting q * scale,
+// all of one sign, instead, multiplied the rounding error 2.3x on the default model's
+// layers.) The error against the fp32 product is bounded by sum_k |w_hat[n, k]| * s_b(k) / 2
+// (w_hat: the int8 weight, or (q - 8) * scale), 0.4% of the block's largest activation per
+// term (tests check the bound). On the default model's text this rounding moves perplexity
+// by 0.06% (tests/python/test_default_fast_path.py keeps it under 0.5%); 15-bit
+// activations, the earlier choice, cost two int4 products per weight byte.
 //
 // A run-time check picks the AVX-512 VNNI kernels (qgemv_vnni.cpp) where the CPU has them,
 // else the AVX2 kernels (qgemv_avx2_int4.cpp, qgemv_avx2_int8.cpp) where it has AVX2 and
@@ -71,8 +70,7 @@ void int8_gemv(const QuantizedActivations& a, const int8_t* q, const float* scal
 
 // int4 weight in the tiled layout of int4_layout.h: packed [N, a.K / 2], sz [N, a.K / G, 2];
 // bsum: [M, a.K / 32] activation_block_sums; xsum: [M, a.K / G] group_sums of the
-// activations. Writes y[m * ldy + n] for the rows of
-// tiles [t_begin, t_end).
+// activations. Writes y[m * ldy + n] for the rows of tiles [t_begin, t_end).
 void int4_gemv(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
                const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
                int64_t t_end, float* y, int64_t ldy);
@@ -83,8 +81,8 @@ void int4_gemv(const QuantizedActivations& a, const int32_t* bsum, const float* 
 void activation_block_sums(const QuantizedActivations& a, int32_t* sums);
 
 // xq = 16 * hi + lo with lo = ((xq + 8) & 15) - 8 in [-8, 7] and hi in [-8, 8]: planes
-// [a.M, 2, a.K] (each row's lo values, then its hi values). vpmaddubsw multiplies the tiled int8
-// bytes u = q + 128 (unsigned, up to 255) with these without overflowing its 16-bit pair
+// [a.M, 2, a.K] (each row's lo values, then its hi values). vpmaddubsw multiplies the tiled
+// int8 bytes u = q + 128 (unsigned, up to 255) with these without overflowing its 16-bit pair
 // sums (2 * 255 * 8 < 2^15), where u times xq itself could (2 * 255 * 127).
 void split_activations(const QuantizedActivations& a, int8_t* planes);
 
@@ -96,9 +94,10 @@ void split_activations(const QuantizedActivations& a, int8_t* planes);
 void int8_tiled_gemv(const QuantizedActivations& a, const int32_t* bsum, const uint8_t* packed,
                      const float* scales, int64_t N, int64_t G, int64_t t_begin, int64_t t_end,
                      float* y, int64_t ldy);
-// Whether the kernel int8_tiled_gemv dispatches to reads a.split (the AVX2 one), so that a
-// caller computes it once per call instead of the kernel once per task.
-bool int8_tiled_gemv_takes_split();
+// Whether the kernel int8_tiled_gemv dispatches to reads a.split for `rows` activation rows
+// (the AVX2 one, whose whole tiles take blocks of 2 rows), so that a caller computes it once
+// per call instead of the kernel once per task.
+bool int8_tiled_gemv_takes_split(int64_t rows);
 
 // The kernels behind the dispatch, for tests. The VNNI and AVX2 ones are compiled on x86-64
 // only and may be called only where qgemv_vnni_available() / qgemv_avx2_available() is true.
@@ -118,9 +117,8 @@ void int8_gemv_avx2(const QuantizedActivations& a, const int8_t* q, const float*
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                     int64_t ldy);
 void int4_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
-                    const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
-                    int64_t t_end,
-                    float* y, int64_t ldy);
+                    const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                    int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const int32_t* bsum,
                           const uint8_t* packed, const float* scales, int64_t N, int64_t G,
                           int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
@@ -128,9 +126,8 @@ void int8_gemv_vnni(const QuantizedActivations& a, const int8_t* q, const float*
                     int64_t K, int64_t G, int64_t n_begin, int64_t n_end, float* y,
                     int64_t ldy);
 void int4_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum, const float* xsum,
-                    const uint8_t* packed, const float* sz, int64_t N, int64_t G, int64_t t_begin,
-                    int64_t t_end,
-                    float* y, int64_t ldy);
+                    const uint8_t* packed, const float* sz, int64_t N, int64_t G,
+                    int64_t t_begin, int64_t t_end, float* y, int64_t ldy);
 void int8_tiled_gemv_vnni(const QuantizedActivations& a, const int32_t* bsum,
                           const uint8_t* packed, const float* scales, int64_t N, int64_t G,
                           int64_t t_begin, int64_t t_end, float* y, int64_t ldy);

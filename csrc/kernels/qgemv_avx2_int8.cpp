@@ -213,14 +213,13 @@ FASTDECODE_AVX2 __attribute__((always_inline)) inline void int8_tile_block_sums(
 // int8, a whole 16-row tile against 2 activation rows [m0, m0 + 2): int8_half_tile's
 // arithmetic for each half, bit for bit, with each broadcast quad feeding 16 rows; the 16-bit
 // sums (lo and hi split activations, two halves, two rows) take 8 registers, so the float
-// part runs apart as in int4_full_tile (qgemv_avx2_int4.cpp). split: split_activations of
-// a.q. On Zen 4 at 8 rows, the default model's head (49152 x 576, weights from memory):
+// part runs apart as in int4_full_tile (qgemv_avx2_int4.cpp). a.split: split_activations
+// of a.q. On Zen 4 at 8 rows, the default model's head (49152 x 576, weights from memory):
 // 16.7 against 14.5 products a cycle with the bytes' nibbles split instead.
 template <bool kOneBlock>
-FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, const int8_t* split,
-                                    int64_t m0, const int32_t* bsum, const uint8_t* words,
-                                    const float* st, int64_t G, float* y, int64_t ldy, int64_t n,
-                                    bool prefetch) {
+FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, int64_t m0,
+                                    const int32_t* bsum, const uint8_t* words, const float* st,
+                                    int64_t G, float* y, int64_t ldy, int64_t n, bool prefetch) {
   constexpr int MB = 2, kRows = static_cast<int>(kInt4TileRows);
   const int64_t K = a.K, blocks = K / kActBlock;
   const int64_t blocks_per_group = kOneBlock ? 1 : G / kActBlock;  // G == K: per channel
@@ -239,7 +238,7 @@ FASTDECODE_AVX2 void int8_full_tile(const QuantizedActivations& a, const int8_t*
         }
       }
       __m256i lo16[MB][2], hi16[MB][2];
-      int8_tile_block_sums(wp, split + 2 * m0 * K + b * kActBlock, K, lo16, hi16);
+      int8_tile_block_sums(wp, a.split + 2 * m0 * K + b * kActBlock, K, lo16, hi16);
       for (int m = 0; m < MB; ++m) {
         const __m256i offset = _mm256_set1_epi32(128 * bsum[(m0 + m) * blocks + b]);
         for (int h = 0; h < 2; ++h) {
@@ -316,11 +315,11 @@ FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const i
   // as int4_gemv_avx2, whole tiles for blocks of 2 rows
   const int64_t K = a.K, groups = K / G;
   std::vector<int8_t> own_split;  // where the caller passed no split_activations
-  const int8_t* split = a.split;
-  if (split == nullptr && a.M >= 2) {
+  QuantizedActivations as = a;
+  if (as.split == nullptr && a.M >= 2) {  // (the whole tiles take blocks of 2 rows)
     own_split.resize(2 * a.M * K);
     split_activations(a, own_split.data());
-    split = own_split.data();
+    as.split = own_split.data();
   }
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t r = tile_rows(N, t), n0 = t * kInt4TileRows;
@@ -329,8 +328,7 @@ FASTDECODE_AVX2 void int8_tiled_gemv_avx2(const QuantizedActivations& a, const i
     tile_by_row_blocks<2>(
         a.M, r, G == kActBlock,
         [&](int64_t m0, auto one_block, bool prefetch) {
-          int8_full_tile<one_block.value>(a, split, m0, bsum, pt, st, G, y, ldy, n0,
-                                          prefetch);
+          int8_full_tile<one_block.value>(as, m0, bsum, pt, st, G, y, ldy, n0, prefetch);
         },
         [&](int64_t h, int64_t m0, auto mb, auto one_block, bool prefetch) {
           const int64_t rows = std::min<int64_t>(8, r - 8 * h);

@@ -54,8 +54,9 @@ FASTDECODE_VNNI inline __m512i broadcast_quad(const int8_t* p) {
 // accumulator (no per-group sum: at 8 rows its 8 registers made the compiler spill).
 template <int MB, bool kOneBlock>
 FASTDECODE_VNNI void int4_tile(const QuantizedActivations& a, int64_t m0,
-                               const int32_t* bsum, const float* xsum, const int32_t* wt, const float* st, int64_t r, int64_t G,
-                               float* y, int64_t ldy, bool prefetch) {
+                               const int32_t* bsum, const float* xsum, const int32_t* wt,
+                               const float* st, int64_t r, int64_t G, float* y, int64_t ldy,
+                               bool prefetch) {
   const int64_t K = a.K, groups = K / G, blocks_per_group = kOneBlock ? 1 : G / kActBlock;
   const __mmask16 rows = static_cast<__mmask16>((1u << r) - 1u);
   const __m512i nibble = _mm512_set1_epi8(0x0f);
